@@ -1,0 +1,1 @@
+"""SafeHarbor's shared library: only what must be identical in every service."""
