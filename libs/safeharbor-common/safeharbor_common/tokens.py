@@ -70,6 +70,7 @@ class JwksCache:
         self._cooldown = refresh_cooldown
         self._keys: dict[str, Any] = {}
         self._last_refresh = float("-inf")
+        self._last_attempt = float("-inf")
         self._lock = threading.Lock()
 
     def get(self, kid: str) -> Any | None:
@@ -78,13 +79,24 @@ class JwksCache:
             return key
         with self._lock:
             key = self._keys.get(kid)
-            if key is None and time.monotonic() - self._last_refresh >= self._cooldown:
+            if key is None and self._may_fetch_now():
                 self._refresh_locked()
                 key = self._keys.get(kid)
         return key
 
+    def _may_fetch_now(self) -> bool:
+        now = time.monotonic()
+        if not self._keys:
+            # Nothing loaded yet (or the issuer was unreachable): retry, but not more than once a second.
+            return now - self._last_attempt >= 1.0
+        # Keys loaded: an unknown kid may mean rotation; refresh at most once per cooldown.
+        return now - self._last_refresh >= self._cooldown
+
     def _refresh_locked(self) -> None:
-        self._last_refresh = time.monotonic()
+        had_keys = bool(self._keys)
+        self._last_attempt = time.monotonic()
+        if had_keys:
+            self._last_refresh = self._last_attempt
         try:
             document = self._fetch()
         except Exception:  # noqa: BLE001 - an unreachable JWKS must not crash a request; kid stays unknown

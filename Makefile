@@ -1,0 +1,37 @@
+# SafeHarbor: `make run` serves the stack on the embedded default; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PACKAGES := libs/safeharbor-common gateway auth-service keydir-service audit-service \
+            push-config-service tools/stream-emulator tools/devstack clients/python
+PRESENT  := $(foreach p,$(PACKAGES),$(if $(wildcard $(p)/pyproject.toml),$(p)))
+DEV_TOOLS := pytest hypothesis ruff mypy
+
+.PHONY: install run test unit integration lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: constraints.txt Makefile $(foreach p,$(PRESENT),$(p)/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt $(foreach p,$(PRESENT),-e $(p)) $(DEV_TOOLS)
+	touch $@
+
+run: install
+	$(BIN)/python -m safeharbor_devstack
+
+test: install
+	bash scripts/test-all.sh
+
+unit: install
+	bash scripts/test-all.sh unit
+
+integration: install
+	bash scripts/test-all.sh integration
+
+lint: install
+	$(BIN)/ruff check $(PRESENT) tests
+	$(BIN)/mypy $(foreach p,$(PRESENT),$(p)) --ignore-missing-imports
+
+clean:
+	rm -rf var .pytest_cache

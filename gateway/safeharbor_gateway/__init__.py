@@ -1,0 +1,1 @@
+"""SafeHarbor gateway: the one door in front of every service."""

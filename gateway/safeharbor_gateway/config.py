@@ -1,0 +1,54 @@
+"""Gateway settings from the environment, validated at start."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from safeharbor_common.config import ConfigError, EnvReader
+
+UPSTREAM_SETTINGS = {
+    "auth": "AUTH_SERVICE_URL",
+    "keydir": "KEYDIR_SERVICE_URL",
+    "audit": "AUDIT_SERVICE_URL",
+    "push": "PUSH_SERVICE_URL",
+}
+DEFAULT_PORTS = {"auth": 8101, "keydir": 8102, "audit": 8103, "push": 8104}
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    env = EnvReader(environ)
+    upstreams = {
+        name: env.str(setting, f"http://127.0.0.1:{DEFAULT_PORTS[name]}").rstrip("/")
+        for name, setting in UPSTREAM_SETTINGS.items()
+    }
+    for name, url in upstreams.items():
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{UPSTREAM_SETTINGS[name]} must be an http(s) URL")
+    max_body = env.int("MAX_BODY_BYTES", 1024 * 1024, minimum=1024, maximum=64 * 1024 * 1024)
+    return {
+        "SAFEHARBOR_ENV": env.str("SAFEHARBOR_ENV", "dev"),
+        "SERVICE_NAME": "gateway",
+        "SERVICE_PRIVATE_KEY": env.secret("SERVICE_PRIVATE_KEY").reveal(),
+        "SERVICE_PUBLIC_KEYS": env.str("SERVICE_PUBLIC_KEYS", ""),
+        "UPSTREAMS": upstreams,
+        "AUTH_SERVICE_URL": upstreams["auth"],
+        "AUDIT_SERVICE_URL": upstreams["audit"],
+        "JWKS_URL": env.str("JWKS_URL", upstreams["auth"] + "/.well-known/jwks.json"),
+        "JWT_ISSUER": env.str("JWT_ISSUER", "safeharbor-auth"),
+        "JWT_AUDIENCE": env.str("JWT_AUDIENCE", "safeharbor"),
+        "JWT_LEEWAY": env.int("JWT_LEEWAY", 5, minimum=0, maximum=60),
+        "REDIS_URL": env.optional_str("REDIS_URL"),
+        "AUDIT_OUTBOX_PATH": env.str("AUDIT_OUTBOX_PATH", "var/outbox-gateway.db"),
+        "MAX_CONTENT_LENGTH": max_body,
+        "CORS_ALLOWED_ORIGINS": env.csv("CORS_ALLOWED_ORIGINS"),
+        "RATE_LIMIT_PER_IP": env.int("RATE_LIMIT_PER_IP", 600, minimum=1),
+        "RATE_LIMIT_PER_USER": env.int("RATE_LIMIT_PER_USER", 300, minimum=1),
+        "RATE_LIMIT_WINDOW": env.int("RATE_LIMIT_WINDOW", 60, minimum=1, maximum=3600),
+        "REVOCATION_POLL_INTERVAL": env.float("REVOCATION_POLL_INTERVAL", 0.25, minimum=0.05),
+        "REVOCATION_MAX_STALENESS": env.float("REVOCATION_MAX_STALENESS", 5.0, minimum=0.5),
+        "UPSTREAM_CONNECT_TIMEOUT": env.float("UPSTREAM_CONNECT_TIMEOUT", 1.0, minimum=0.05),
+        "UPSTREAM_READ_TIMEOUT": env.float("UPSTREAM_READ_TIMEOUT", 30.0, minimum=0.1),
+        "TLS_CERT_FILE": env.optional_str("TLS_CERT_FILE"),
+        "TLS_KEY_FILE": env.optional_str("TLS_KEY_FILE"),
+        "LOG_LEVEL": env.str("LOG_LEVEL", "INFO"),
+    }

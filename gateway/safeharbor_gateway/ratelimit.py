@@ -1,0 +1,82 @@
+"""Per-IP and per-user request limits at the gateway.
+
+Fixed one-second-aligned windows. With Redis configured the counters are shared by every worker and
+replica (one pipelined INCR+EXPIRE per key); without it, or while Redis is unreachable, each worker
+counts for itself (the limit then applies per worker: a documented, conservative degradation).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+_log = logging.getLogger("safeharbor.gateway.ratelimit")
+
+
+@dataclass(frozen=True)
+class Limit:
+    requests: int
+    window_s: int
+
+
+class LocalCounter:
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str, window_s: int) -> tuple[int, int]:
+        """(count in the current window, seconds until it resets)."""
+        now = int(time.time())
+        window = now - now % window_s
+        with self._lock:
+            start, count = self._counts.get(key, (window, 0))
+            if start != window:
+                start, count = window, 0
+            count += 1
+            self._counts[key] = (start, count)
+            if len(self._counts) > 100_000:
+                self._counts = {k: v for k, v in self._counts.items() if v[0] == window}
+        return count, window + window_s - now
+
+
+class RedisCounter:
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+        self._retry_at = 0.0
+
+    def hit(self, key: str, window_s: int) -> tuple[int, int] | None:
+        if time.monotonic() < self._retry_at:
+            return None
+        now = int(time.time())
+        window = now - now % window_s
+        redis_key = f"safeharbor:rl:{key}:{window}"
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.incr(redis_key)
+            pipe.expire(redis_key, window_s + 1)
+            count, _ = pipe.execute()
+        except Exception:  # noqa: BLE001 - fall back to local counting, retry Redis shortly
+            self._retry_at = time.monotonic() + 2.0
+            _log.warning("rate-limit store unreachable; counting locally")
+            return None
+        return int(count), window + window_s - now
+
+
+class RateLimiter:
+    def __init__(self, *, per_ip: Limit, per_user: Limit, redis_url: str | None = None) -> None:
+        self.per_ip = per_ip
+        self.per_user = per_user
+        self._local = LocalCounter()
+        self._redis = RedisCounter(redis_url) if redis_url else None
+
+    def check(self, scope: str, subject: str, limit: Limit) -> int | None:
+        """None when allowed, else the seconds to wait."""
+        key = f"{scope}:{subject}"
+        result = self._redis.hit(key, limit.window_s) if self._redis else None
+        if result is None:
+            result = self._local.hit(key, limit.window_s)
+        count, resets_in = result
+        return None if count <= limit.requests else max(1, resets_in)

@@ -1,0 +1,124 @@
+"""Gateway unit tests: a real gateway app against a fake upstream and a fake JWKS, all in-process."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Flask, jsonify, request
+from werkzeug.serving import make_server
+
+from safeharbor_common.service_identity import generate_keypair
+from safeharbor_gateway.app import create_app
+
+ISSUER, AUDIENCE = "safeharbor-auth", "safeharbor"
+
+
+@dataclass
+class FakeUpstream:
+    """Echoes what reached it and serves a revocation feed the test controls."""
+
+    url: str = ""
+    revoked: list[dict[str, Any]] = field(default_factory=list)
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    feed_up: bool = True
+
+
+def _upstream_app(state: FakeUpstream) -> Flask:
+    app = Flask("fake-upstream")
+
+    @app.get("/internal/v1/revocations")
+    def feed() -> Any:
+        if not state.feed_up:
+            return jsonify({"error": {"code": "service_unavailable"}}), 503
+        since = int(request.args.get("since", "0"))
+        return jsonify({"revoked": state.revoked[since:], "cursor": len(state.revoked)})
+
+    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def echo(path: str) -> Any:
+        record = {
+            "path": "/" + path,
+            "query": request.query_string.decode(),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": request.get_data(as_text=True),
+        }
+        state.seen.append(record)
+        return jsonify(record), 200
+
+    return app
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    state = FakeUpstream()
+    server = make_server("127.0.0.1", 0, _upstream_app(state), threaded=True)
+    state.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+
+
+@dataclass
+class Signer:
+    key: Ed25519PrivateKey
+    kid: str
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [{**jwt.algorithms.OKPAlgorithm.to_jwk(self.key.public_key(), as_dict=True),
+                          "kid": self.kid, "alg": "EdDSA", "use": "sig"}]}
+
+    def claims(self, **overrides: Any) -> dict[str, Any]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "exp": now + 600, "iat": now,
+            "jti": uuid.uuid4().hex, "sid": "sess-1", "role": "clinician", "scope": "full",
+        }
+        claims.update(overrides)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def token(self, **overrides: Any) -> str:
+        return jwt.encode(self.claims(**overrides), self.key, algorithm="EdDSA", headers={"kid": self.kid})
+
+
+@pytest.fixture
+def signer() -> Signer:
+    return Signer(Ed25519PrivateKey.generate(), "kid-1")
+
+
+@pytest.fixture
+def gateway_config(upstream: FakeUpstream, signer: Signer) -> dict[str, Any]:
+    seed, pub = generate_keypair()
+    environ = {
+        "SERVICE_PRIVATE_KEY": seed,
+        "SERVICE_PUBLIC_KEYS": f"gateway={pub}",
+        "AUTH_SERVICE_URL": upstream.url,
+        "KEYDIR_SERVICE_URL": upstream.url,
+        "AUDIT_SERVICE_URL": upstream.url,
+        "PUSH_SERVICE_URL": upstream.url,
+        "REVOCATION_POLL_INTERVAL": "0.1",
+        "RATE_LIMIT_PER_IP": "1000",
+        "RATE_LIMIT_PER_USER": "1000",
+        "CORS_ALLOWED_ORIGINS": "https://app.example",
+        "MAX_BODY_BYTES": "2048",
+    }
+    return {"ENVIRON": environ, "JWKS_FETCHER": signer.jwks, "JWKS_REFRESH_COOLDOWN": 0,
+            "AUDIT_ENABLED": False, "GATEWAY_PUBLIC_KEY": pub}
+
+
+@pytest.fixture
+def gateway(gateway_config: dict[str, Any]) -> Iterator[Any]:
+    app = create_app(gateway_config)
+    yield app
+    app.extensions["revocations"].stop()
+
+
+@pytest.fixture
+def client(gateway: Any) -> Any:
+    return gateway.test_client()

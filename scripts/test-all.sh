@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Unit tests of every package, then the integration suite against the real multi-process stack:
+# once on SQLite, once on PostgreSQL + Redis. REQUIRE_SERVICES=1 (CI) makes a missing PostgreSQL or
+# Redis a failure instead of a loudly skipped leg.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+what="${1:-all}"
+failed=()
+
+run_pytest() {  # label, args...
+  local label=$1; shift
+  echo "=== $label"
+  "$PY" -m pytest -q -p no:cacheprovider "$@"
+  local rc=$?
+  # 5 = no tests collected: a package without tests yet is not a failure of the run.
+  if [ $rc -ne 0 ] && [ $rc -ne 5 ]; then failed+=("$label"); fi
+}
+
+if [ "$what" = all ] || [ "$what" = unit ]; then
+  for pkg in libs/safeharbor-common gateway auth-service keydir-service audit-service \
+             push-config-service tools/stream-emulator clients/python; do
+    [ -d "$pkg/tests" ] && run_pytest "unit: $pkg" "$pkg/tests"
+  done
+fi
+
+if [ "$what" = all ] || [ "$what" = integration ]; then
+  run_pytest "integration: sqlite" tests --backend=sqlite
+  if "$PY" scripts/check_services.py; then
+    run_pytest "integration: postgres+redis" tests --backend=postgres
+  elif [ "${REQUIRE_SERVICES:-0}" = 1 ]; then
+    echo "!!! PostgreSQL or Redis unreachable and REQUIRE_SERVICES=1: failing." >&2
+    failed+=("integration: postgres+redis (services unreachable)")
+  else
+    echo "!!! ================================================================== !!!" >&2
+    echo "!!! PostgreSQL or Redis unreachable: SKIPPING the postgres+redis leg.   !!!" >&2
+    echo "!!! Set REQUIRE_SERVICES=1 to make this a failure (CI does).            !!!" >&2
+    echo "!!! ================================================================== !!!" >&2
+  fi
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+echo "All test runs passed."

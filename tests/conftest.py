@@ -1,0 +1,211 @@
+"""The integration suite's stack: every service and the Stream emulator as real processes on loopback.
+
+`--backend=sqlite` (default) gives each service its own SQLite file in a temporary folder;
+`--backend=postgres` creates one PostgreSQL database per service and a Redis database, and drops them at
+the end. The stack starts once per session; tests share it and must not depend on each other's data.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from safeharbor_devstack import SERVICES, Stack, StackSettings, free_port
+from safeharbor_devstack.secrets import generate_secrets
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_PASSWORD = "Harbor-it-" + secrets.token_hex(4)
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_DB_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", default=os.environ.get("SAFEHARBOR_TEST_BACKEND", "sqlite"),
+                     choices=["sqlite", "postgres"])
+
+
+@dataclass
+class Api:
+    """A small client for the gateway: JSON in, JSON out, status kept."""
+
+    base: str
+
+    def call(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.request(method, self.base + path, headers=headers, timeout=30, **kwargs)
+
+    def login(self, username: str, password: str = DEMO_PASSWORD, **extra: Any) -> dict[str, Any]:
+        response = self.call("POST", "/v1/auth/login", json={"username": username, "password": password, **extra})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def token(self, username: str, password: str = DEMO_PASSWORD) -> str:
+        return str(self.session(username, password)["access_token"])
+
+    def session(self, username: str, password: str = DEMO_PASSWORD) -> dict[str, Any]:
+        """A full session for `username`, enrolling TOTP first when the role needs it.
+
+        The TOTP secret is kept per user; each login uses a time step not used before (the server accepts a
+        step once, with one step of drift either way), falling back to a recovery code.
+        """
+        response = self.call("POST", "/v1/auth/login", json=self._credentials(username, password))
+        body = response.json()
+        if response.status_code == 200 and body.get("user", {}).get("mfa_enrolled") is False and \
+                self._is_enrolment_only(body["access_token"]):
+            self._enrol(username, body["access_token"])
+            response = self.call("POST", "/v1/auth/login", json=self._credentials(username, password))
+            body = response.json()
+        assert response.status_code == 200, response.text
+        return dict(body)
+
+    def _is_enrolment_only(self, token: str) -> bool:
+        return self.call("GET", "/v1/auth/me", token=token).status_code == 403
+
+    def _enrol(self, username: str, token: str) -> None:
+        import pyotp
+
+        enrolled = self.call("POST", "/v1/auth/mfa/totp/enroll", token=token)
+        assert enrolled.status_code == 200, enrolled.text
+        secret = enrolled.json()["secret"]
+        code = self._next_code(username, secret)
+        confirmed = self.call("POST", "/v1/auth/mfa/totp/confirm", token=token, json={"code": code})
+        assert confirmed.status_code == 200, confirmed.text
+        _MFA[username] = {"secret": secret, "recovery": list(confirmed.json()["recovery_codes"])}
+        del pyotp
+
+    def otp(self, username: str) -> str:
+        """A one-time code for an enrolled user that has not been used yet."""
+        state = _MFA[username]
+        return self._next_code(username, str(state["secret"]))
+
+    def _next_code(self, username: str, secret: str) -> str:
+        import time
+
+        import pyotp
+
+        totp = pyotp.TOTP(secret)
+        step = int(time.time()) // 30
+        used = _USED_STEPS.setdefault(username, -1)
+        for candidate in (step - 1, step, step + 1):
+            if candidate > used:
+                _USED_STEPS[username] = candidate
+                return str(totp.at(candidate * 30))
+        recovery = _MFA.get(username, {}).get("recovery") or []
+        if recovery:
+            return str(recovery.pop())
+        time.sleep(30 - time.time() % 30 + 0.5)
+        return self._next_code(username, secret)
+
+    def _credentials(self, username: str, password: str) -> dict[str, Any]:
+        creds: dict[str, Any] = {"username": username, "password": password}
+        if username in _MFA:
+            creds["otp"] = self.otp(username)
+        return creds
+
+
+_MFA: dict[str, dict[str, Any]] = {}
+_USED_STEPS: dict[str, int] = {}
+
+
+class _Databases:
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.prefix = f"sh_it_{uuid.uuid4().hex[:8]}"
+        self.created: list[str] = []
+
+    def urls(self, tmp: Path) -> dict[str, str]:
+        names = [s.name for s in SERVICES if s.migrates]
+        if self.backend == "sqlite":
+            return {n: f"sqlite:///{tmp / n}.db" for n in names}
+        import psycopg
+
+        urls = {}
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            for name in names:
+                db = f"{self.prefix}_{name}"
+                conn.execute(f'CREATE DATABASE "{db}"')
+                self.created.append(db)
+                urls[name] = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
+        return urls
+
+    def drop(self) -> None:
+        if not self.created:
+            return
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            for db in self.created:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--backend"))
+
+
+@pytest.fixture(scope="session")
+def stack(backend: str) -> Iterator[Stack]:
+    tmp = Path(tempfile.mkdtemp(prefix="safeharbor-it-"))
+    databases = _Databases(backend)
+    redis_url = None
+    if backend == "postgres":
+        import redis
+
+        redis_url = REDIS_TEST_DB_URL
+        redis.Redis.from_url(redis_url).flushdb()
+    ports = {spec.name: free_port() for spec in SERVICES}
+    settings = StackSettings(
+        root=ROOT,
+        var_dir=tmp,
+        secrets=generate_secrets(),
+        ports=ports,
+        database_urls=databases.urls(tmp),
+        redis_url=redis_url,
+        emulator=True,
+        emulator_port=free_port(),
+        workers=2,
+        env="dev",
+        demo_password=DEMO_PASSWORD,
+        extra_env={
+            "RATE_LIMIT_PER_IP": "100000",
+            "RATE_LIMIT_PER_USER": "100000",
+            "PUSH_DRIFT_INTERVAL": "1",
+            "LOGIN_RATE_LIMIT_PER_IP": "100000",
+        },
+    )
+    running = Stack(settings)
+    try:
+        running.start(timeout=90)
+        yield running
+    finally:
+        running.stop()
+        databases.drop()
+        if redis_url:
+            import redis
+
+            redis.Redis.from_url(redis_url).flushdb()
+        if os.environ.get("KEEP_STACK_LOGS"):
+            print(f"stack logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack) -> Api:
+    return Api(stack.gateway_url)
+
+
+@pytest.fixture
+def admin_token(api: Api) -> str:
+    return api.token("admin")

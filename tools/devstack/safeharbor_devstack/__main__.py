@@ -1,0 +1,103 @@
+"""`make run`: the whole stack on this machine, on the embedded default (SQLite files under var/).
+
+Settings: GATEWAY_PORT (8080); <SERVICE>_DATABASE_URL (AUTH_, KEYDIR_, AUDIT_, PUSH_) and REDIS_URL to use
+PostgreSQL and Redis instead; STREAM_API_KEY / STREAM_API_SECRET / STREAM_CHAT_URL / STREAM_EMULATOR;
+SAFEHARBOR_DEMO_PASSWORD (demo users' password in dev mode).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .secrets import load_or_create
+from .stack import EMULATOR_DEFAULT_PORT, SERVICES, Stack, StackSettings
+
+DEFAULT_DEMO_PASSWORD = "Harbor-demo-2026"
+
+
+def main() -> int:
+    root = Path(os.environ.get("SAFEHARBOR_ROOT", Path.cwd())).resolve()
+    var_dir = root / "var"
+    secrets = load_or_create(var_dir / "dev-secrets.json")
+    env_mode = os.environ.get("SAFEHARBOR_ENV", "dev")
+
+    ports = {spec.name: spec.default_port for spec in SERVICES}
+    ports["gateway"] = int(os.environ.get("GATEWAY_PORT", "8080"))
+    database_urls = {
+        spec.name: os.environ.get(f"{spec.name.upper()}_DATABASE_URL") or f"sqlite:///{var_dir / spec.name}.db"
+        for spec in SERVICES
+        if spec.migrates
+    }
+
+    key, secret, chat_url = (os.environ.get(n) for n in ("STREAM_API_KEY", "STREAM_API_SECRET", "STREAM_CHAT_URL"))
+    use_emulator = os.environ.get("STREAM_EMULATOR") == "1" or (not chat_url and not key)
+    if key and secret:
+        secrets = {**secrets, "STREAM_API_KEY": key, "STREAM_API_SECRET": secret}
+    elif not use_emulator:
+        print("STREAM_API_KEY and STREAM_API_SECRET must both be set to use Stream.", file=sys.stderr)
+        return 2
+
+    demo_password = None
+    if env_mode == "dev":
+        demo_password = os.environ.get("SAFEHARBOR_DEMO_PASSWORD") or DEFAULT_DEMO_PASSWORD
+
+    settings = StackSettings(
+        root=root,
+        var_dir=var_dir,
+        secrets=secrets,
+        ports=ports,
+        database_urls=database_urls,
+        redis_url=os.environ.get("REDIS_URL"),
+        emulator=use_emulator,
+        emulator_port=int(os.environ.get("STREAM_EMULATOR_PORT", EMULATOR_DEFAULT_PORT)),
+        stream_chat_url=None if use_emulator else chat_url,
+        workers=int(os.environ.get("SAFEHARBOR_WORKERS", "2")),
+        env=env_mode,
+        demo_password=demo_password,
+    )
+    stack = Stack(settings)
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    if use_emulator:
+        print(f"Stream: starting the LOCAL STREAM EMULATOR (dev tool) at {stack.emulator_url}", flush=True)
+    else:
+        print(f"Stream: using {chat_url or 'Stream cloud'}", flush=True)
+    print("Starting SafeHarbor (migrations, services)...", flush=True)
+    try:
+        stack.start()
+    except RuntimeError as exc:
+        print(f"Could not start the stack: {exc}\nLogs: {var_dir / 'log'}", file=sys.stderr)
+        return 1
+    print(f"\nSafeHarbor gateway: {stack.gateway_url}", flush=True)
+    if demo_password:
+        print(
+            "Demo users (dev mode only): admin, dr-chen (clinician), sam (billing), pat (patient), "
+            f"audra (auditor); password: {demo_password}",
+            flush=True,
+        )
+    print(f"Logs in {var_dir / 'log'}. Ctrl-C stops everything.", flush=True)
+    try:
+        while not stopping:
+            for name, process in list(stack.processes.items()):
+                if process.poll() is not None:
+                    print(f"{name} exited ({process.returncode}); stopping.", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        print("\nStopping...", flush=True)
+        stack.stop()
+        print("Stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

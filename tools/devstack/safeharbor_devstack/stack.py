@@ -1,0 +1,278 @@
+"""The whole stack as processes on loopback: migrate, seed, start, wait until ready, stop cleanly."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # identity name (gateway, auth, ...)
+    package: str
+    default_port: int
+    migrates: bool = True
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("audit", "safeharbor_audit", 8103),
+    ServiceSpec("auth", "safeharbor_auth", 8101),
+    ServiceSpec("keydir", "safeharbor_keydir", 8102),
+    ServiceSpec("push", "safeharbor_push", 8104),
+    ServiceSpec("gateway", "safeharbor_gateway", 8080, migrates=False),
+)
+EMULATOR_DEFAULT_PORT = 8190
+URL_SETTINGS = {
+    "auth": "AUTH_SERVICE_URL",
+    "keydir": "KEYDIR_SERVICE_URL",
+    "audit": "AUDIT_SERVICE_URL",
+    "push": "PUSH_SERVICE_URL",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class StackSettings:
+    root: Path
+    var_dir: Path
+    secrets: dict[str, str]
+    ports: dict[str, int]
+    database_urls: dict[str, str]
+    redis_url: str | None = None
+    emulator: bool = True
+    emulator_port: int = EMULATOR_DEFAULT_PORT
+    stream_chat_url: str | None = None
+    workers: int = 2
+    env: str = "dev"
+    demo_password: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+class Stack:
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, object] = {}
+        (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
+
+    # -- addresses ----------------------------------------------------------------------------------
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.settings.ports[name]}"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.url("gateway")
+
+    @property
+    def emulator_url(self) -> str:
+        return self.settings.stream_chat_url or f"http://127.0.0.1:{self.settings.emulator_port}"
+
+    # -- environment --------------------------------------------------------------------------------
+
+    def env_for(self, name: str) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
+        env.pop("DATABASE_URL", None)
+        env.update(
+            {
+                "SAFEHARBOR_ENV": s.env,
+                "SERVICE_NAME": name,
+                "SERVICE_PRIVATE_KEY": s.secrets[f"{name.upper()}_SERVICE_PRIVATE_KEY"],
+                "SERVICE_PUBLIC_KEYS": s.secrets["SERVICE_PUBLIC_KEYS"],
+                "JWT_ISSUER": "safeharbor-auth",
+                "JWT_AUDIENCE": "safeharbor",
+                "AUDIT_OUTBOX_PATH": str(s.var_dir / f"outbox-{name}.db"),
+                "AUTH_DATA_KEY": s.secrets["AUTH_DATA_KEY"],
+                "AUDIT_DATA_KEY": s.secrets["AUDIT_DATA_KEY"],
+                "AUDIT_DATA_KEY_ID": s.secrets["AUDIT_DATA_KEY_ID"],
+                "AUDIT_SIGNING_KEY": s.secrets["AUDIT_SIGNING_KEY"],
+                "KEYDIR_SIGNING_KEY": s.secrets["KEYDIR_SIGNING_KEY"],
+                "STREAM_API_KEY": s.secrets["STREAM_API_KEY"],
+                "STREAM_API_SECRET": s.secrets["STREAM_API_SECRET"],
+                "STREAM_CHAT_URL": self.emulator_url,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if s.demo_password:
+            env["SAFEHARBOR_DEMO_PASSWORD"] = s.demo_password
+        for svc, setting in URL_SETTINGS.items():
+            env[setting] = self.url(svc)
+        if name in s.database_urls:
+            env["DATABASE_URL"] = s.database_urls[name]
+        if s.redis_url:
+            env["REDIS_URL"] = s.redis_url
+        else:
+            env.pop("REDIS_URL", None)
+        env.update(s.extra_env)
+        env.update(s.service_env.get(name, {}))
+        return env
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Migrations for every service with a database, then dev seeding."""
+        for spec in SERVICES:
+            if spec.migrates:
+                self._run(spec.name, [sys.executable, "-m", f"{spec.package}.manage", "migrate"])
+        if self.settings.env == "dev" and self.settings.demo_password:
+            self._run("auth", [sys.executable, "-m", "safeharbor_auth.manage", "seed-demo"])
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        try:
+            if self.settings.emulator and not self.settings.stream_chat_url:
+                self.start_emulator()
+            self.prepare()
+            for spec in SERVICES:
+                self.start_service(spec.name)
+            for spec in SERVICES:
+                self.wait_ready(spec.name, timeout=timeout)
+            if self.settings.emulator and not self.settings.stream_chat_url:
+                self._run("auth", [sys.executable, "-m", "safeharbor_auth.manage", "provision-stream"])
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_emulator(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            {
+                "STREAM_API_KEY": self.settings.secrets["STREAM_API_KEY"],
+                "STREAM_API_SECRET": self.settings.secrets["STREAM_API_SECRET"],
+                "STREAM_EMULATOR_PORT": str(self.settings.emulator_port),
+                "STREAM_EMULATOR_WEBHOOK_URL": self.gateway_url + "/v1/webhooks/stream",
+                "STREAM_EMULATOR_STATE_FILE": str(self.settings.var_dir / "stream-emulator.json"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self._spawn("emulator", [sys.executable, "-m", "stream_emulator"], env)
+        _wait_http(self.emulator_url + "/_emulator/state", timeout=30, process=self.processes["emulator"])
+
+    def start_service(self, name: str) -> None:
+        spec = _spec(name)
+        port = self.settings.ports[name]
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(self.settings.workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "8",
+            "--graceful-timeout",
+            "5",
+            "--timeout",
+            "60",
+            f"{spec.package}.app:create_app()",
+        ]
+        self._spawn(name, command, self.env_for(name))
+
+    def wait_ready(self, name: str, *, timeout: float = 60.0) -> None:
+        _wait_http(self.url(name) + "/readyz", timeout=timeout, process=self.processes.get(name))
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(name, None)
+        if process is None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=15)
+
+    def restart(self, name: str) -> None:
+        self.kill(name, signal.SIGTERM)
+        if name == "emulator":
+            self.start_emulator()
+        else:
+            self.start_service(name)
+            self.wait_ready(name)
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + 10
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait(timeout=5)
+        self.processes.clear()
+        for handle in self._logs.values():
+            handle.close()  # type: ignore[attr-defined]
+        self._logs.clear()
+
+    def log_path(self, name: str) -> Path:
+        return self.settings.var_dir / "log" / f"{name}.log"
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        handle = open(self.log_path(name), "ab")  # noqa: SIM115 - kept open for the process's life
+        self._logs[name] = handle
+        self.processes[name] = subprocess.Popen(
+            command,
+            cwd=self.settings.root,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _run(self, name: str, command: list[str]) -> None:
+        result = subprocess.run(
+            command, cwd=self.settings.root, env=self.env_for(name), capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command[2:])} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
+
+
+def _spec(name: str) -> ServiceSpec:
+    for spec in SERVICES:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def _wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
+    deadline = time.monotonic() + timeout
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            response = requests.get(url, timeout=2)
+            if response.status_code < 500:
+                return
+            last_error = f"status {response.status_code}"
+        except requests.RequestException as exc:
+            last_error = type(exc).__name__
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s ({last_error})")
