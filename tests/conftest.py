@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from safeharbor_devstack import SERVICES, Stack, StackSettings, free_port
 from safeharbor_devstack.secrets import generate_secrets
 

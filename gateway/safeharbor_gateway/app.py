@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
-
 from safeharbor_common import service_identity, tokens, web
 from safeharbor_common.errors import (
     Forbidden,
@@ -132,7 +131,8 @@ def _authorise(route: Route) -> SessionClaims:
         raise Unauthenticated()
     revocations: RevocationList = current_app.extensions["revocations"]
     revocations.ensure_started()
-    claims = current_app.extensions["token_verifier"].verify(token)
+    verifier: tokens.TokenVerifier = current_app.extensions["token_verifier"]
+    claims = verifier.verify(token)
     g.claims = claims
     if not revocations.is_fresh():
         # Fail closed: without a current revocation list an ended session could slip through.
@@ -217,8 +217,8 @@ def _audit_request(exc: BaseException | None) -> None:
                 **({"sid": claims.sid} if claims else {}),
             },
         )
-    except Exception:  # noqa: BLE001 - the emitter logs its own failures; never fail the response
+    except Exception:
         current_app.logger.exception("audit emit failed")
 
 
-__all__ = ["create_app", "SafeHarborError"]
+__all__ = ["SafeHarborError", "create_app"]

@@ -5,7 +5,6 @@ from collections.abc import Iterator
 
 import requests
 from requests.adapters import HTTPAdapter
-
 from safeharbor_common.errors import ServiceUnavailable
 
 

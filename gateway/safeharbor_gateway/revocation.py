@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import requests
-
 from safeharbor_common.service_identity import ServiceTokenSigner
 
 REDIS_CHANNEL = "safeharbor:revocations"
@@ -119,7 +118,7 @@ class RevocationList:
         while not self._stop.is_set():
             try:
                 client = redis.Redis.from_url(self._redis_url or "", health_check_interval=30)
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(REDIS_CHANNEL)
                 for message in pubsub.listen():
                     if self._stop.is_set():

@@ -66,7 +66,7 @@ ROUTES: tuple[Route, ...] = (
     _r("auth.break_glass.review", "auth", "POST", rf"/v1/break-glass/{_ID}/review", roles=ADMIN),
     # auth-service: users (reading oneself is checked by the service)
     _r("users.read", "auth", "GET", rf"/v1/users/{_ID}"),
-    _r("users.admin", "auth", "GET POST PATCH DELETE", rf"/v1/users(/.*)?", roles=ADMIN),
+    _r("users.admin", "auth", "GET POST PATCH DELETE", r"/v1/users(/.*)?", roles=ADMIN),
     # auth-service: Stream and channels
     _r("stream.credentials", "auth", "POST", r"/v1/stream-credentials", scopes=_EMERGENCY),
     _r("channels.filter", "auth", "GET", r"/v1/channels/filter", scopes=_EMERGENCY),

@@ -12,10 +12,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask, jsonify, request
-from werkzeug.serving import make_server
-
 from safeharbor_common.service_identity import generate_keypair
 from safeharbor_gateway.app import create_app
+from werkzeug.serving import make_server
 
 ISSUER, AUDIENCE = "safeharbor-auth", "safeharbor"
 

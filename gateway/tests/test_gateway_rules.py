@@ -5,7 +5,6 @@ import time
 from typing import Any
 
 import pytest
-
 from conftest import FakeUpstream, Signer
 from safeharbor_common.service_identity import ServiceTokenVerifier, parse_public_keys
 from safeharbor_gateway.app import create_app

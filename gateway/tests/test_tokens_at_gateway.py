@@ -8,10 +8,9 @@ from typing import Any
 
 import jwt
 import pytest
+from conftest import Signer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from conftest import Signer
 
 
 def _get(client: Any, token: str, path: str = "/v1/auth/me") -> Any:

@@ -3,8 +3,10 @@
 Each service declares its own settings with these readers; a bad or missing value stops the process with
 a message that names the variable (and never its secret value).
 """
+
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from typing import Final
@@ -43,16 +45,18 @@ _MISSING: Final = object()
 class EnvReader:
     """Reads typed settings from a mapping (os.environ by default, or a test's dict)."""
 
-    def __init__(self, source: Mapping[str, str] | None = None) -> None:
-        self._source: Mapping[str, str] = os.environ if source is None else source
+    def __init__(self, source: Mapping[str, builtins.str] | None = None) -> None:
+        self._source: Mapping[str, builtins.str] = os.environ if source is None else source
 
-    def raw(self, name: str) -> str | None:
+    def raw(self, name: builtins.str) -> builtins.str | None:
         value = self._source.get(name)
         if value is None or value.strip() == "":
             return None
         return value.strip()
 
-    def str(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+    def str(
+        self, name: builtins.str, default: builtins.str | None = None, *, required: builtins.bool = False
+    ) -> builtins.str:
         value = self.raw(name)
         if value is None:
             if required or default is None:
@@ -60,10 +64,10 @@ class EnvReader:
             return default
         return value
 
-    def optional_str(self, name: str) -> str | None:
+    def optional_str(self, name: builtins.str) -> builtins.str | None:
         return self.raw(name)
 
-    def secret(self, name: str, default: str | None = None) -> Secret:
+    def secret(self, name: builtins.str, default: builtins.str | None = None) -> Secret:
         value = self.raw(name)
         if value is None:
             if default is None:
@@ -71,13 +75,18 @@ class EnvReader:
             return Secret(default)
         return Secret(value)
 
-    def optional_secret(self, name: str) -> Secret | None:
+    def optional_secret(self, name: builtins.str) -> Secret | None:
         value = self.raw(name)
         return None if value is None else Secret(value)
 
     def int(
-        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
-    ) -> int:
+        self,
+        name: builtins.str,
+        default: builtins.int,
+        *,
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int:
         value = self.raw(name)
         if value is None:
             result = default
@@ -92,7 +101,9 @@ class EnvReader:
             raise ConfigError(f"{name} must be at most {maximum}")
         return result
 
-    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+    def float(
+        self, name: builtins.str, default: builtins.float, *, minimum: builtins.float | None = None
+    ) -> builtins.float:
         value = self.raw(name)
         if value is None:
             return default
@@ -104,7 +115,7 @@ class EnvReader:
             raise ConfigError(f"{name} must be at least {minimum}")
         return result
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -115,7 +126,7 @@ class EnvReader:
             return False
         raise ConfigError(f"{name} must be a boolean (1/0, true/false)")
 
-    def csv(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def csv(self, name: builtins.str, default: tuple[builtins.str, ...] = ()) -> tuple[builtins.str, ...]:
         value = self.raw(name)
         if value is None:
             return default

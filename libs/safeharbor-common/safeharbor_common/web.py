@@ -143,9 +143,10 @@ def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {}
-        location = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        problem = str(first.get("msg", "invalid value"))
+        errors = exc.errors()
+        location = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
+        problem = str(errors[0]["msg"]) if errors else "invalid value"
+        location = location or "body"
         raise InvalidRequest(f"Field '{location}': {problem}.", extra={"field": location}) from exc
 
 

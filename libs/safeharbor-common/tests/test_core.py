@@ -8,7 +8,6 @@ import jwt
 import pytest
 from flask import Flask
 from pydantic import BaseModel
-
 from safeharbor_common import service_identity, web
 from safeharbor_common.config import ConfigError, EnvReader, Secret
 from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode

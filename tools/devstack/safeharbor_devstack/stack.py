@@ -1,6 +1,7 @@
 """The whole stack as processes on loopback: migrate, seed, start, wait until ready, stop cleanly."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -191,10 +192,8 @@ class Stack:
         process = self.processes.pop(name, None)
         if process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
         process.wait(timeout=15)
 
     def restart(self, name: str) -> None:
@@ -217,10 +216,8 @@ class Stack:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 process.wait(timeout=5)
         self.processes.clear()
         for handle in self._logs.values():
