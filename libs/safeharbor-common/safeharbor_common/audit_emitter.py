@@ -16,6 +16,7 @@ survives process crashes; an OS crash or power loss can drop the last transactio
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -101,7 +102,9 @@ class AuditEmitter:
         self._token_provider = token_provider
         self.settings = settings or ShipperSettings()
         self._sync_full = sync_full
-        self._session_factory = (lambda: session) if session is not None else requests.Session
+        self._session_factory: Callable[[], requests.Session] = (
+            (lambda: session) if session is not None else requests.Session
+        )
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pid = -1
@@ -245,10 +248,8 @@ class AuditEmitter:
         return len(batch)
 
     def _release(self, conn: sqlite3.Connection, ids: list[int]) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):  # if this fails, the lease expires on its own
             conn.executemany("UPDATE outbox SET lease_until = 0 WHERE id = ?", [(i,) for i in ids])
-        except sqlite3.Error:
-            pass  # the lease expires on its own
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
@@ -362,7 +363,12 @@ def init_app(app: Any) -> AuditEmitter:
     outbox = config.get("AUDIT_OUTBOX_PATH") or f"var/outbox-{source}.db"
     url = config.get("AUDIT_SERVICE_URL", "http://127.0.0.1:8103")
     signer = app.extensions.get("service_signer")
-    token_provider = (lambda: signer.token_for(AUDIT_SERVICE_IDENTITY)) if signer is not None else None
+    token_provider: Callable[[], str] | None = None
+    if signer is not None:
+
+        def token_provider() -> str:
+            return str(signer.token_for(AUDIT_SERVICE_IDENTITY))
+
     emitter = AuditEmitter(
         outbox_path=outbox,
         source=source,

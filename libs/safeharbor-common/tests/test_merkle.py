@@ -148,8 +148,8 @@ def test_corrupted_inclusion_proofs_fail(leaf: int, size: int, proof: list[str])
         (index, size * 2, root, lh, good), (index, size // 2, root, lh, good),
         (index, size, root, b"WrongLeaf", good), (index, size, EMPTY_ROOT, lh, good),
         (index, size, SOME_HASH, lh, good),
-        (index, size, root, lh, good + [b""]), (index, size, root, lh, good + [root]),
-        (index, size, root, lh, [b""] + good), (index, size, root, lh, [root] + good),
+        (index, size, root, lh, [*good, b""]), (index, size, root, lh, [*good, root]),
+        (index, size, root, lh, [b"", *good]), (index, size, root, lh, [root, *good]),
         (index, size, root, lh, good[:-1]),
     ]
     for i in range(len(good)):
@@ -173,10 +173,10 @@ def test_corrupted_consistency_proofs_fail(size1: int, size2: int, proof: list[s
         (size1, size2 * 2, r1, r2, good), (size1, size2 // 2, r1, r2, good),
         (size1, size2, b"WrongRoot", r2, good), (size1, size2, r1, b"WrongRoot", good),
         (size1, size2, r2, r1, good), (size1, size2, r1, r2, []),
-        (size1, size2, r1, r2, good + [b""]), (size1, size2, r1, r2, good + [r1]),
-        (size1, size2, r1, r2, good + [r2]), (size1, size2, r1, r2, [b""] + good),
-        (size1, size2, r1, r2, [r1] + good), (size1, size2, r1, r2, [r2] + good),
-        (size1, size2, r1, r2, [good[0]] + good), (size1, size2, r1, r2, good[:-1]),
+        (size1, size2, r1, r2, [*good, b""]), (size1, size2, r1, r2, [*good, r1]),
+        (size1, size2, r1, r2, [*good, r2]), (size1, size2, r1, r2, [b"", *good]),
+        (size1, size2, r1, r2, [r1, *good]), (size1, size2, r1, r2, [r2, *good]),
+        (size1, size2, r1, r2, [good[0], *good]), (size1, size2, r1, r2, good[:-1]),
     ]
     for i in range(len(good)):
         flipped = list(good)
@@ -218,8 +218,8 @@ def rfc_path(m: int, leaves: list[bytes]) -> list[bytes]:
         return []
     k = 1 << ((n - 1).bit_length() - 1)
     if m < k:
-        return rfc_path(m, leaves[:k]) + [merkle.reference_root(leaves[k:])]
-    return rfc_path(m - k, leaves[k:]) + [merkle.reference_root(leaves[:k])]
+        return [*rfc_path(m, leaves[:k]), merkle.reference_root(leaves[k:])]
+    return [*rfc_path(m - k, leaves[k:]), merkle.reference_root(leaves[:k])]
 
 
 def rfc_subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
@@ -228,8 +228,8 @@ def rfc_subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
         return [] if whole else [merkle.reference_root(leaves)]
     k = 1 << ((n - 1).bit_length() - 1)
     if m <= k:
-        return rfc_subproof(m, leaves[:k], whole) + [merkle.reference_root(leaves[k:])]
-    return rfc_subproof(m - k, leaves[k:], False) + [merkle.reference_root(leaves[:k])]
+        return [*rfc_subproof(m, leaves[:k], whole), merkle.reference_root(leaves[k:])]
+    return [*rfc_subproof(m - k, leaves[k:], False), merkle.reference_root(leaves[:k])]
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,0 +1,87 @@
+"""Export line formats for a SIEM: JSON Lines, ArcSight CEF, RFC 5424 syslog."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+VENDOR, PRODUCT, VERSION = "SafeHarbor", "audit-service", "1.0"
+SYSLOG_FACILITY_LOG_AUDIT = 13
+SD_ID = "safeharbor@32473"  # 32473: the private enterprise number reserved for documentation (RFC 5612)
+
+
+def jsonl_line(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n"
+
+
+def _cef_header(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _cef_value(value: object) -> str:
+    text = str(value)
+    return (
+        text.replace("\\", "\\\\")
+        .replace("=", "\\=")
+        .replace("\r\n", "\\n")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+    )
+
+
+def _epoch_ms(ts: str) -> int:
+    return int(datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000)
+
+
+def cef_line(entry: dict[str, Any]) -> str:
+    severity = 8 if entry.get("severity") == "high" else 3
+    fields: list[tuple[str, object]] = [
+        ("rt", _epoch_ms(entry["ts"])),
+        ("suser", entry["actor"]),
+        ("act", entry["action"]),
+        ("outcome", entry["outcome"]),
+    ]
+    optional = [
+        ("request", entry.get("resource")),
+        ("src", entry.get("ip")),
+        ("requestClientApplication", entry.get("user_agent")),
+        ("cs1Label", "request_id"),
+        ("cs1", entry.get("request_id")),
+        ("cs2Label", "role"),
+        ("cs2", entry.get("role")),
+        ("cs3Label", "entry_hash"),
+        ("cs3", entry["hash"]),
+        ("cs4Label", "event_id"),
+        ("cs4", entry["event_id"]),
+        ("cs5Label", "source"),
+        ("cs5", entry["source"]),
+        ("cn1Label", "seq"),
+        ("cn1", entry["seq"]),
+    ]
+    fields += [(k, v) for k, v in optional if v is not None]
+    extension = " ".join(f"{k}={_cef_value(v)}" for k, v in fields)
+    name = _cef_header(entry["action"])
+    return f"CEF:0|{VENDOR}|{PRODUCT}|{VERSION}|{name}|{name}|{severity}|{extension}\n"
+
+
+def _sd_value(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]").replace("\n", " ")
+
+
+def syslog_line(entry: dict[str, Any], *, hostname: str = "-") -> str:
+    severity = 4 if entry.get("severity") == "high" else 6  # warning / informational
+    pri = SYSLOG_FACILITY_LOG_AUDIT * 8 + severity
+    params: list[tuple[str, object]] = [
+        ("seq", entry["seq"]),
+        ("event_id", entry["event_id"]),
+        ("actor", entry["actor"]),
+        ("outcome", entry["outcome"]),
+        ("hash", entry["hash"]),
+    ]
+    for key in ("role", "resource", "request_id", "source", "ip", "user_agent"):
+        if entry.get(key) is not None:
+            params.append((key, entry[key]))
+    sd = "[" + SD_ID + "".join(f' {k}="{_sd_value(v)}"' for k, v in params) + "]"
+    msgid = entry["action"][:32]
+    return f"<{pri}>1 {entry['ts']} {hostname} audit-service - {msgid} {sd}\n"

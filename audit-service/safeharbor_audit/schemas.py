@@ -1,0 +1,140 @@
+"""Request and response models (pydantic): what emitters send and what auditors get back."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_ACTION = re.compile(r"^[a-z0-9_.:-]{1,128}$")
+MAX_META_BYTES = 8192
+
+
+class AuditEventIn(BaseModel):
+    """One event as emitters send it (docs/CONTRACTS.md, "Audit events")."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=512)
+
+    event_id: str
+    ts: datetime
+    source: str = Field(min_length=1, max_length=32)
+    actor: str = Field(min_length=1)
+    role: str | None = Field(default=None, max_length=32)
+    action: str
+    resource: str | None = None
+    outcome: str = Field(min_length=1, max_length=64)
+    request_id: str | None = None
+    severity: Literal["info", "high"] = "info"
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("event_id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError as exc:
+            raise ValueError("event_id must be a UUID") from exc
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("ts must carry a time zone (RFC 3339)")
+        return value.astimezone(UTC)
+
+    @field_validator("action")
+    @classmethod
+    def _action(cls, value: str) -> str:
+        if not _ACTION.match(value):
+            raise ValueError("action must be lowercase dotted words")
+        return value
+
+    @field_validator("meta")
+    @classmethod
+    def _meta_small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        try:
+            size = len(json.dumps(value, allow_nan=False))
+        except ValueError as exc:
+            raise ValueError("meta must be plain JSON") from exc
+        if size > MAX_META_BYTES:
+            raise ValueError(f"meta must be at most {MAX_META_BYTES} bytes")
+        return value
+
+
+class IngestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[dict[str, Any]]  # validated one by one, so one bad event doesn't sink the batch
+
+
+class RejectedEvent(BaseModel):
+    index: int
+    event_id: str | None
+    reason: str
+
+
+class IngestResponse(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[RejectedEvent] = []
+
+
+class EntryOut(BaseModel):
+    seq: int
+    event_id: str
+    ts: str
+    source: str
+    actor: str
+    role: str | None
+    action: str
+    resource: str | None
+    outcome: str
+    request_id: str | None
+    severity: str
+    meta: dict[str, Any]
+    prev: str
+    hash: str
+    ip: str | None = None
+    user_agent: str | None = None
+    phi_encrypted: bool = False
+
+
+class EntriesResponse(BaseModel):
+    entries: list[EntryOut]
+    cursor: str | None
+
+
+class InclusionProofResponse(BaseModel):
+    index: int
+    size: int
+    leaf_hash: str
+    proof: list[str]
+
+
+class ConsistencyProofResponse(BaseModel):
+    size1: int = Field(alias="from")
+    size2: int = Field(alias="to")
+    proof: list[str]
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class VerifyResponse(BaseModel):
+    ok: bool
+    size: int
+    root: str
+    checkpoint_size: int | None
+    first_bad_seq: int | None
+    problem: str | None
+    checkpoints_checked: int
+
+
+class WebhookResponse(BaseModel):
+    ok: bool
+    duplicate: bool

@@ -1,0 +1,500 @@
+"""The log itself: one sequencer order, group commit, Merkle nodes, signed checkpoints, verification.
+
+Sequencing: every append runs in one database transaction that first locks the single `log_head` row
+(`SELECT ... FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so appends from any number of
+threads, gunicorn workers and replicas are serialised by the database: one order, no gaps, no forks.
+Inside a process, concurrent appends are combined (group commit): whoever holds the process's append lock
+takes every batch queued meanwhile and commits them in one transaction. A batch is acknowledged only
+after its transaction commits, and everything (entries, tree nodes, head, checkpoint) commits together,
+so a kill -9 at any moment leaves either the old or the new consistent log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from safeharbor_common import checkpoint as cp
+from safeharbor_common import merkle
+from safeharbor_common.canonical import canonical_json
+from sqlalchemy import Connection, Engine, Row, event, insert, select, tuple_, update
+
+from .errors import LogStateError
+from .models import audit_entries, checkpoints, log_head, merkle_nodes
+from .phi import PhiCipher
+
+_log = logging.getLogger("safeharbor.audit.store")
+
+GENESIS_PREV = b"\x00" * 32
+MAX_EVENTS_PER_TRANSACTION = 5000
+_IN_CHUNK = 500  # bound the IN-list of dedupe queries
+
+
+def format_ts(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def naive_utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A validated event, ready to be sequenced."""
+
+    event_id: str
+    ts: datetime
+    source: str
+    actor: str
+    action: str
+    outcome: str
+    role: str | None = None
+    resource: str | None = None
+    request_id: str | None = None
+    severity: str = "info"
+    ip: str | None = None
+    user_agent: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AppendResult:
+    accepted: int = 0
+    duplicates: int = 0
+    seqs: dict[str, int] = field(default_factory=dict)  # event id -> seq, for the newly appended
+
+
+@dataclass
+class _Pending:
+    events: Sequence[NewEvent]
+    result: AppendResult | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    size: int
+    root: bytes
+    checkpoint_size: int | None
+    first_bad_seq: int | None
+    problem: str | None = None
+    checkpoints_checked: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "root": self.root.hex(),
+            "checkpoint_size": self.checkpoint_size,
+            "first_bad_seq": self.first_bad_seq,
+            "problem": self.problem,
+            "checkpoints_checked": self.checkpoints_checked,
+        }
+
+
+def prepare_engine(engine: Engine) -> Engine:
+    """SQLite: take the write lock at BEGIN for sequencer transactions (BEGIN IMMEDIATE), so two
+    processes can't both read the same head; plain reads stay deferred."""
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("sqlite_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class AuditLog:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        cipher: PhiCipher,
+        signing_key: Ed25519PrivateKey,
+        origin: str,
+        checkpoint_interval: float = 2.0,
+    ) -> None:
+        self.engine = engine
+        self.cipher = cipher
+        self.signing_key = signing_key
+        self.origin = origin
+        self.key_name = origin  # C2SP convention: the log's key is named after its origin
+        self.checkpoint_interval = checkpoint_interval
+        self.verifier_key = cp.verifier_key_string(self.key_name, signing_key.public_key())
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._append_lock = threading.Lock()
+        self._ticker_pid = -1
+        self._ticker_stop = threading.Event()
+
+    # -- sequencer ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _sequencer(self) -> Iterator[tuple[Connection, Row[Any]]]:
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                head = conn.execute(select(log_head).where(log_head.c.id == 1).with_for_update()).one_or_none()
+                if head is None:
+                    raise LogStateError("the log has no head row: run `manage migrate`")
+                yield conn, head
+
+    def append(self, events: Sequence[NewEvent]) -> AppendResult:
+        """Sequence `events`; returns once they are committed (or were already in the log)."""
+        item = _Pending(events)
+        with self._queue_lock:
+            self._queue.append(item)
+        while item.result is None and item.error is None:
+            with self._append_lock:
+                if item.result is not None or item.error is not None:
+                    break
+                with self._queue_lock:
+                    batch, total = [], 0
+                    while self._queue and (
+                        not batch or total + len(self._queue[0].events) <= MAX_EVENTS_PER_TRANSACTION
+                    ):
+                        pending = self._queue.pop(0)
+                        batch.append(pending)
+                        total += len(pending.events)
+                try:
+                    results = self._append_batch([p.events for p in batch])
+                except BaseException as exc:  # noqa: BLE001 - every waiter of this transaction learns it failed
+                    for pending in batch:
+                        pending.error = exc
+                else:
+                    for pending, result in zip(batch, results, strict=True):
+                        pending.result = result
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
+
+    def _existing_event_ids(self, conn: Connection, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            found.update(
+                conn.execute(select(audit_entries.c.event_id).where(audit_entries.c.event_id.in_(chunk))).scalars()
+            )
+        return found
+
+    def _append_batch(self, batches: Sequence[Sequence[NewEvent]]) -> list[AppendResult]:
+        results = [AppendResult() for _ in batches]
+        with self._sequencer() as (conn, head):
+            compact = merkle.CompactRange(
+                size=int(head.size), frontier=[bytes.fromhex(h) for h in json.loads(head.frontier)]
+            )
+            if len(compact.frontier) != bin(compact.size).count("1"):
+                raise LogStateError("log head frontier does not match its size")
+            all_ids = [e.event_id for batch in batches for e in batch]
+            seen = self._existing_event_ids(conn, sorted(set(all_ids)))
+            prev = bytes(head.last_hash)
+            entry_rows: list[dict[str, Any]] = []
+            node_rows: list[dict[str, Any]] = []
+            for batch, result in zip(batches, results, strict=True):
+                for ev in batch:
+                    if ev.event_id in seen:
+                        result.duplicates += 1
+                        continue
+                    seen.add(ev.event_id)
+                    seq = compact.size
+                    stored = self._stored_entry(ev, seq=seq, prev=prev)
+                    canonical = canonical_json(stored)
+                    entry_hash = hashlib.sha256(canonical).digest()
+                    for node, node_value in compact.append(merkle.leaf_hash(entry_hash)):
+                        node_rows.append({"level": node.level, "idx": node.index, "hash": node_value})
+                    entry_rows.append(
+                        {
+                            "seq": seq,
+                            "event_id": ev.event_id,
+                            "ts": naive_utc(ev.ts),
+                            "source": ev.source,
+                            "actor": ev.actor,
+                            "role": ev.role,
+                            "action": ev.action,
+                            "resource": ev.resource,
+                            "outcome": ev.outcome,
+                            "request_id": ev.request_id,
+                            "severity": ev.severity,
+                            "canonical": canonical,
+                            "hash": entry_hash,
+                        }
+                    )
+                    result.accepted += 1
+                    result.seqs[ev.event_id] = seq
+                    prev = entry_hash
+            if not entry_rows:
+                return results
+            conn.execute(insert(audit_entries), entry_rows)
+            conn.execute(insert(merkle_nodes), node_rows)
+            values: dict[str, Any] = {
+                "size": compact.size,
+                "last_hash": prev,
+                "frontier": json.dumps([h.hex() for h in compact.frontier]),
+            }
+            now = time.time()
+            if now - float(head.checkpoint_at) >= self.checkpoint_interval:
+                values.update(self._insert_checkpoint(conn, compact.size, compact.root(), now))
+            conn.execute(update(log_head).where(log_head.c.id == 1).values(**values))
+        return results
+
+    def _stored_entry(self, ev: NewEvent, *, seq: int, prev: bytes) -> dict[str, Any]:
+        """The entry exactly as hashed: PHI fields only in their encrypted envelope."""
+        return {
+            "seq": seq,
+            "event_id": ev.event_id,
+            "ts": format_ts(ev.ts),
+            "source": ev.source,
+            "actor": ev.actor,
+            "role": ev.role,
+            "action": ev.action,
+            "resource": ev.resource,
+            "outcome": ev.outcome,
+            "request_id": ev.request_id,
+            "severity": ev.severity,
+            "meta": dict(ev.meta),
+            "phi": self.cipher.seal({"ip": ev.ip, "user_agent": ev.user_agent}, event_id=ev.event_id),
+            "prev": prev.hex(),
+        }
+
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def _insert_checkpoint(self, conn: Connection, size: int, root: bytes, now: float) -> dict[str, Any]:
+        note = cp.sign_checkpoint(self.origin, size, root, key_name=self.key_name, private_key=self.signing_key)
+        conn.execute(insert(checkpoints).values(size=size, root=root, note=note, created_at=now))
+        return {"checkpoint_size": size, "checkpoint_at": now}
+
+    def checkpoint_if_due(self, *, force: bool = False) -> bool:
+        """Signs a checkpoint of the current head if entries arrived since the last one and it is due."""
+        with self.engine.connect() as conn:
+            head = conn.execute(select(log_head).where(log_head.c.id == 1)).one()
+        now = time.time()
+        if not force and (
+            int(head.size) == int(head.checkpoint_size) or now - float(head.checkpoint_at) < self.checkpoint_interval
+        ):
+            return False
+        with self._append_lock, self._sequencer() as (conn, head):
+            if int(head.size) == int(head.checkpoint_size) and not force:
+                return False
+            frontier = [bytes.fromhex(h) for h in json.loads(head.frontier)]
+            root = merkle.CompactRange(size=int(head.size), frontier=frontier).root()
+            values = self._insert_checkpoint(conn, int(head.size), root, now)
+            conn.execute(update(log_head).where(log_head.c.id == 1).values(**values))
+        return True
+
+    def latest_checkpoint(self) -> Row[Any]:
+        query = select(checkpoints).order_by(checkpoints.c.size.desc(), checkpoints.c.id.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            self.checkpoint_if_due(force=True)
+            with self.engine.connect() as conn:
+                row = conn.execute(query).one()
+        return row
+
+    def ensure_ticker(self) -> None:
+        """Per process: sign a checkpoint every interval while entries keep arriving (fork-safe)."""
+        if self._ticker_pid == os.getpid():
+            return
+        with self._queue_lock:
+            if self._ticker_pid == os.getpid():
+                return
+            self._ticker_pid = os.getpid()
+            self._ticker_stop = threading.Event()
+            threading.Thread(
+                target=self._tick, args=(self._ticker_stop,), name="audit-checkpointer", daemon=True
+            ).start()
+
+    def stop_ticker(self) -> None:
+        self._ticker_stop.set()
+        self._ticker_pid = -1
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(self.checkpoint_interval / 2):
+            try:
+                self.checkpoint_if_due()
+            except Exception as exc:  # noqa: BLE001 - retried on the next tick
+                _log.warning("checkpointing failed", extra={"fields": {"error": type(exc).__name__}})
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def head(self) -> Row[Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(select(log_head).where(log_head.c.id == 1)).one()
+
+    def read_nodes(self, ids: Sequence[merkle.NodeID]) -> dict[merkle.NodeID, bytes]:
+        found: dict[merkle.NodeID, bytes] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), _IN_CHUNK):
+                keys = [(n.level, n.index) for n in ids[start : start + _IN_CHUNK]]
+                rows = conn.execute(
+                    select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
+                        tuple_(merkle_nodes.c.level, merkle_nodes.c.idx).in_(keys)
+                    )
+                )
+                for level, idx, node_value in rows:
+                    found[merkle.NodeID(int(level), int(idx))] = bytes(node_value)
+        return found
+
+    def entries_after(self, after_seq: int, limit: int, conditions: Sequence[Any] = ()) -> list[Row[Any]]:
+        query = (
+            select(audit_entries.c.seq, audit_entries.c.canonical, audit_entries.c.hash)
+            .where(audit_entries.c.seq > after_seq, *conditions)
+            .order_by(audit_entries.c.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    # -- verification -------------------------------------------------------------------------------
+
+    def verify(self, *, trusted_checkpoints: Sequence[str] = (), chunk: int = 5000) -> VerifyReport:
+        """Recompute chain and tree from the stored entries; check head and every signed checkpoint.
+
+        Names the first bad sequence number: the first entry missing, out of place, edited (its hash, its
+        `prev` link or its indexed columns disagree) or, when an entry was rewritten with recomputed
+        hashes, the first one not covered by a signed checkpoint that still matches.
+        """
+        head = self.head()
+        with self.engine.connect() as conn:
+            stored = list(conn.execute(select(checkpoints.c.size, checkpoints.c.note).order_by(checkpoints.c.size)))
+        notes = [(int(s), str(n)) for s, n in stored] + [(-1, t) for t in trusted_checkpoints]
+        signed: list[cp.Checkpoint] = []
+        for _size, note in notes:
+            try:
+                signed.append(cp.verify_checkpoint(note, self.verifier_key, origin=self.origin))
+            except cp.NoteError:
+                return VerifyReport(
+                    False, 0, merkle.EMPTY_ROOT, None, None, "a stored checkpoint has a bad signature"
+                )
+        wanted_sizes = {c.size for c in signed}
+        roots_at: dict[int, bytes] = {0: merkle.EMPTY_ROOT} if 0 in wanted_sizes else {}
+
+        pruned_before = int(head.pruned_before)
+        compact = (
+            merkle.CompactRange.from_nodes(pruned_before, self.read_nodes) if pruned_before else merkle.CompactRange()
+        )
+        prev = GENESIS_PREV if pruned_before == 0 else self._anchor_hash(pruned_before)
+        first_bad: int | None = None
+        problem: str | None = None
+        expected = pruned_before
+        after = pruned_before - 1
+        while first_bad is None:
+            with self.engine.connect() as conn:
+                rows = list(
+                    conn.execute(
+                        select(audit_entries)
+                        .where(audit_entries.c.seq > after)
+                        .order_by(audit_entries.c.seq)
+                        .limit(chunk)
+                    )
+                )
+            if not rows:
+                break
+            for row in rows:
+                problem = self._check_row(row, expected, prev)
+                if problem is not None:
+                    first_bad = expected
+                    break
+                compact.append(merkle.leaf_hash(bytes(row.hash)))
+                if compact.size in wanted_sizes:
+                    roots_at[compact.size] = compact.root()
+                prev = bytes(row.hash)
+                expected += 1
+            after = int(rows[-1].seq)
+        good_size = expected  # entries [0, good_size) verified as a chain
+
+        def mark(seq: int, why: str) -> None:
+            nonlocal first_bad, problem
+            if first_bad is None or seq < first_bad:
+                first_bad, problem = seq, why
+
+        if first_bad is None and int(head.size) != good_size:
+            if int(head.size) > good_size:
+                mark(good_size, "entries missing at the end of the log (truncated)")
+            else:
+                mark(int(head.size), "entries beyond the log head")
+        matched_up_to = pruned_before
+        for checkpoint in sorted(signed, key=lambda c: c.size):
+            if checkpoint.size > good_size:
+                mark(good_size, f"a signed checkpoint covers {checkpoint.size} entries; only {good_size} verify")
+                break
+            if roots_at.get(checkpoint.size) != checkpoint.root:
+                mark(matched_up_to, f"the tree disagrees with the signed checkpoint of size {checkpoint.size}")
+                break
+            matched_up_to = checkpoint.size
+        latest = max(signed, key=lambda c: c.size) if signed else None
+        return VerifyReport(
+            ok=first_bad is None,
+            size=good_size,
+            root=compact.root(),
+            checkpoint_size=latest.size if latest else None,
+            first_bad_seq=first_bad,
+            problem=problem,
+            checkpoints_checked=len(signed),
+        )
+
+    def _anchor_hash(self, pruned_before: int) -> bytes:
+        """After pruning, the hash of the last pruned entry, kept in the first retained entry's `prev`."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(audit_entries.c.canonical).where(audit_entries.c.seq == pruned_before)
+            ).one_or_none()
+        if row is None:
+            return GENESIS_PREV
+        return bytes.fromhex(json.loads(row.canonical)["prev"])
+
+    @staticmethod
+    def _check_row(row: Row[Any], expected_seq: int, prev: bytes) -> str | None:
+        if int(row.seq) != expected_seq:
+            return "entry missing (gap in the sequence)"
+        canonical = bytes(row.canonical)
+        if hashlib.sha256(canonical).digest() != bytes(row.hash):
+            return "entry hash does not match its canonical bytes"
+        try:
+            entry = json.loads(canonical)
+        except ValueError:
+            return "entry is not valid JSON"
+        if canonical_json(entry) != canonical:
+            return "entry bytes are not canonical"
+        if entry.get("seq") != expected_seq:
+            return "entry is out of place (its sequence number differs)"
+        if entry.get("prev") != prev.hex():
+            return "hash chain broken (prev does not match the previous entry)"
+        for column in (
+            "event_id",
+            "source",
+            "actor",
+            "role",
+            "action",
+            "resource",
+            "outcome",
+            "request_id",
+            "severity",
+        ):
+            if entry.get(column) != getattr(row, column):
+                return f"indexed column {column} differs from the hashed entry"
+        try:
+            ts = datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        except (KeyError, TypeError, ValueError):
+            return "entry timestamp is malformed"
+        if ts != row.ts:
+            return "indexed column ts differs from the hashed entry"
+        return None

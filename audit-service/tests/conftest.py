@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Flask
+from flask.testing import FlaskClient
+from safeharbor_audit.app import create_app
+from safeharbor_audit.manage import main as manage_main
+from safeharbor_common.encoding import b64url_encode
+from safeharbor_common.service_identity import ServiceTokenSigner, generate_keypair, load_private_key
+
+STREAM_SECRET = "s" * 48
+SESSION_KID = "test-kid"
+
+
+@dataclass
+class AuditEnv:
+    environ: dict[str, str]
+    session_key: Ed25519PrivateKey
+    signers: dict[str, ServiceTokenSigner]
+
+    def jwks(self) -> dict[str, Any]:
+        public = self.session_key.public_key().public_bytes_raw()
+        return {
+            "keys": [
+                {
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": b64url_encode(public),
+                    "kid": SESSION_KID,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                }
+            ]
+        }
+
+    def session_token(self, role: str, sub: str = "user-1") -> str:
+        now = int(time.time())
+        claims = {
+            "iss": "safeharbor-auth",
+            "aud": "safeharbor",
+            "sub": sub,
+            "exp": now + 600,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "sid": "sess-1",
+            "role": role,
+            "scope": "full",
+        }
+        return jwt.encode(claims, self.session_key, algorithm="EdDSA", headers={"kid": SESSION_KID})
+
+    def bearer(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.session_token(role)}"}
+
+    def service_headers(self, name: str = "gateway") -> dict[str, str]:
+        return {"X-Service-Token": self.signers[name].token_for("audit")}
+
+
+def make_env(database_url: str, **extra: str) -> AuditEnv:
+    keys = {name: generate_keypair() for name in ("gateway", "auth", "keydir", "audit", "push")}
+    environ = {
+        "SAFEHARBOR_ENV": "dev",
+        "DATABASE_URL": database_url,
+        "SERVICE_PRIVATE_KEY": keys["audit"][0],
+        "SERVICE_PUBLIC_KEYS": ",".join(f"{n}={k[1]}" for n, k in keys.items()),
+        "AUDIT_SIGNING_KEY": generate_keypair()[0],
+        "AUDIT_DATA_KEY": b64url_encode(secrets.token_bytes(32)),
+        "AUDIT_DATA_KEY_ID": "test-1",
+        "AUDIT_CHECKPOINT_INTERVAL": "0.2",
+        "STREAM_API_SECRET": STREAM_SECRET,
+        "JWKS_URL": "http://127.0.0.1:9/jwks",
+        **extra,
+    }
+    signers = {n: ServiceTokenSigner(name=n, private_key=load_private_key(k[0])) for n, k in keys.items()}
+    return AuditEnv(environ=environ, session_key=Ed25519PrivateKey.generate(), signers=signers)
+
+
+def migrate(environ: dict[str, str]) -> None:
+    saved = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = environ["DATABASE_URL"]
+    try:
+        assert manage_main(["migrate"]) == 0
+    finally:
+        if saved is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = saved
+
+
+@pytest.fixture
+def audit_env(tmp_path: Path) -> AuditEnv:
+    env = make_env(f"sqlite:///{tmp_path}/audit.db")
+    migrate(env.environ)
+    return env
+
+
+def build_app(env: AuditEnv) -> Flask:
+    app = create_app({"ENVIRON": env.environ, "JWKS_FETCHER": env.jwks, "TESTING": True})
+    return app
+
+
+@pytest.fixture
+def app(audit_env: AuditEnv) -> Iterator[Flask]:
+    app = build_app(audit_env)
+    yield app
+    app.extensions["audit_log"].stop_ticker()
+    app.extensions["audit_log"].engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def make_event(source: str = "gateway", **overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "ts": "2026-11-24T10:00:00.000000Z",
+        "source": source,
+        "actor": "user-1",
+        "role": "clinician",
+        "action": "gateway.request",
+        "resource": "/v1/channels",
+        "outcome": "200",
+        "request_id": uuid.uuid4().hex,
+        "severity": "info",
+        "ip": "203.0.113.7",
+        "user_agent": "Mozilla/5.0 (PHI test)",
+        "meta": {"method": "GET"},
+    }
+    event.update(overrides)
+    return event
+
+
+Ingest = Callable[..., Any]
+
+
+@pytest.fixture
+def ingest(client: FlaskClient, audit_env: AuditEnv) -> Ingest:
+    def _ingest(events: list[dict[str, Any]], caller: str = "gateway") -> Any:
+        return client.post(
+            "/internal/v1/audit/events", json={"events": events}, headers=audit_env.service_headers(caller)
+        )
+
+    return _ingest

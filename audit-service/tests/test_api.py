@@ -1,0 +1,180 @@
+"""Ingestion, queries, proofs, checkpoints, roles, export: audit-service through its HTTP API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from safeharbor_common import checkpoint as cp
+from safeharbor_common import merkle
+
+from .conftest import AuditEnv, Ingest, make_event
+
+
+def test_ingest_accepts_and_dedupes(ingest: Ingest) -> None:
+    events = [make_event() for _ in range(5)]
+    first = ingest(events)
+    assert first.status_code == 200, first.get_json()
+    assert first.get_json() == {"accepted": 5, "duplicates": 0, "rejected": []}
+    again = ingest([*events[:3], make_event()])
+    assert again.get_json() == {"accepted": 1, "duplicates": 3, "rejected": []}
+
+
+def test_ingest_requires_service_identity(client: FlaskClient, audit_env: AuditEnv) -> None:
+    body = {"events": [make_event()]}
+    assert client.post("/internal/v1/audit/events", json=body).status_code == 401
+    bad = client.post("/internal/v1/audit/events", json=body, headers={"X-Service-Token": "x.y.z"})
+    assert bad.status_code == 401
+    assert bad.get_json()["error"]["code"] == "unauthenticated"
+    # A user's session token is not a service identity.
+    assert client.post("/internal/v1/audit/events", json=body, headers=audit_env.bearer("admin")).status_code == 401
+
+
+def test_ingest_validates_each_event(ingest: Ingest) -> None:
+    good = make_event()
+    bad_id = make_event(event_id="not-a-uuid")
+    naive_ts = make_event(ts="2026-11-24T10:00:00")
+    wrong_source = make_event(source="auth")
+    extra = make_event(password="hunter2")
+    response = ingest([good, bad_id, naive_ts, wrong_source, extra])
+    body = response.get_json()
+    assert response.status_code == 200
+    assert body["accepted"] == 1
+    assert [r["index"] for r in body["rejected"]] == [1, 2, 3, 4]
+    assert "hunter2" not in json.dumps(body)
+
+
+def test_entries_query_roles_and_phi(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
+    ingest(
+        [
+            make_event(actor="alice", action="auth.login.success", outcome="success"),
+            make_event(actor="bob", action="auth.login.failure", outcome="failure", ip="198.51.100.2"),
+            make_event(actor="alice", action="gateway.request"),
+        ]
+    )
+    assert client.get("/v1/audit/entries").status_code == 401
+    for role in ("clinician", "patient", "billing"):
+        response = client.get("/v1/audit/entries", headers=audit_env.bearer(role))
+        assert response.status_code == 403, role
+    auditor = client.get("/v1/audit/entries?actor=alice", headers=audit_env.bearer("auditor")).get_json()
+    assert [e["action"] for e in auditor["entries"]] == ["auth.login.success", "gateway.request"]
+    entry = auditor["entries"][0]
+    assert entry["seq"] == 0 and entry["prev"] == "00" * 32 and len(entry["hash"]) == 64
+    assert entry["ip"] == "203.0.113.7" and entry["user_agent"] == "Mozilla/5.0 (PHI test)"
+    admin = client.get("/v1/audit/entries?outcome=failure", headers=audit_env.bearer("admin")).get_json()
+    assert len(admin["entries"]) == 1
+    assert admin["entries"][0]["ip"] is None and admin["entries"][0]["phi_encrypted"] is True
+
+
+def test_phi_is_encrypted_at_rest(app: Flask, ingest: Ingest) -> None:
+    ingest([make_event(ip="192.0.2.99", user_agent="SecretAgent/1.0")])
+    log = app.extensions["audit_log"]
+    with log.engine.connect() as conn:
+        raw = b"".join(bytes(r[0]) for r in conn.exec_driver_sql("SELECT canonical FROM audit_entries"))
+    assert b"192.0.2.99" not in raw and b"SecretAgent" not in raw
+    assert b'"kid":"test-1"' in raw
+
+
+def test_pagination_and_time_range(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
+    ingest([make_event(ts=f"2026-11-24T10:00:{i:02d}.000000Z", resource=f"/r/{i}") for i in range(25)])
+    seen: list[int] = []
+    cursor = None
+    while True:
+        url = "/v1/audit/entries?limit=10" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(url, headers=audit_env.bearer("auditor")).get_json()
+        seen += [e["seq"] for e in page["entries"]]
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+    assert seen == list(range(25))
+    ranged = client.get(
+        "/v1/audit/entries?since=2026-11-24T10:00:05Z&until=2026-11-24T10:00:08Z", headers=audit_env.bearer("auditor")
+    ).get_json()
+    assert [e["resource"] for e in ranged["entries"]] == ["/r/5", "/r/6", "/r/7"]
+    one = client.get("/v1/audit/entries?resource=/r/3", headers=audit_env.bearer("auditor")).get_json()
+    assert [e["seq"] for e in one["entries"]] == [3]
+    bad = client.get("/v1/audit/entries?since=yesterday", headers=audit_env.bearer("auditor"))
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_request"
+    assert client.get("/v1/audit/entries?cursor=!!", headers=audit_env.bearer("auditor")).status_code == 400
+
+
+def _checkpoint(client: FlaskClient, audit_env: AuditEnv) -> tuple[cp.Checkpoint, str]:
+    key = client.get("/v1/audit/checkpoint/key", headers=audit_env.bearer("auditor")).get_data(as_text=True).strip()
+    note = client.get("/v1/audit/checkpoint", headers=audit_env.bearer("auditor"))
+    assert note.mimetype == "text/plain"
+    return cp.verify_checkpoint(note.get_data(as_text=True), key, origin="safeharbor.example/audit"), key
+
+
+def test_checkpoint_and_proofs(app: Flask, client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
+    empty, key = _checkpoint(client, audit_env)
+    assert empty.size == 0 and empty.root == merkle.EMPTY_ROOT
+    assert key.startswith("safeharbor.example/audit+")
+    ingest([make_event() for _ in range(13)])
+    time.sleep(0.25)
+    ingest([make_event() for _ in range(4)])  # the checkpoint interval has passed: signed with this append
+    latest, _ = _checkpoint(client, audit_env)
+    assert latest.size == 17
+    hdr = audit_env.bearer("auditor")
+    entries = client.get("/v1/audit/entries?limit=100", headers=hdr).get_json()["entries"]
+    for index in (0, 5, 16):
+        answer = client.get(f"/v1/audit/proof/inclusion?index={index}&size=17", headers=hdr).get_json()
+        leaf = merkle.leaf_hash(bytes.fromhex(entries[index]["hash"]))
+        assert answer["leaf_hash"] == leaf.hex()
+        merkle.verify_inclusion(leaf, index, 17, [bytes.fromhex(p) for p in answer["proof"]], latest.root)
+    # Consistency between an earlier state and the latest checkpoint.
+    root13 = merkle.root_of_leaf_hashes([merkle.leaf_hash(bytes.fromhex(e["hash"])) for e in entries[:13]])
+    proof = client.get("/v1/audit/proof/consistency?from=13&to=17", headers=hdr).get_json()["proof"]
+    merkle.verify_consistency(13, 17, [bytes.fromhex(p) for p in proof], root13, latest.root)
+    assert client.get("/v1/audit/proof/inclusion?index=17&size=17", headers=hdr).status_code == 400
+    assert client.get("/v1/audit/proof/inclusion?index=0&size=99", headers=hdr).status_code == 404
+    assert client.get("/v1/audit/proof/consistency?from=5&to=3", headers=hdr).status_code == 400
+    assert base64.b64decode(client.get("/v1/audit/checkpoint", headers=hdr).get_data(as_text=True).split("\n")[2])
+
+
+def test_checkpoint_ticker_covers_the_tail(
+    app: Flask, client: FlaskClient, audit_env: AuditEnv, ingest: Ingest
+) -> None:
+    ingest([make_event()])
+    ingest([make_event() for _ in range(3)])
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        checkpoint, _ = _checkpoint(client, audit_env)
+        if checkpoint.size == 4:
+            break
+        time.sleep(0.05)
+    assert checkpoint.size == 4
+
+
+def test_verify_endpoint(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
+    ingest([make_event() for _ in range(10)])
+    report = client.get("/v1/audit/verify", headers=audit_env.bearer("admin")).get_json()
+    assert report["ok"] is True and report["size"] == 10 and report["first_bad_seq"] is None
+    assert client.get("/v1/audit/verify", headers=audit_env.bearer("clinician")).status_code == 403
+
+
+def test_export_formats(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
+    ingest([make_event(resource="/a|b=c"), make_event(severity="high", action="auth.break_glass.opened")])
+    jsonl = client.get("/v1/audit/export?format=jsonl", headers=audit_env.bearer("auditor"))
+    lines = [json.loads(line) for line in jsonl.get_data(as_text=True).splitlines()]
+    assert [line["seq"] for line in lines] == [0, 1] and lines[0]["ip"] == "203.0.113.7"
+    cef = client.get("/v1/audit/export?format=cef", headers=audit_env.bearer("auditor")).get_data(as_text=True)
+    first, second = cef.splitlines()
+    assert first.startswith("CEF:0|SafeHarbor|audit-service|1.0|gateway.request|gateway.request|3|")
+    assert "request=/a|b\\=c" in first and "src=203.0.113.7" in first
+    assert "|8|" in second
+    syslog = client.get("/v1/audit/export?format=syslog", headers=audit_env.bearer("admin")).get_data(as_text=True)
+    line = syslog.splitlines()[1]
+    assert line.startswith("<108>1 2026-11-24T10:00:00.000000Z ") and '[safeharbor@32473 seq="1"' in line
+    assert "203.0.113.7" not in syslog  # admins don't see PHI, in exports either
+    assert client.get("/v1/audit/export?format=xml", headers=audit_env.bearer("auditor")).status_code == 400
+
+
+def test_health_and_openapi(client: FlaskClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    doc: dict[str, Any] = client.get("/openapi.json").get_json()
+    assert "/v1/audit/entries" in doc["paths"] and "/internal/v1/audit/events" in doc["paths"]
