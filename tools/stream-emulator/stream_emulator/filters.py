@@ -82,6 +82,31 @@ def matches(cond: Any, get: Getter) -> bool:
     return True
 
 
+_OPERATORS = ("$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$exists", "$contains", "$autocomplete")
+
+
+def validate(cond: Any) -> None:
+    """Check the whole filter up front, so a bad operator fails even when nothing would be compared."""
+    if cond is None:
+        return
+    if not isinstance(cond, dict):
+        raise input_error("filter_conditions must be an object")
+    for key, spec in cond.items():
+        if key in ("$and", "$or", "$nor"):
+            if not isinstance(spec, list) or not all(isinstance(c, dict) for c in spec):
+                raise input_error(f"{key} expects an array of objects")
+            for c in spec:
+                validate(c)
+        elif key.startswith("$"):
+            raise input_error(f"operator {key} is not supported at the top level")
+        elif isinstance(spec, dict) and spec and all(k.startswith("$") for k in spec):
+            for op, arg in spec.items():
+                if op not in _OPERATORS:
+                    raise input_error(f"operator {op} is not supported")
+                if op in ("$in", "$nin") and not isinstance(arg, list):
+                    raise input_error(f"{op} expects an array")
+
+
 def missing() -> Any:
     """Sentinel a getter returns for an absent field."""
     return _MISSING

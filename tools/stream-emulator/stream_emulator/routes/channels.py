@@ -183,6 +183,7 @@ def query_channels() -> Any:
         cond = {}
     if not isinstance(cond, dict):
         raise input_error("filter_conditions must be an object")
+    filters.validate(cond)
     sort = filters.normalize_sort(data.get("sort")) or [("last_updated", -1)]
     limit = int_param(data.get("limit"), "limit", 10, 30)
     offset = int_param(data.get("offset"), "offset", 0, 10**6)

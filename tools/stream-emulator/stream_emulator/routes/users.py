@@ -158,6 +158,7 @@ def query_users() -> Any:
     cond = opts.get("filter_conditions")
     if cond is None:
         raise input_error("filter_conditions is required")
+    filters.validate(cond)
     sort = filters.normalize_sort(opts.get("sort"))
     limit = int_param(opts.get("limit"), "limit", 30, 100)
     offset = int_param(opts.get("offset"), "offset", 0, 10**6)
