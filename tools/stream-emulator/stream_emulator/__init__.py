@@ -4,6 +4,7 @@ It answers the subset of Stream's server API that SafeHarbor calls through the r
 (point the SDK at it with `STREAM_CHAT_URL` / `base_url=`), checks server and user JWTs the way Stream
 does, and emits signed webhooks.
 """
+
 from __future__ import annotations
 
 __all__ = ["__version__"]

@@ -3,6 +3,7 @@
 Flags override the environment (STREAM_API_KEY, STREAM_API_SECRET, STREAM_EMULATOR_PORT,
 STREAM_EMULATOR_WEBHOOK_URL, STREAM_EMULATOR_STATE_FILE, STREAM_EMULATOR_HOST).
 """
+
 from __future__ import annotations
 
 import argparse

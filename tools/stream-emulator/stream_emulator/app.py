@@ -4,6 +4,7 @@
 
 One worker only: state lives in this process (guarded by a lock) and, optionally, in a JSON file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,10 +33,7 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 
 def create_app(config: EmulatorConfig | Mapping[str, Any] | None = None) -> Flask:
     """`config`: an EmulatorConfig, or a mapping of env-style overrides; the environment fills the rest."""
-    if isinstance(config, EmulatorConfig):
-        cfg = config
-    else:
-        cfg = EmulatorConfig.from_env(config)
+    cfg = config if isinstance(config, EmulatorConfig) else EmulatorConfig.from_env(config)
     app = Flask("stream_emulator", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.url_map.strict_slashes = False
@@ -49,9 +47,7 @@ def create_app(config: EmulatorConfig | Mapping[str, Any] | None = None) -> Flas
         if path.startswith(INSPECTION_PREFIX) or path == "/healthz":
             return None  # loopback test hooks: no auth by design
         if emu.store.outage:
-            return error_response(
-                errors.UNAVAILABLE[0], 503, "Stream emulator outage simulation: service unavailable"
-            )
+            return error_response(errors.UNAVAILABLE[0], 503, "Stream emulator outage simulation: service unavailable")
         with emu.store.lock:
             g.caller = authenticate(cfg, emu.store.state)
         return None

@@ -8,6 +8,7 @@
   `revoke_tokens_issued_before` (a token without `iat` counts as revoked once a revocation is set: fail
   closed), and the user must exist and be neither deactivated nor deleted.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

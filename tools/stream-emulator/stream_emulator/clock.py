@@ -1,4 +1,5 @@
 """Time in Stream's wire format (RFC 3339, UTC, microseconds, trailing Z)."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

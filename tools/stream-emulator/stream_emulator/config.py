@@ -1,4 +1,5 @@
 """Settings from the environment, validated once at start (the process refuses to start on bad input)."""
+
 from __future__ import annotations
 
 import os

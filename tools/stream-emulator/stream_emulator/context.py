@@ -1,4 +1,5 @@
 """Per-request helpers shared by the route modules: the emulator object, the caller, the JSON body, events."""
+
 from __future__ import annotations
 
 import copy

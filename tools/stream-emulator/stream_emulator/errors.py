@@ -4,6 +4,7 @@ The SDK raises `StreamAPIException` for any status >= 399 and reads `code` and `
 so every failure, including ones Flask would normally render as HTML, leaves here as Stream's JSON envelope.
 Codes follow Stream's published table (api_errors_response).
 """
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@ Supported: implicit equality, `$eq $ne $in $nin $gt $gte $lt $lte $exists $conta
 listed and `$eq <scalar>` when it contains the scalar; `$eq <list>` means the same set.
 Unknown operators are an input error, as on Stream.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -82,7 +83,19 @@ def matches(cond: Any, get: Getter) -> bool:
     return True
 
 
-_OPERATORS = ("$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$exists", "$contains", "$autocomplete")
+_OPERATORS = (
+    "$eq",
+    "$ne",
+    "$in",
+    "$nin",
+    "$gt",
+    "$gte",
+    "$lt",
+    "$lte",
+    "$exists",
+    "$contains",
+    "$autocomplete",
+)
 
 
 def validate(cond: Any) -> None:

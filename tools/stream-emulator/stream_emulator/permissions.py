@@ -10,6 +10,7 @@ on a type does not leak it to every SafeHarbor role.
 On top of the grant, message and member operations require channel membership; Stream's `channel_member`
 pseudo-role is not consulted. Server tokens bypass all of this, as on Stream.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -54,7 +55,7 @@ def require(state: JSON, channel_type: str, user: JSON, permission: str, context
         action = _ACTIONS.get(permission, permission)
         raise StreamError(
             NOT_ALLOWED,
-            f'{context} failed with error: "User \'{user["id"]}\' with role \'{user.get("role", "user")}\' '
+            f"{context} failed with error: \"User '{user['id']}' with role '{user.get('role', 'user')}' "
             f"is not allowed to perform action {action} in scope '{channel_type}'\"",
         )
 
@@ -63,10 +64,9 @@ def require_member(ch: JSON, user: JSON, context: str) -> None:
     if user["id"] not in ch["members"]:
         raise StreamError(
             NOT_ALLOWED,
-            f'{context} failed with error: "User \'{user["id"]}\' is not a member of channel '
-            f"'{ch['cid']}'\"",
+            f"{context} failed with error: \"User '{user['id']}' is not a member of channel '{ch['cid']}'\"",
         )
 
 
 def server_only(context: str) -> StreamError:
-    return StreamError(NOT_ALLOWED, f"{context} failed with error: \"this endpoint requires server-side auth\"")
+    return StreamError(NOT_ALLOWED, f'{context} failed with error: "this endpoint requires server-side auth"')

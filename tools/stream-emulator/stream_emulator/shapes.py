@@ -1,4 +1,5 @@
 """Turn stored records into Stream's response objects (users embedded, defaults filled in)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ Why plain dicts: the stored form *is* (close to) Stream's response form, persist
 `GET /_emulator/state` can show exactly what is stored. One process, one lock: multi-worker safety is out of
 scope (run gunicorn with 1 worker; threads are fine).
 """
+
 from __future__ import annotations
 
 import copy
@@ -172,9 +173,7 @@ class Store:
             if key in loaded:
                 base[key] = loaded[key]
         self.state = base
-        log.info(
-            "state loaded users=%d channels=%d", len(self.state["users"]), len(self.state["channels"])
-        )
+        log.info("state loaded users=%d channels=%d", len(self.state["users"]), len(self.state["channels"]))
 
     def save(self) -> None:
         if not self.state_file:
@@ -198,8 +197,8 @@ class Store:
 
     @contextmanager
     def tx(self, *, write: bool | None = None) -> Iterator[JSON]:
-        """Exclusive access. With `write` (default: any non-GET request), a snapshot is taken first and restored if the block raises, so
-        a request that fails half-way (validation after a first change) never leaves a partial write."""
+        """Exclusive access. With `write` (default: any non-GET request) a snapshot is taken first and
+        restored if the block raises, so a request that fails half-way never leaves a partial write."""
         if write is None:
             write = not (has_request_context() and request.method == "GET")
         with self.lock:

@@ -7,8 +7,10 @@ Targets: `STREAM_EMULATOR_WEBHOOK_URL`, the app's `webhook_url` (filtered by `we
 and enabled `event_hooks` of `hook_type` "webhook" (filtered by `event_types`). The delivery log keeps ids,
 types and outcomes only, never bodies (they carry message text).
 """
+
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import heapq
@@ -115,7 +117,7 @@ class WebhookDispatcher:
 
     def deliveries(self) -> list[JSON]:
         with self._cond:
-            return json.loads(json.dumps(self._log))
+            return copy.deepcopy(self._log)
 
     def clear(self) -> None:
         with self._cond:
@@ -177,9 +179,7 @@ class WebhookDispatcher:
         record: JSON = {"attempt": job.attempt, "at": now_iso()}
         ok = False
         try:
-            resp = self._session.post(
-                job.url, data=payload, headers=headers, timeout=self.config.webhook_timeout_s
-            )
+            resp = self._session.post(job.url, data=payload, headers=headers, timeout=self.config.webhook_timeout_s)
             record["status_code"] = resp.status_code
             ok = 200 <= resp.status_code < 300
         except requests.RequestException as exc:

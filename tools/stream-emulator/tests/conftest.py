@@ -1,5 +1,6 @@
 """Fixtures: a real emulator server on a free loopback port, the real `stream_chat.StreamChat` SDK pointed
 at it, user-token clients, and a webhook receiver that records (and can refuse) deliveries."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ from werkzeug.wrappers import Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream_emulator.app import create_app  # noqa: E402
-from stream_emulator.context import EXTENSION  # noqa: E402
+from stream_emulator.app import create_app
+from stream_emulator.context import EXTENSION
 
 API_KEY = "emulator-test-key"
 API_SECRET = "emulator-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789"  # >= 64 bytes: no PyJWT warnings
@@ -59,9 +60,7 @@ class Emulator:
         return requests.get(self.url + "/_emulator/state", timeout=10).json()
 
     def deliveries(self, wait: float = 10.0) -> list[dict[str, Any]]:
-        return requests.get(self.url + "/_emulator/webhooks", params={"wait": wait}, timeout=70).json()[
-            "deliveries"
-        ]
+        return requests.get(self.url + "/_emulator/webhooks", params={"wait": wait}, timeout=70).json()["deliveries"]
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -115,7 +114,9 @@ class Receiver:
             if len(found) >= count:
                 return found
             time.sleep(0.02)
-        raise AssertionError(f"no {event_type} webhook after {timeout}s; got {[r['event'].get('type') for r in self.events()]}")
+        raise AssertionError(
+            f"no {event_type} webhook after {timeout}s; got {[r['event'].get('type') for r in self.events()]}"
+        )
 
 
 @pytest.fixture

@@ -1,13 +1,13 @@
 """App settings round trip through the SDK, in Stream's shapes (PATCH apn_config/firebase_config,
 GET app.push_notifications.apn/firebase)."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-from stream_chat.base.exceptions import StreamAPIException
-
 from conftest import Emulator
+from stream_chat.base.exceptions import StreamAPIException
 
 APN = json.dumps({"aps": {"alert": {"title": "New secure message", "body": "Open the app to view."}}})
 FCM_NOTIFICATION = json.dumps({"title": "New secure message", "body": "Open the app to view."})

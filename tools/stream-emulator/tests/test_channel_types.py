@@ -1,25 +1,34 @@
 """Channel types through the SDK: create, get, list, update (grant merge), delete."""
+
 from __future__ import annotations
 
 import pytest
-from stream_chat.base.exceptions import StreamAPIException
-
 from conftest import Emulator
+from stream_chat.base.exceptions import StreamAPIException
 
 
 def test_create_get_list(emu: Emulator) -> None:
     created = emu.client.create_channel_type(
-        {"name": "clinical", "grants": {"clinician": ["read-channel", "create-channel"]}, "max_message_length": 2000}
+        {
+            "name": "clinical",
+            "grants": {"clinician": ["read-channel", "create-channel"]},
+            "max_message_length": 2000,
+        }
     )
     assert created["name"] == "clinical" and created["grants"] == {"clinician": ["read-channel", "create-channel"]}
     got = emu.client.get_channel_type("clinical")
-    assert got["max_message_length"] == 2000 and got["grants"]["clinician"] == ["read-channel", "create-channel"]
+    assert got["max_message_length"] == 2000 and got["grants"]["clinician"] == [
+        "read-channel",
+        "create-channel",
+    ]
     types = emu.client.list_channel_types()["channel_types"]
     assert {"clinical", "messaging"} <= set(types)
 
 
 def test_update_replaces_listed_roles_only(emu: Emulator) -> None:
-    emu.client.create_channel_type({"name": "billing", "grants": {"billing": ["read-channel"], "admin": ["read-channel"]}})
+    emu.client.create_channel_type(
+        {"name": "billing", "grants": {"billing": ["read-channel"], "admin": ["read-channel"]}}
+    )
     updated = emu.client.update_channel_type("billing", grants={"billing": ["read-channel", "create-message"]})
     assert updated["grants"] == {"billing": ["read-channel", "create-message"], "admin": ["read-channel"]}
     emu.client.update_channel_type("billing", grants={"admin": []})

@@ -1,10 +1,10 @@
 """Channels through the SDK: get-or-create with and without id, members, query_channels, update, delete."""
+
 from __future__ import annotations
 
 import pytest
-from stream_chat.base.exceptions import StreamAPIException
-
 from conftest import Emulator
+from stream_chat.base.exceptions import StreamAPIException
 
 
 def test_get_or_create_with_id_is_idempotent(provisioned: Emulator) -> None:
@@ -25,14 +25,14 @@ def test_get_or_create_with_id_is_idempotent(provisioned: Emulator) -> None:
 
 def test_get_or_create_without_id_uses_member_set(provisioned: Emulator) -> None:
     c = provisioned.client
-    a = c.channel("clinical", None, {"members": ["dr-chen", "pat"]})
+    a = c.channel("clinical", None, {"members": ["dr-chen", "pat"]})  # type: ignore[arg-type]  # the SDK's hints are narrower than what it accepts
     a.create("dr-chen")
     assert a.id and a.id.startswith("!members-")
-    b = c.channel("clinical", None, {"members": ["pat", "dr-chen"]})
+    b = c.channel("clinical", None, {"members": ["pat", "dr-chen"]})  # type: ignore[arg-type]  # the SDK's hints are narrower than what it accepts
     b.create("dr-chen")
     assert b.id == a.id  # same member set, same distinct channel
     with pytest.raises(StreamAPIException) as exc:
-        c.channel("clinical", None, {}).create("dr-chen")
+        c.channel("clinical", None, {}).create("dr-chen")  # type: ignore[arg-type]  # the SDK's hints are narrower than what it accepts
     assert exc.value.error_code == 4
 
 
@@ -54,7 +54,7 @@ def test_add_and_remove_members(provisioned: Emulator) -> None:
     c = provisioned.client
     ch = c.channel("clinical", "case-2", {"members": ["dr-chen"]})
     ch.create("dr-chen")
-    resp = ch.add_members(["pat", {"user_id": "dr-lee"}])
+    resp = ch.add_members(["pat", {"user_id": "dr-lee"}])  # type: ignore[arg-type]  # the SDK's hints are narrower than what it accepts
     assert sorted(m["user_id"] for m in resp["members"]) == ["dr-chen", "dr-lee", "pat"]
     member = next(m for m in resp["members"] if m["user_id"] == "pat")
     assert member["user"]["id"] == "pat" and member["channel_role"] == "channel_member"
@@ -71,7 +71,7 @@ def test_query_channels_filters_and_sort(provisioned: Emulator) -> None:
     c.channel("billing", "c", {"members": ["sam", "pat"]}).create("sam")
 
     def cids(flt: dict, sort: dict | None = None, **kw: object) -> list[str]:
-        return [x["channel"]["cid"] for x in c.query_channels(flt, sort or {"created_at": 1}, **kw)["channels"]]
+        return [x["channel"]["cid"] for x in c.query_channels(flt, sort or {"created_at": 1}, **kw)["channels"]]  # type: ignore[arg-type]  # the SDK's hints are narrower than what it accepts
 
     assert cids({"type": "clinical"}) == ["clinical:a", "clinical:b"]
     assert cids({"type": {"$in": ["billing", "clinical"]}}) == ["clinical:a", "clinical:b", "billing:c"]

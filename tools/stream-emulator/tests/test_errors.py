@@ -1,8 +1,8 @@
 """Bad input always yields Stream's JSON error envelope, never HTML or a stack trace."""
+
 from __future__ import annotations
 
 import pytest
-
 from conftest import Emulator
 from stream_emulator.config import ConfigError, EmulatorConfig
 

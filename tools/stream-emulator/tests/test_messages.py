@@ -1,10 +1,10 @@
 """Messages through the SDK: send, read back (query, get_messages, get_message), paginate, update, delete."""
+
 from __future__ import annotations
 
 import pytest
-from stream_chat.base.exceptions import StreamAPIException
-
 from conftest import Emulator
+from stream_chat.base.exceptions import StreamAPIException
 
 
 @pytest.fixture

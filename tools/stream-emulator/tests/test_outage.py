@@ -1,11 +1,11 @@
 """`POST /_emulator/outage` makes every Stream route answer 503 with a Stream-shaped error."""
+
 from __future__ import annotations
 
 import pytest
 import requests
-from stream_chat.base.exceptions import StreamAPIException
-
 from conftest import Emulator
+from stream_chat.base.exceptions import StreamAPIException
 
 
 def test_outage_mode(emu: Emulator) -> None:

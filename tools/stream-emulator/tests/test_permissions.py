@@ -1,10 +1,10 @@
 """User-token rules: channel-type grants keyed by `safeharbor_role`, membership, forced query filter."""
+
 from __future__ import annotations
 
 import pytest
-from stream_chat.base.exceptions import StreamAPIException
-
 from conftest import Emulator
+from stream_chat.base.exceptions import StreamAPIException
 
 
 def _forbidden(call) -> StreamAPIException:  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
 """State survives a restart (in-process and as a real `python -m stream_emulator` process)."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import API_KEY, API_SECRET, Emulator, provision
 from stream_chat import StreamChat
 from stream_chat.base.exceptions import StreamAPIException
-
-from conftest import API_KEY, API_SECRET, Emulator, provision
 
 PKG_ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,11 @@ def test_bad_config_exits_with_message(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(PKG_ROOT)
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "stream_emulator", "--port", "0"], env=env, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "stream_emulator", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2 and "STREAM_API_KEY" in result.stderr
     assert time.monotonic() - start < 30

@@ -1,10 +1,10 @@
 """Users through the real SDK: upsert, query, partial update, deactivate/reactivate, delete, roles."""
+
 from __future__ import annotations
 
 import pytest
-from stream_chat.base.exceptions import StreamAPIException
-
 from conftest import Emulator
+from stream_chat.base.exceptions import StreamAPIException
 
 
 def test_upsert_and_query_by_id(emu: Emulator) -> None:
@@ -18,7 +18,7 @@ def test_upsert_and_query_by_id(emu: Emulator) -> None:
     eq = emu.client.query_users({"id": {"$eq": "u1"}})["users"]
     assert [u["id"] for u in eq] == ["u1"]
     assert eq[0]["name"] == "One"
-    many = emu.client.query_users({"id": {"$in": ["u1", "u2", "ghost"]}}, {"id": 1})["users"]
+    many = emu.client.query_users({"id": {"$in": ["u1", "u2", "ghost"]}}, {"id": 1})["users"]  # type: ignore[arg-type]  # the SDK's hints are narrower than what it accepts
     assert [u["id"] for u in many] == ["u1", "u2"]
     by_custom = emu.client.query_users({"safeharbor_role": "clinician"})["users"]
     assert [u["id"] for u in by_custom] == ["u1"]
@@ -88,7 +88,7 @@ def test_query_users_needs_filter_and_rejects_unknown_operator(emu: Emulator) ->
 
 def test_query_users_limit_offset_and_logic(emu: Emulator) -> None:
     emu.client.upsert_users([{"id": f"u{i}", "n": i} for i in range(5)])
-    page = emu.client.query_users({"n": {"$gte": 1}}, {"n": -1}, limit=2, offset=1)["users"]
+    page = emu.client.query_users({"n": {"$gte": 1}}, {"n": -1}, limit=2, offset=1)["users"]  # type: ignore[arg-type]  # the SDK's hints are narrower than what it accepts
     assert [u["id"] for u in page] == ["u3", "u2"]
-    either = emu.client.query_users({"$or": [{"id": "u0"}, {"n": 4}]}, {"id": 1})["users"]
+    either = emu.client.query_users({"$or": [{"id": "u0"}, {"n": 4}]}, {"id": 1})["users"]  # type: ignore[arg-type]  # the SDK's hints are narrower than what it accepts
     assert [u["id"] for u in either] == ["u0", "u4"]

@@ -1,4 +1,5 @@
 """Blueprints, one per Stream resource, plus the test-only inspection routes."""
+
 from __future__ import annotations
 
 from flask import Flask

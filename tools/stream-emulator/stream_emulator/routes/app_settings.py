@@ -5,6 +5,7 @@ PATCH takes what the SDK's `update_app_settings(**kw)` sends (`apn_config`, `fir
 Stream, push settings are read back under `app.push_notifications.apn` / `.firebase`. Credentials
 (`auth_key`, `p12_cert`, `credentials_json`, `server_key`) are accepted, never echoed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,13 @@ _APN_SECRETS = ("auth_key", "p12_cert", "certificate")
 _FIREBASE_TEXT = ("notification_template", "data_template", "apn_template")
 _FIREBASE_SECRETS = ("server_key", "credentials_json")
 _BOOLS = ("disable_auth_checks", "disable_permissions_checks", "multi_tenant_enabled")
-_STRINGS = ("webhook_url", "custom_action_handler_url", "enforce_unique_usernames", "sqs_url", "sns_topic_arn")
+_STRINGS = (
+    "webhook_url",
+    "custom_action_handler_url",
+    "enforce_unique_usernames",
+    "sqs_url",
+    "sns_topic_arn",
+)
 
 
 def _merge_push(target: JSON, cfg: Any, field: str, text_keys: tuple[str, ...], secrets: tuple[str, ...]) -> None:

@@ -1,5 +1,6 @@
 """Channel types: create, get, list, update, delete. `grants` maps a role key to Stream permission ids;
 see `permissions.py` for how the emulator picks a user's role key."""
+
 from __future__ import annotations
 
 import copy
@@ -61,7 +62,7 @@ def _apply_settings(ctype: JSON, data: JSON, *, creating: bool) -> None:
 
 
 def _type_or_404(state: JSON, name: str) -> JSON:
-    ctype = state["channel_types"].get(name)
+    ctype: JSON | None = state["channel_types"].get(name)
     if ctype is None:
         raise StreamError(DOES_NOT_EXIST, f"channel type '{name}' does not exist")
     return ctype

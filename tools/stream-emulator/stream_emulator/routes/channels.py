@@ -5,6 +5,7 @@ User-token callers: query_channels is forced to channels they are members of and
 `read-channel`; creating needs `create-channel`; reading an existing channel needs membership and
 `read-channel`; member changes need membership and `update-channel-members`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -194,10 +195,11 @@ def query_channels() -> Any:
         user = state["users"][c.user_id] if c.user_id else None
         candidates = []
         for ch in state["channels"].values():
-            if user is not None:
-                # Forced membership filter plus the type grant: a user only ever sees what it may read.
-                if user["id"] not in ch["members"] or not granted(state, ch["type"], user, "read-channel"):
-                    continue
+            # Forced membership filter plus the type grant: a user only ever sees what it may read.
+            if user is not None and (
+                user["id"] not in ch["members"] or not granted(state, ch["type"], user, "read-channel")
+            ):
+                continue
             if filters.matches(cond, _channel_getter(state, ch)):
                 candidates.append(ch)
         ordered = filters.apply_sort(

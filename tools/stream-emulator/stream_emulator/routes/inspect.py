@@ -7,6 +7,7 @@ POST /_emulator/reset        empty state, clear the delivery log, end any outage
 POST /_emulator/outage       {"down": true|false}: every Stream API route answers 503 while down
 GET  /_emulator/health       liveness (also /healthz)
 """
+
 from __future__ import annotations
 
 import copy

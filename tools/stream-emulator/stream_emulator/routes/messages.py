@@ -2,12 +2,14 @@
 
 User-token callers must be channel members and hold the matching grant on the channel type.
 """
+
 from __future__ import annotations
 
 import copy
 import html
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, request
@@ -32,7 +34,7 @@ _BOOL_ARGS = ("1", "true", "True", "yes")
 
 
 def channel_or_404(state: JSON, channel_type: str, channel_id: str) -> JSON:
-    ch = state["channels"].get(f"{channel_type}:{channel_id}")
+    ch: JSON | None = state["channels"].get(f"{channel_type}:{channel_id}")
     if ch is None:
         raise StreamError(DOES_NOT_EXIST, f"Can't find channel with id {channel_type}:{channel_id}")
     return ch
@@ -74,7 +76,12 @@ def select_messages(msgs: list[JSON], opts: Any) -> list[JSON]:
             else:
                 lo = max(lo, pos)
     window = msgs[lo:hi]
-    for key in ("created_at_before", "created_at_before_or_equal", "created_at_after", "created_at_after_or_equal"):
+    for key in (
+        "created_at_before",
+        "created_at_before_or_equal",
+        "created_at_after",
+        "created_at_after_or_equal",
+    ):
         if key in opts:
             try:
                 bound = parse_time(opts[key])
@@ -83,7 +90,7 @@ def select_messages(msgs: list[JSON], opts: Any) -> list[JSON]:
             if bound is None:
                 continue
 
-            def keep(m: JSON, key: str = key, bound: Any = bound) -> bool:
+            def keep(m: JSON, key: str = key, bound: datetime = bound) -> bool:
                 t = parse_time(m["created_at"])
                 assert t is not None
                 if key == "created_at_before":
@@ -269,7 +276,9 @@ def update_message(message_id: str) -> Any:
         _can_modify(state, ch, m, "update", "UpdateMessage")
         text = _check_text(state, ch, msg.get("text", ""))
         old_text = m.get("text", "")
-        keep = {k: m[k] for k in ("id", "user_id", "cid", "created_at", "type", "parent_id", "deleted_at") if k in m}
+        keep: JSON = {
+            k: m[k] for k in ("id", "user_id", "cid", "created_at", "type", "parent_id", "deleted_at") if k in m
+        }
         custom = {k: copy.deepcopy(v) for k, v in msg.items() if k not in _RESERVED}
         m.clear()
         m.update({**custom, **keep, "text": text, "attachments": copy.deepcopy(msg.get("attachments") or [])})

@@ -1,4 +1,5 @@
 """Users and roles: upsert, partial update, query, deactivate/reactivate, delete/restore; /roles."""
+
 from __future__ import annotations
 
 import copy
@@ -20,7 +21,15 @@ JSON = dict[str, Any]
 BUILTIN_ROLES = ("user", "admin", "guest", "anonymous", "channel_member", "channel_moderator")
 _USER_ID = re.compile(r"^[@\w.\-]{1,255}$")
 # Fields the server manages; an upsert cannot set them (revoke time goes through PATCH /users).
-_SYSTEM_FIELDS = ("created_at", "updated_at", "deactivated_at", "deleted_at", "last_active", "online", "banned")
+_SYSTEM_FIELDS = (
+    "created_at",
+    "updated_at",
+    "deactivated_at",
+    "deleted_at",
+    "last_active",
+    "online",
+    "banned",
+)
 _BOOL_ARGS = ("1", "true", "True", "yes")
 
 
@@ -33,7 +42,7 @@ def _check_role(state: JSON, role: Any) -> str:
 
 
 def _user_or_404(state: JSON, user_id: str, *, allow_deleted: bool = False) -> JSON:
-    user = state["users"].get(user_id)
+    user: JSON | None = state["users"].get(user_id)
     if user is None or (user.get("deleted_at") and not allow_deleted):
         raise StreamError(DOES_NOT_EXIST, f"user '{user_id}' does not exist")
     return user
