@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import has_request_context, request
-
 from .clock import now_iso
 
 log = logging.getLogger(__name__)
@@ -196,19 +194,18 @@ class Store:
     # -- access ------------------------------------------------------------------------------------
 
     @contextmanager
-    def tx(self, *, write: bool | None = None) -> Iterator[JSON]:
-        """Exclusive access. With `write` (default: any non-GET request) a snapshot is taken first and
-        restored if the block raises, so a request that fails half-way never leaves a partial write."""
-        if write is None:
-            write = not (has_request_context() and request.method == "GET")
+    def tx(self, *, snapshot: bool = False) -> Iterator[JSON]:
+        """Exclusive access. Routes validate before they mutate; one that changes several things before a
+        last check can fail asks for `snapshot`: the state is copied first and restored if the block
+        raises, so a failed request never leaves a partial write. (Opt-in: a deep copy costs O(state).)"""
         with self.lock:
             self._dirty = False
-            snapshot = copy.deepcopy(self.state) if write else None
+            saved = copy.deepcopy(self.state) if snapshot else None
             try:
                 yield self.state
             except BaseException:
-                if snapshot is not None:
-                    self.state = snapshot
+                if saved is not None:
+                    self.state = saved
                 self._dirty = False
                 raise
             if self._dirty:

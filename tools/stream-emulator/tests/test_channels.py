@@ -114,3 +114,34 @@ def test_unknown_channel_type_404(provisioned: Emulator) -> None:
     with pytest.raises(StreamAPIException) as exc:
         provisioned.client.channel("nope", "x").create("dr-chen")
     assert exc.value.status_code == 404
+
+
+def test_failed_update_leaves_no_partial_write(provisioned: Emulator) -> None:
+    c = provisioned.client
+    ch = c.channel("clinical", "case-4", {"members": ["dr-chen"]})
+    ch.create("dr-chen")
+    with pytest.raises(StreamAPIException):
+        # Members are valid, the message is not: the whole request must be refused.
+        c.post(ch.url, data={"add_members": ["pat"], "message": {"text": "x" * 6000, "user_id": "dr-chen"}})
+    assert list(provisioned.state()["channels"]["clinical:case-4"]["members"]) == ["dr-chen"]
+    with pytest.raises(StreamAPIException):
+        c.channel("clinical", "case-5", {"members": ["dr-chen"]}).create("dr-chen", messages={"limit": "x"})
+    assert "clinical:case-5" not in provisioned.state()["channels"]
+
+
+def test_concurrent_sends_are_all_kept(provisioned: Emulator) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ch = provisioned.client.channel("clinical", "busy", {"members": ["dr-chen", "dr-lee"]})
+    ch.create("dr-chen")
+    clients = [provisioned.user_client("dr-chen"), provisioned.user_client("dr-lee")]
+
+    def send(i: int) -> str:
+        uc = clients[i % 2]
+        uid = "dr-chen" if i % 2 == 0 else "dr-lee"
+        return str(uc.channel("clinical", "busy").send_message({"text": f"m{i}"}, uid)["message"]["id"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(send, range(40)))
+    assert len(set(ids)) == 40
+    assert len(provisioned.state()["messages"]["clinical:busy"]) == 40

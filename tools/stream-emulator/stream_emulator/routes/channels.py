@@ -89,6 +89,7 @@ def _get_or_create(channel_type: str, channel_id: str | None) -> Any:
     if not isinstance(data, dict):
         raise input_error("data must be an object")
     c = caller()
+    select_messages([], data_in.get("messages"))  # validate pagination before anything is created
     emu = emulator()
     with emu.store.tx() as state:
         if channel_type not in state["channel_types"]:
@@ -226,7 +227,7 @@ def update_channel(channel_type: str, channel_id: str) -> Any:
     data = body()
     c = caller()
     emu = emulator()
-    with emu.store.tx() as state:
+    with emu.store.tx(snapshot=True) as state:
         ch = channel_or_404(state, channel_type, channel_id)
         user = state["users"][c.user_id] if c.user_id else None
         add = _member_ids(data.get("add_members"), "add_members")
