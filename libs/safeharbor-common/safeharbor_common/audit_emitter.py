@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL,
-    lease_until REAL NOT NULL DEFAULT 0
+    lease_until REAL NOT NULL DEFAULT 0,
+    lease_owner INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_lease ON outbox (lease_until, id);
 CREATE TABLE IF NOT EXISTS dead_letter (
@@ -114,8 +115,11 @@ class AuditEmitter:
         self._batch_size = self.settings.batch_size
         self.shipped = 0  # events this process delivered (2xx), for tests and metrics
         self.outbox_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
+        with contextlib.closing(self._connect()) as conn:
             conn.executescript(_SCHEMA)
+            columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(outbox)")}
+            if "lease_owner" not in columns:  # outbox files from before leases had owners
+                conn.execute("ALTER TABLE outbox ADD COLUMN lease_owner INTEGER NOT NULL DEFAULT 0")
 
     # -- storage ------------------------------------------------------------------------------------
 
@@ -203,12 +207,18 @@ class AuditEmitter:
 
     def _claim(self, conn: sqlite3.Connection, limit: int) -> list[tuple[int, str, str]]:
         now = time.time()
+        # Leases of processes that died (kill -9 mid-send) are taken over at once, not after LEASE_SECONDS.
+        owners = [int(r[0]) for r in conn.execute("SELECT DISTINCT lease_owner FROM outbox WHERE lease_until >= ?",
+                                                  (now,))]
+        dead = [pid for pid in owners if pid != os.getpid() and not _process_alive(pid)][:50]
+        marks = ",".join("?" * len(dead))
+        stale = f"lease_until < ? OR lease_owner IN ({marks})" if dead else "lease_until < ?"
         # One statement under SQLite's write lock: processes sharing the file get disjoint batches.
         rows = conn.execute(
-            "UPDATE outbox SET lease_until = ? WHERE id IN "
-            "(SELECT id FROM outbox WHERE lease_until < ? ORDER BY id LIMIT ?) "
+            "UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE id IN "
+            f"(SELECT id FROM outbox WHERE {stale} ORDER BY id LIMIT ?) "
             "RETURNING id, event_id, body",
-            (now + LEASE_SECONDS, now, limit),
+            (now + LEASE_SECONDS, os.getpid(), now, *dead, limit),
         ).fetchall()
         rows.sort()
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
@@ -344,6 +354,18 @@ class AuditEmitter:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 class ShipError(RuntimeError):

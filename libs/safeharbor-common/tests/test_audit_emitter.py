@@ -143,7 +143,7 @@ def _emit_in_child(path: str, url: str, count: int, tag: str) -> None:
 def test_several_processes_share_one_outbox(tmp_path: Path, fake: FakeAuditService) -> None:
     path = str(tmp_path / "outbox.db")
     make_emitter(Path(path), None)  # create the schema once
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fork with live threads can deadlock a child
     children = [ctx.Process(target=_emit_in_child, args=(path, fake.url, 300, f"p{n}")) for n in range(4)]
     for child in children:
         child.start()
@@ -168,7 +168,7 @@ def _emit_forever(path: str, ready: Any, count: Any) -> None:
 
 def test_kill_9_loses_no_acknowledged_event(tmp_path: Path, fake: FakeAuditService) -> None:
     path = str(tmp_path / "outbox.db")
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fork with live threads can deadlock a child
     ready, count = ctx.Event(), ctx.Value("i", 0)
     child = ctx.Process(target=_emit_forever, args=(path, ready, count))
     child.start()
