@@ -2,7 +2,7 @@
 
 Stream may hand a template back re-indented or with keys in another order; neither changes the payload.
 Whitespace outside JSON strings is dropped, whitespace inside mustaches collapsed, and when the result
-is JSON (no bare mustaches) it is re-serialised with sorted keys.
+is JSON once bare mustaches stand in as string tokens, it is re-serialised with sorted keys.
 """
 from __future__ import annotations
 
@@ -32,13 +32,22 @@ def normalise_template(text: str | None) -> str:
     if not text:
         return ""
     out: list[str] = []
+    bare: list[tuple[str, str]] = []
     in_string = False
     i = 0
     n = len(text)
     while i < n:
         if text.startswith("{{", i):
             end = _mustache_end(text, i)
-            out.append(_normalise_mustache(text[i:end]))
+            mustache = _normalise_mustache(text[i:end])
+            if in_string:
+                out.append(mustache)
+            else:
+                # A bare mustache (`"badge": {{unread_count}}`) becomes a JSON string token for the
+                # canonical re-serialisation and is put back afterwards.
+                token = f'"\\u0001hb{len(bare)}\\u0001"'
+                bare.append((token, mustache))
+                out.append(token)
             i = end
             continue
         ch = text[i]
@@ -58,9 +67,12 @@ def normalise_template(text: str | None) -> str:
         i += 1
     compact = "".join(out)
     try:
-        return json.dumps(json.loads(compact), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        result = json.dumps(json.loads(compact), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except ValueError:
-        return compact
+        result = compact
+    for token, mustache in bare:
+        result = result.replace(token, mustache)
+    return result
 
 
 def same_template(a: str | None, b: str | None) -> bool:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
+import uuid
 
 from flask import Flask
 
@@ -29,6 +31,7 @@ class DriftChecker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.checks = 0  # checks this process ran (it held the lease), for tests and metrics
+        self.holder = ""
 
     def ensure_started(self) -> None:
         """Starts this process's thread once (after a fork the child starts its own)."""
@@ -38,6 +41,8 @@ class DriftChecker:
             if self._pid == os.getpid():
                 return
             self._stop = threading.Event()
+            # Unique per process and start, so a restarted or forked worker never reuses a lease blindly.
+            self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
             self._thread = threading.Thread(target=self._run, name="push-drift-checker", daemon=True)
             self._thread.start()
             self._pid = os.getpid()
@@ -57,7 +62,9 @@ class DriftChecker:
         ctx: PushContext = self.app.extensions["push"]
         metrics = self.app.extensions.get("push_metrics")
         try:
-            if not acquire_lease(ctx=ctx, name=LEASE_DRIFT, ttl=self.lease_seconds):
+            if not self.holder:
+                self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            if not acquire_lease(ctx=ctx, name=LEASE_DRIFT, holder=self.holder, ttl=self.lease_seconds):
                 return False
             with self.app.app_context():
                 report = check_drift(ctx=ctx)

@@ -323,10 +323,9 @@ def version_dict(row: TemplateVersion, *, approved_version: int | None, include_
 # --- drift -----------------------------------------------------------------------------------------
 
 
-def acquire_lease(*, ctx: PushContext, name: str, ttl: float) -> bool:
-    """True when this process holds (or renewed) the named lease for `ttl` seconds."""
+def acquire_lease(*, ctx: PushContext, name: str, holder: str, ttl: float) -> bool:
+    """True when `holder` holds (or renewed) the named lease for `ttl` seconds."""
     now = time.time()
-    holder = PushContext.holder()
     with ctx.engine.begin() as conn:
         result = conn.execute(
             update(Lease)
@@ -355,7 +354,7 @@ def check_drift(*, ctx: PushContext) -> dict[str, Any]:
                     & (TemplateVersion.kind == ApprovedTemplate.kind)
                     & (TemplateVersion.version == ApprovedTemplate.version),
                 )
-            ).tuples()
+            )
         }
         states = {(s.provider, s.kind): s for s in session.scalars(select(DriftState))}
         slots: dict[tuple[str, str], dict[str, Any]] = {}
