@@ -3,7 +3,6 @@ from __future__ import annotations
 from alembic import context
 from safeharbor_audit.models import metadata
 from safeharbor_common.db import create_db_engine
-from sqlalchemy import pool
 
 url = context.config.get_main_option("sqlalchemy.url")
 assert url, "sqlalchemy.url is required"
@@ -16,7 +15,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_db_engine(url, poolclass=pool.NullPool)
+    engine = create_db_engine(url)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata)
         with context.begin_transaction():
