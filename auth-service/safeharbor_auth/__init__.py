@@ -1,0 +1,1 @@
+"""SafeHarbor auth-service: users, passwords, MFA, sessions and session tokens, Stream credentials."""

@@ -1,0 +1,129 @@
+"""Application factory (gunicorn: `safeharbor_auth.app:create_app()`)."""
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, current_app
+from safeharbor_common import service_identity, tokens, web
+from safeharbor_common.config import ConfigError
+from safeharbor_common.db import create_db_engine
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from .api import bp
+from .config import load_config
+from .context import AuthServices
+from .crypto import DataCipher
+from .jobs import JobRunner, keydir_revoke_all
+from .models import SigningKey
+from .passwords import Passwords
+from .revocations import RevocationPublisher
+from .service import KEYDIR_REVOKE
+from .signing import SigningKeys
+from .throttle import DatabaseThrottleStore, LoginThrottler, RedisThrottleStore, ThrottlePolicy, ThrottleStore
+
+_log = logging.getLogger("safeharbor.auth")
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """`test_config`: `ENVIRON` (a dict read instead of os.environ) and/or config keys to override."""
+    app = Flask(__name__)
+    try:
+        app.config.update(load_config(test_config.get("ENVIRON") if test_config else None))
+    except ConfigError as exc:
+        if test_config is not None:
+            raise
+        # Refuse to start with one clear line (the setting's name, never its value).
+        print(f"auth-service: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from exc
+    if test_config:
+        app.config.update({k: v for k, v in test_config.items() if k != "ENVIRON"})
+
+    web.init_app(app, service_name="auth", readiness_check=_readiness)
+    service_identity.init_app(app)
+    auth = build_services(app.config)
+    app.extensions["auth"] = auth
+    app.config["JWKS_FETCHER"] = auth.keys.jwks
+    tokens.init_app(app)
+    if app.config.get("AUDIT_ENABLED", True):
+        from safeharbor_common import audit_emitter
+
+        audit_emitter.init_app(app)
+
+    try:
+        auth.keys.ensure_key()
+    except SQLAlchemyError:
+        # Not migrated yet: /readyz says so until `manage migrate` has run.
+        _log.warning("database not ready at start; run `python -m safeharbor_auth.manage migrate`")
+
+    runner = JobRunner(
+        app=app,
+        poll_interval=float(app.config["JOB_POLL_INTERVAL"]),
+        backoff_max=float(app.config["JOB_BACKOFF_MAX"]),
+    )
+    runner.handlers[KEYDIR_REVOKE] = keydir_revoke_all(app)
+    auth.jobs = runner
+    from .streaming import init_stream
+
+    init_stream(app, auth, runner)
+    if app.config["JOB_RUNNER_ENABLED"]:
+        app.before_request(runner.ensure_started)
+
+    app.register_blueprint(bp)
+    from .streaming import bp as stream_bp
+
+    app.register_blueprint(stream_bp)
+    return app
+
+
+def build_services(config: Mapping[str, Any]) -> AuthServices:
+    engine = create_db_engine(config["DATABASE_URL"])
+    cipher = DataCipher(config["AUTH_DATA_KEY"])
+    store: ThrottleStore
+    if config.get("REDIS_URL"):
+        import redis
+
+        store = RedisThrottleStore(
+            redis.Redis.from_url(config["REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0),
+            prefix=str(config.get("REDIS_KEY_PREFIX", "safeharbor:auth:throttle:")),
+        )
+    else:
+        store = DatabaseThrottleStore(engine)
+    policy = ThrottlePolicy(
+        user_max_failures=config["LOGIN_USER_MAX_FAILURES"],
+        ip_max_failures=config["LOGIN_IP_MAX_FAILURES"],
+        increment=config["LOGIN_LOCKOUT_INCREMENT"],
+        max_wait=config["LOGIN_LOCKOUT_MAX"],
+        reset=config["LOGIN_FAILURE_RESET"],
+        global_max_per_minute=config["LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE"],
+    )
+    return AuthServices(
+        config=dict(config),
+        engine=engine,
+        cipher=cipher,
+        passwords=Passwords(
+            memory_kib=config["ARGON2_MEMORY_KIB"],
+            time_cost=config["ARGON2_TIME_COST"],
+            parallelism=config["ARGON2_PARALLELISM"],
+        ),
+        throttler=LoginThrottler(store, policy),
+        keys=SigningKeys(
+            engine=engine,
+            cipher=cipher,
+            idle_timeout=config["SESSION_IDLE_TIMEOUT"],
+            leeway=config["JWT_LEEWAY"],
+            prepublish=config["SIGNING_KEY_PREPUBLISH"],
+        ),
+        publisher=RevocationPublisher(config.get("REDIS_URL")),
+    )
+
+
+def _readiness() -> None:
+    auth: AuthServices = current_app.extensions["auth"]
+    with auth.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        if conn.execute(select(SigningKey.kid).where(SigningKey.retired_at.is_(None)).limit(1)).first() is None:
+            auth.keys.ensure_key()
