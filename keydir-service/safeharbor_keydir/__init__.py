@@ -1,0 +1,1 @@
+"""SafeHarbor keydir-service: public-key directory with a transparency log."""

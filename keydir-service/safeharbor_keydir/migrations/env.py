@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from alembic import context
+from safeharbor_keydir.models import metadata
+from safeharbor_common.db import create_db_engine
+from sqlalchemy import pool
+
+url = context.config.get_main_option("sqlalchemy.url")
+assert url, "sqlalchemy.url is required"
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=url, target_metadata=metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = create_db_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

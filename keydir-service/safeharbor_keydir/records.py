@@ -1,0 +1,222 @@
+"""Key records and revocation leaves: their exact bytes, hashes and signatures (pure, no Flask, no DB).
+
+Shared by the server (validation), `verify.py` (clients) and the client SDK, so both sides compute the
+same bytes. Wire format (API.md, "Keys"):
+
+- signed bytes = RFC 8785 canonical JSON of {user_id, device_id, version, enc_pub, sig_pub, created_at,
+  prev_hash};
+- `prev_hash` = base64url SHA-256 of the previous version's signed bytes, "" for version 1;
+- `signature` = Ed25519 by `sig_pub` over the signed bytes (proof of possession);
+- `rotation_signature` = Ed25519 by the previous version's `sig_pub` over the same bytes (version >= 2);
+- transparency-log leaf data = canonical JSON of the whole record object as returned.
+
+A revocation leaf is the revoked record plus `revoked_at`, `reason` and `revoked_by`, signed by the log's
+key (`log_signature` over the canonical JSON of everything else): users do not sign their revocation
+(an admin or deprovisioning revokes a key whose private half is gone), the log vouches for it.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from safeharbor_common.canonical import canonical_json
+from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
+
+SIGNED_FIELDS: tuple[str, ...] = (
+    "user_id",
+    "device_id",
+    "version",
+    "enc_pub",
+    "sig_pub",
+    "created_at",
+    "prev_hash",
+)
+KEY_LEAF = "key"
+REVOCATION_LEAF = "revocation"
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+
+
+class RecordError(ValueError):
+    """A record is malformed or a signature over it does not verify (message names the problem)."""
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with microseconds and `Z`: how the directory writes times it creates."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time with an explicit UTC offset (`Z` or +00:00 etc.), as an aware datetime."""
+    if not isinstance(text, str) or not 10 <= len(text) <= 40:
+        raise RecordError("time must be an RFC 3339 string")
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise RecordError("time must be an RFC 3339 string") from exc
+    if moment.tzinfo is None or "T" not in text.upper():
+        raise RecordError("time must be an RFC 3339 string with a time zone")
+    return moment.astimezone(UTC)
+
+
+def signed_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return {name: record[name] for name in SIGNED_FIELDS}
+    except KeyError as exc:
+        raise RecordError(f"record lacks field {exc.args[0]}") from exc
+
+
+def signed_bytes(record: Mapping[str, Any]) -> bytes:
+    return canonical_json(signed_fields(record))
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """What the next version puts in `prev_hash`."""
+    return b64url_encode(hashlib.sha256(signed_bytes(record)).digest())
+
+
+def leaf_data(leaf: Mapping[str, Any]) -> bytes:
+    """The transparency-log leaf data of a record or revocation object, exactly as returned."""
+    return canonical_json(dict(leaf))
+
+
+def decode_key(value: Any, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise RecordError(f"{name} must be a base64url string")
+    try:
+        raw = b64url_decode(value)
+    except EncodingError as exc:
+        raise RecordError(f"{name} must be unpadded base64url") from exc
+    if len(raw) != PUBLIC_KEY_BYTES or b64url_encode(raw) != value:
+        raise RecordError(f"{name} must be a 32-byte key in canonical base64url")
+    return raw
+
+
+def ed25519_public(value: Any, name: str = "sig_pub") -> Ed25519PublicKey:
+    raw = decode_key(value, name)
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise RecordError(f"{name} is not an Ed25519 public key") from exc
+
+
+def check_x25519_public(value: Any, name: str = "enc_pub") -> None:
+    """Refuses keys that are not usable X25519 public keys (e.g. small-order points give a zero secret)."""
+    raw = decode_key(value, name)
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError as exc:
+        raise RecordError(f"{name} is not a usable X25519 public key") from exc
+
+
+def _signature(value: Any, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise RecordError(f"{name} must be a base64url string")
+    try:
+        raw = b64url_decode(value)
+    except EncodingError as exc:
+        raise RecordError(f"{name} must be unpadded base64url") from exc
+    if len(raw) != SIGNATURE_BYTES:
+        raise RecordError(f"{name} must be a 64-byte Ed25519 signature")
+    return raw
+
+
+def verify_signature(public_key: Ed25519PublicKey, signature: Any, message: bytes, name: str) -> None:
+    raw = _signature(signature, name)
+    try:
+        public_key.verify(raw, message)
+    except InvalidSignature as exc:
+        raise RecordError(f"{name} does not verify") from exc
+
+
+def verify_self_signature(record: Mapping[str, Any]) -> None:
+    """Proof of possession: `signature` by the record's own `sig_pub` over its signed bytes."""
+    verify_signature(ed25519_public(record.get("sig_pub")), record.get("signature"), signed_bytes(record), "signature")
+
+
+def verify_link(record: Mapping[str, Any], previous: Mapping[str, Any] | None) -> None:
+    """The version chain: v1 stands alone; v(n+1) names v(n)'s hash and is co-signed by v(n)'s key."""
+    version = record.get("version")
+    if previous is None:
+        if version != 1:
+            raise RecordError("only version 1 may have no previous record")
+        if record.get("prev_hash") != "":
+            raise RecordError("prev_hash must be empty for version 1")
+        if record.get("rotation_signature") is not None:
+            raise RecordError("rotation_signature is only for version 2 and later")
+        return
+    for name in ("user_id", "device_id"):
+        if record.get(name) != previous.get(name):
+            raise RecordError(f"{name} differs from the previous version")
+    if version != previous.get("version", 0) + 1:
+        raise RecordError("version must follow the previous version")
+    if record.get("prev_hash") != record_hash(previous):
+        raise RecordError("prev_hash does not match the previous version")
+    if record.get("rotation_signature") is None:
+        raise RecordError("rotation_signature is required from version 2 on")
+    verify_signature(
+        ed25519_public(previous.get("sig_pub")),
+        record.get("rotation_signature"),
+        signed_bytes(record),
+        "rotation_signature",
+    )
+
+
+def make_record(
+    *,
+    user_id: str,
+    device_id: str,
+    version: int,
+    enc_pub: str,
+    signing_key: Ed25519PrivateKey,
+    created_at: str,
+    previous: Mapping[str, Any] | None = None,
+    previous_signing_key: Ed25519PrivateKey | None = None,
+) -> dict[str, Any]:
+    """A signed record as a client builds it (the SDK and tests use this)."""
+    record: dict[str, Any] = {
+        "user_id": user_id,
+        "device_id": device_id,
+        "version": version,
+        "enc_pub": enc_pub,
+        "sig_pub": b64url_encode(signing_key.public_key().public_bytes_raw()),
+        "created_at": created_at,
+        "prev_hash": record_hash(previous) if previous is not None else "",
+    }
+    message = signed_bytes(record)
+    record["signature"] = b64url_encode(signing_key.sign(message))
+    if previous_signing_key is not None:
+        record["rotation_signature"] = b64url_encode(previous_signing_key.sign(message))
+    return record
+
+
+def revocation_body(
+    record: Mapping[str, Any], *, revoked_at: str, reason: str, revoked_by: str
+) -> dict[str, Any]:
+    """The revocation leaf before the log signs it."""
+    return {
+        **signed_fields(record),
+        "signature": record["signature"],
+        **({"rotation_signature": record["rotation_signature"]} if "rotation_signature" in record else {}),
+        "revoked_at": revoked_at,
+        "reason": reason,
+        "revoked_by": revoked_by,
+    }
+
+
+def sign_revocation(body: Mapping[str, Any], log_key: Ed25519PrivateKey) -> dict[str, Any]:
+    return {**body, "log_signature": b64url_encode(log_key.sign(canonical_json(dict(body))))}
+
+
+def verify_revocation(leaf: Mapping[str, Any], log_public_key: Ed25519PublicKey) -> None:
+    body = {k: v for k, v in leaf.items() if k != "log_signature"}
+    verify_signature(log_public_key, leaf.get("log_signature"), canonical_json(body), "log_signature")
+
+
+def leaf_kind(leaf: Mapping[str, Any]) -> str:
+    return REVOCATION_LEAF if "revoked_at" in leaf else KEY_LEAF

@@ -1,0 +1,565 @@
+"""Domain logic of the key directory: registration (compare-and-swap on version), lookup, history,
+revocation, change feed, per-user monitoring, encrypted key backups. Keyword-only functions; views stay thin.
+
+Decisions (see also README.md):
+- Versions are per (user, device). A device's first record is version 1; each rotation is current + 1,
+  links to the previous record's hash and is co-signed by the previous signing key.
+- `created_at` is signed by the client, must be within KEYDIR_CLOCK_SKEW_SECONDS of server time and later
+  than the previous version's; it starts the record's validity, which ends at the next version's
+  `created_at` or at the revocation's `revoked_at`. So validity intervals follow from log data alone.
+- A revoked device id is retired: it takes no further versions (its key may be in a thief's hands).
+- Revocation is a leaf signed by the log's key; revoking twice returns the first revocation.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
+from safeharbor_common.errors import InvalidRequest
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import records
+from .errors import (
+    BackupNotFound,
+    BackupReadsLimited,
+    BackupTooLarge,
+    DeviceNotFound,
+    DeviceRevoked,
+    InvalidKeyRecord,
+    KeyReused,
+    NotYourKeys,
+    TooManyDevices,
+    UserKeysNotFound,
+    VersionConflict,
+)
+from .log import Appender, TransparencyLog, utc_now_naive
+from .models import BackupRead, Device, KeyBackup, KeyRecord, LogLeaf
+from .schemas import USER_ID_RE, BackupCreate, KeyRecordCreate
+
+MAX_CHANGES_PAGE = 1000
+MAX_AUDIT_PAGE = 500
+MAX_LEAVES_PAGE = 1000
+BACKUP_READ_WINDOW_SECONDS = 3600
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a write returns: the leaf, where it sits, and the checkpoint that covers it."""
+
+    leaf: dict[str, Any]
+    leaf_index: int
+    inclusion_proof: list[str]
+    checkpoint: str
+    tree_size: int
+
+
+def _publish(log: TransparencyLog, leaf: dict[str, Any], leaf_index: int) -> Published:
+    checkpoint = log.latest_checkpoint()
+    proof = log.inclusion_proofs([leaf_index], checkpoint.size)[leaf_index]
+    return Published(leaf, leaf_index, proof, checkpoint.note, checkpoint.size)
+
+
+def _leaf_object(session: Session, leaf_index: int) -> dict[str, Any]:
+    data = session.scalar(select(LogLeaf.data).where(LogLeaf.leaf_index == leaf_index))
+    if data is None:
+        raise InvalidKeyRecord("The previous version is missing from the log.")
+    return dict(json.loads(bytes(data)))
+
+
+# -- registration -----------------------------------------------------------------------------------
+
+
+def register_key(
+    *,
+    log: TransparencyLog,
+    body: KeyRecordCreate,
+    caller: str,
+    now: datetime,
+    clock_skew_seconds: int,
+    max_devices: int,
+) -> tuple[Published, bool]:
+    """Publishes the caller's signed record; returns it and whether it was a rotation."""
+    if body.user_id is not None and body.user_id != caller:
+        raise NotYourKeys()
+    record: dict[str, Any] = {
+        "user_id": caller,
+        "device_id": body.device_id,
+        "version": body.version,
+        "enc_pub": body.enc_pub,
+        "sig_pub": body.sig_pub,
+        "created_at": body.created_at,
+        "prev_hash": body.prev_hash,
+        "signature": body.signature,
+    }
+    if body.rotation_signature is not None:
+        record["rotation_signature"] = body.rotation_signature
+    # Checks that need no database run before the log lock is taken.
+    try:
+        created = records.parse_time(body.created_at)
+        records.check_x25519_public(body.enc_pub)
+        records.verify_self_signature(record)
+    except records.RecordError as exc:
+        raise InvalidKeyRecord(f"Key record refused: {exc}.") from exc
+    if abs((created - now).total_seconds()) > clock_skew_seconds:
+        raise InvalidKeyRecord(f"created_at must be within {clock_skew_seconds} s of the server's time.")
+    if body.version == 1 and (body.prev_hash != "" or body.rotation_signature is not None):
+        raise InvalidKeyRecord("Version 1 has an empty prev_hash and no rotation_signature.")
+
+    try:
+        with log.sequencer() as appender:
+            leaf_index = _register_locked(
+                appender, record=record, created=created, max_devices=max_devices
+            )
+    except IntegrityError as exc:
+        # Belt and braces: the unique (user, device, version) constraint, should the lock ever be bypassed.
+        raise VersionConflict(current_version=body.version - 1) from exc
+    return _publish(log, record, leaf_index), body.version > 1
+
+
+def _register_locked(
+    appender: Appender, *, record: dict[str, Any], created: datetime, max_devices: int
+) -> int:
+    session = appender.session
+    user_id, device_id, version = record["user_id"], record["device_id"], record["version"]
+    device = session.get(Device, (user_id, device_id))
+    previous: dict[str, Any] | None = None
+    if device is None:
+        if version != 1:
+            raise VersionConflict(current_version=0)
+        active = session.scalar(
+            select(func.count()).select_from(Device).where(Device.user_id == user_id, Device.revoked_at.is_(None))
+        )
+        if int(active or 0) >= max_devices:
+            raise TooManyDevices()
+    else:
+        if device.revoked_at is not None:
+            raise DeviceRevoked()
+        if version != device.current_version + 1:
+            raise VersionConflict(current_version=device.current_version)
+        previous = _leaf_object(session, device.current_leaf_index)
+    try:
+        records.verify_link(record, previous)
+    except records.RecordError as exc:
+        raise InvalidKeyRecord(f"Key record refused: {exc}.") from exc
+    if previous is not None and created <= records.parse_time(previous["created_at"]):
+        raise InvalidKeyRecord("created_at must be later than the previous version's.")
+    reused = session.scalar(
+        select(KeyRecord.id)
+        .where(
+            (KeyRecord.sig_pub == record["sig_pub"]) | (KeyRecord.enc_pub == record["enc_pub"]),
+            KeyRecord.user_id != user_id,
+        )
+        .limit(1)
+    )
+    if reused is not None:
+        raise KeyReused()
+
+    leaf_index = appender.append(
+        kind=records.KEY_LEAF,
+        user_id=user_id,
+        device_id=device_id,
+        version=version,
+        data=records.leaf_data(record),
+    )
+    session.add(
+        KeyRecord(
+            user_id=user_id,
+            device_id=device_id,
+            version=version,
+            enc_pub=record["enc_pub"],
+            sig_pub=record["sig_pub"],
+            created_at=_naive(created),
+            record_hash=records.record_hash(record),
+            leaf_index=leaf_index,
+        )
+    )
+    if device is None:
+        session.add(
+            Device(user_id=user_id, device_id=device_id, current_version=version, current_leaf_index=leaf_index)
+        )
+    else:
+        device.current_version = version
+        device.current_leaf_index = leaf_index
+    return leaf_index
+
+
+# -- lookups ----------------------------------------------------------------------------------------
+
+
+def parse_user_list(text: str | None, *, maximum: int) -> list[str]:
+    if not text:
+        raise InvalidRequest("Query parameter 'users' is required (comma-separated user ids).", extra={"field": "users"})
+    users = list(dict.fromkeys(u.strip() for u in text.split(",") if u.strip()))
+    if not users:
+        raise InvalidRequest("Query parameter 'users' names no user.", extra={"field": "users"})
+    if len(users) > maximum:
+        raise InvalidRequest(f"At most {maximum} users per lookup.", extra={"field": "users"})
+    return users
+
+
+def lookup_users(*, log: TransparencyLog, user_ids: Sequence[str]) -> dict[str, Any]:
+    """Current records of each device of each user; a per-user error never fails the batch."""
+    valid = [u for u in user_ids if USER_ID_RE.match(u)]
+    found: dict[str, list[tuple[str, int, bytes]]] = defaultdict(list)
+    known: set[str] = set()
+    if valid:
+        with log.engine.connect() as conn:
+            rows = conn.execute(
+                select(Device.user_id, Device.device_id, Device.revoked_at, LogLeaf.leaf_index, LogLeaf.data)
+                .join(LogLeaf, LogLeaf.leaf_index == Device.current_leaf_index)
+                .where(Device.user_id.in_(valid))
+            )
+            for user_id, device_id, revoked_at, leaf_index, data in rows:
+                known.add(user_id)
+                if revoked_at is None:
+                    found[user_id].append((device_id, int(leaf_index), bytes(data)))
+    # Read after the records: it was committed with them, so it covers every leaf read above.
+    checkpoint = log.latest_checkpoint()
+    proofs = log.inclusion_proofs([i for devices in found.values() for _, i, _ in devices], checkpoint.size)
+    results: dict[str, Any] = {}
+    for user_id in user_ids:
+        if not USER_ID_RE.match(user_id):
+            results[user_id] = {"error": {"code": "invalid_request", "message": "Malformed user id."}}
+        elif user_id not in known:
+            results[user_id] = {"error": {"code": "not_found", "message": "No keys are published for this user."}}
+        else:
+            results[user_id] = {
+                "devices": [
+                    {"record": json.loads(data), "leaf_index": index, "inclusion_proof": proofs[index]}
+                    for _, index, data in sorted(found.get(user_id, []))
+                ]
+            }
+    return {"results": results, "checkpoint": checkpoint.note, "tree_size": checkpoint.size}
+
+
+def history(*, log: TransparencyLog, user_id: str, at: datetime | None) -> dict[str, Any]:
+    """Every version of every device with its validity interval; with `at`, the ones valid then."""
+    with log.engine.connect() as conn:
+        rows = list(
+            conn.execute(
+                select(LogLeaf.leaf_index, LogLeaf.kind, LogLeaf.device_id, LogLeaf.version, LogLeaf.data)
+                .where(LogLeaf.user_id == user_id)
+                .order_by(LogLeaf.leaf_index)
+            )
+        )
+    if not rows:
+        raise UserKeysNotFound()
+    checkpoint = log.latest_checkpoint()
+    keys: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    revocations: dict[tuple[str, int], tuple[int, dict[str, Any]]] = {}
+    for leaf_index, kind, device_id, version, data in rows:
+        leaf = json.loads(bytes(data))
+        if kind == records.REVOCATION_LEAF:
+            revocations[(device_id, int(version))] = (int(leaf_index), leaf)
+        else:
+            keys[device_id].append((int(leaf_index), leaf))
+    entries: list[dict[str, Any]] = []
+    for device_id in sorted(keys):
+        versions = sorted(keys[device_id], key=lambda item: item[1]["version"])
+        for position, (leaf_index, record) in enumerate(versions):
+            revocation = revocations.get((device_id, record["version"]))
+            if position + 1 < len(versions):
+                valid_until: str | None = versions[position + 1][1]["created_at"]
+            elif revocation is not None:
+                valid_until = revocation[1]["revoked_at"]
+            else:
+                valid_until = None
+            entries.append(
+                {
+                    "record": record,
+                    "leaf_index": leaf_index,
+                    "valid_from": record["created_at"],
+                    "valid_until": valid_until,
+                    "revoked": revocation is not None,
+                    "revoked_at": revocation[1]["revoked_at"] if revocation else None,
+                    "revocation_reason": revocation[1]["reason"] if revocation else None,
+                    "revocation_leaf_index": revocation[0] if revocation else None,
+                }
+            )
+    if at is not None:
+        entries = [e for e in entries if _valid_at(e, at)]
+    proofs = log.inclusion_proofs([e["leaf_index"] for e in entries], checkpoint.size)
+    for entry in entries:
+        entry["inclusion_proof"] = proofs[entry["leaf_index"]]
+    return {
+        "user_id": user_id,
+        "at": records.format_time(at) if at is not None else None,
+        "history": entries,
+        "checkpoint": checkpoint.note,
+        "tree_size": checkpoint.size,
+    }
+
+
+def _valid_at(entry: Mapping[str, Any], at: datetime) -> bool:
+    start = records.parse_time(entry["valid_from"])
+    end = records.parse_time(entry["valid_until"]) if entry["valid_until"] else None
+    return start <= at and (end is None or at < end)
+
+
+# -- revocation -------------------------------------------------------------------------------------
+
+
+def revoke_device(
+    *, log: TransparencyLog, user_id: str, device_id: str, reason: str, revoked_by: str
+) -> tuple[Published, bool]:
+    """Appends a revocation leaf for the device's current key; returns it and whether it is new."""
+    with log.sequencer() as appender:
+        device = appender.session.get(Device, (user_id, device_id))
+        if device is None:
+            raise DeviceNotFound()
+        if device.revoked_at is not None and device.revocation_leaf_index is not None:
+            leaf_index = device.revocation_leaf_index
+            leaf = _leaf_object(appender.session, leaf_index)
+            is_new = False
+        else:
+            leaf_index, leaf = _revoke_locked(appender, device, reason=reason, revoked_by=revoked_by)
+            is_new = True
+    return _publish(log, leaf, leaf_index), is_new
+
+
+def revoke_all(*, log: TransparencyLog, user_id: str, reason: str, revoked_by: str) -> list[int]:
+    """Deprovisioning: revokes every active device of the user in one transaction; leaf indexes."""
+    with log.sequencer() as appender:
+        devices = appender.session.scalars(
+            select(Device)
+            .where(Device.user_id == user_id, Device.revoked_at.is_(None))
+            .order_by(Device.device_id)
+        ).all()
+        return [_revoke_locked(appender, d, reason=reason, revoked_by=revoked_by)[0] for d in devices]
+
+
+def _revoke_locked(
+    appender: Appender, device: Device, *, reason: str, revoked_by: str
+) -> tuple[int, dict[str, Any]]:
+    record = _leaf_object(appender.session, device.current_leaf_index)
+    now = utc_now_naive()
+    body = records.revocation_body(
+        record, revoked_at=records.format_time(now.replace(tzinfo=UTC)), reason=reason, revoked_by=revoked_by
+    )
+    # The log, not the user, signs a revocation: admins and deprovisioning revoke lost keys too.
+    leaf = records.sign_revocation(body, appender.signing_key)
+    leaf_index = appender.append(
+        kind=records.REVOCATION_LEAF,
+        user_id=device.user_id,
+        device_id=device.device_id,
+        version=device.current_version,
+        data=records.leaf_data(leaf),
+    )
+    device.revoked_at = now
+    device.revocation_leaf_index = leaf_index
+    return leaf_index, leaf
+
+
+# -- change feed and monitoring ---------------------------------------------------------------------
+
+
+def parse_cursor(text: str | None, name: str) -> int:
+    if text is None or text == "":
+        return 0
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidRequest(f"Query parameter '{name}' must be a cursor from an earlier answer.", extra={"field": name})
+    return int(text)
+
+
+def changes(*, log: TransparencyLog, since: int, limit: int = MAX_CHANGES_PAGE) -> dict[str, Any]:
+    """Users whose keys changed at or after `since` (a log position); the cursor is the next position."""
+    size = log.head_size()
+    if since > size:
+        # The client is ahead of the log (e.g. a restored database): start over with a full refresh.
+        return {"users": [], "cursor": str(size), "reset": True}
+    with log.engine.connect() as conn:
+        rows = list(
+            conn.execute(
+                select(LogLeaf.leaf_index, LogLeaf.user_id)
+                .where(LogLeaf.leaf_index >= since)
+                .order_by(LogLeaf.leaf_index)
+                .limit(limit)
+            )
+        )
+    users = list(dict.fromkeys(str(u) for _, u in rows))
+    cursor = int(rows[-1][0]) + 1 if rows else since
+    return {"users": users, "cursor": str(cursor), "more": len(rows) == limit}
+
+
+def user_audit(*, log: TransparencyLog, user_id: str, after: int, limit: int = MAX_AUDIT_PAGE) -> dict[str, Any]:
+    """Every leaf ever published for the user (keys and revocations), with proofs: to catch a key the
+    user did not make."""
+    with log.engine.connect() as conn:
+        rows = list(
+            conn.execute(
+                select(LogLeaf.leaf_index, LogLeaf.kind, LogLeaf.data, LogLeaf.appended_at)
+                .where(LogLeaf.user_id == user_id, LogLeaf.leaf_index >= after)
+                .order_by(LogLeaf.leaf_index)
+                .limit(limit)
+            )
+        )
+    checkpoint = log.latest_checkpoint()
+    proofs = log.inclusion_proofs([int(r[0]) for r in rows], checkpoint.size)
+    leaves = [
+        {
+            "leaf_index": int(index),
+            "kind": kind,
+            "record": json.loads(bytes(data)),
+            "inclusion_proof": proofs[int(index)],
+            "appended_at": records.format_time(_aware(appended_at)),
+        }
+        for index, kind, data, appended_at in rows
+    ]
+    return {
+        "user_id": user_id,
+        "leaves": leaves,
+        "checkpoint": checkpoint.note,
+        "tree_size": checkpoint.size,
+        "next_cursor": str(leaves[-1]["leaf_index"] + 1) if len(leaves) == limit else None,
+    }
+
+
+def log_leaves(*, log: TransparencyLog, start: int, end: int | None) -> dict[str, Any]:
+    """Raw leaves `[start, end)` for monitors that replay the whole log."""
+    size = log.head_size()
+    stop = min(size, end if end is not None else size, start + MAX_LEAVES_PAGE)
+    leaves = [
+        {
+            "leaf_index": leaf.leaf_index,
+            "kind": leaf.kind,
+            "record": json.loads(bytes(leaf.data)),
+            "appended_at": records.format_time(_aware(leaf.appended_at)),
+        }
+        for leaf in (log.leaves(start, stop) if start < stop else [])
+    ]
+    return {"leaves": leaves, "start": start, "end": max(start, stop), "tree_size": size}
+
+
+def consistency_proof(*, log: TransparencyLog, from_size: int, to_size: int | None) -> dict[str, Any]:
+    latest = log.latest_checkpoint().size
+    to = latest if to_size is None else to_size
+    if not 0 <= from_size <= to:
+        raise InvalidRequest("'from' must be between 0 and 'to'.", extra={"field": "from"})
+    if to > latest:
+        raise InvalidRequest(f"'to' must be at most the latest checkpoint size ({latest}).", extra={"field": "to"})
+    return {"from": from_size, "to": to, "proof": log.consistency_proof(from_size, to)}
+
+
+# -- backups ----------------------------------------------------------------------------------------
+
+
+def _backup_view(backup: KeyBackup, *, with_blob: bool) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "backup_version": backup.backup_version,
+        "key_version": backup.key_version,
+        "created_at": records.format_time(_aware(backup.created_at)),
+        "sha256": backup.sha256,
+        "size": len(backup.blob),
+    }
+    if with_blob:
+        view["blob"] = b64url_encode(bytes(backup.blob))
+    return view
+
+
+def store_backup(
+    *, log: TransparencyLog, user_id: str, body: BackupCreate, max_bytes: int, keep_versions: int
+) -> dict[str, Any]:
+    """Stores a new version; the previous ones stay until this one is committed (then the oldest beyond
+    `keep_versions` go), so a failed upload never destroys the last good backup."""
+    try:
+        blob = b64url_decode(body.blob)
+    except EncodingError as exc:
+        raise InvalidRequest("Field 'blob': must be unpadded base64url.", extra={"field": "blob"}) from exc
+    if len(blob) > max_bytes:
+        raise BackupTooLarge(f"The key backup is larger than {max_bytes} bytes.")
+    for attempt in range(3):
+        try:
+            with Session(log.engine, expire_on_commit=False) as session, session.begin():
+                latest = session.scalar(select(func.max(KeyBackup.backup_version)).where(KeyBackup.user_id == user_id))
+                version = int(latest or 0) + 1
+                backup = KeyBackup(
+                    user_id=user_id,
+                    backup_version=version,
+                    key_version=body.key_version,
+                    blob=blob,
+                    sha256=hashlib.sha256(blob).hexdigest(),
+                    created_at=utc_now_naive(),
+                )
+                session.add(backup)
+                session.flush()
+                session.execute(
+                    delete(KeyBackup).where(
+                        KeyBackup.user_id == user_id, KeyBackup.backup_version <= version - keep_versions
+                    )
+                )
+            return _backup_view(backup, with_blob=False)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def check_backup_read_allowed(*, log: TransparencyLog, user_id: str, per_hour: int) -> None:
+    """Per-user limit on backup retrievals, counted in the database so every worker and replica shares it."""
+    now = time.time()
+    window_start = now - BACKUP_READ_WINDOW_SECONDS
+    with Session(log.engine) as session, session.begin():
+        session.execute(delete(BackupRead).where(BackupRead.user_id == user_id, BackupRead.at < window_start))
+        count, oldest = session.execute(
+            select(func.count(), func.min(BackupRead.at)).where(
+                BackupRead.user_id == user_id, BackupRead.at >= window_start
+            )
+        ).one()
+        if int(count) >= per_hour:
+            raise BackupReadsLimited(retry_after=int(float(oldest) + BACKUP_READ_WINDOW_SECONDS - now) + 1)
+        session.add(BackupRead(user_id=user_id, at=now))
+
+
+def latest_backup(*, log: TransparencyLog, user_id: str) -> dict[str, Any]:
+    with Session(log.engine) as session:
+        backup = session.scalars(
+            select(KeyBackup).where(KeyBackup.user_id == user_id).order_by(KeyBackup.backup_version.desc()).limit(1)
+        ).first()
+        if backup is None:
+            raise BackupNotFound()
+        return _backup_view(backup, with_blob=True)
+
+
+def delete_backups(*, log: TransparencyLog, user_id: str) -> int:
+    with Session(log.engine) as session, session.begin():
+        result = session.execute(delete(KeyBackup).where(KeyBackup.user_id == user_id))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def is_fresh_login(claims_raw: Mapping[str, Any], *, iat: int, max_age: int, now: float | None = None) -> bool:
+    """`auth_time` (the password login) when the token carries it, else `iat`."""
+    auth_time = claims_raw.get("auth_time", iat)
+    if not isinstance(auth_time, int | float):
+        return False
+    return (now if now is not None else time.time()) - float(auth_time) <= max_age
+
+
+def parse_at(text: str | None) -> datetime | None:
+    if text is None or text == "":
+        return None
+    try:
+        return records.parse_time(text)
+    except records.RecordError as exc:
+        raise InvalidRequest("Query parameter 'at' must be an RFC 3339 time.", extra={"field": "at"}) from exc
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
