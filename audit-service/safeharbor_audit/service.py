@@ -45,14 +45,15 @@ def ingest_events(*, log: AuditLog, events: list[Any], caller: str, max_events: 
         try:
             parsed = AuditEventIn.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0] if exc.errors() else {}
-            where = ".".join(str(p) for p in first.get("loc", ())) or "event"
+            details = exc.errors()
+            where = ".".join(str(p) for p in details[0]["loc"]) if details else "event"
+            kind = details[0]["type"] if details else "invalid"
             # The reason names the field, never echoes its value (it might be PHI).
             rejected.append(
                 {
                     "index": index,
                     "event_id": str(event_id) if event_id else None,
-                    "reason": f"{where}: {first.get('type', 'invalid')}",
+                    "reason": f"{where}: {kind}",
                 }
             )
             continue
@@ -329,7 +330,8 @@ def record_stream_webhook(
     event_type = "".join(c if c.isalnum() or c in "._-" else "_" for c in payload["type"].lower())[:100]
     user = payload.get("user")
     actor = f"stream:{user['id']}" if isinstance(user, Mapping) and isinstance(user.get("id"), str) else "svc:stream"
-    request_info = payload.get("request_info") if isinstance(payload.get("request_info"), Mapping) else {}
+    info = payload.get("request_info")
+    request_info: Mapping[str, Any] = info if isinstance(info, Mapping) else {}
     meta = _ids_only(payload)
     meta.update({"webhook_id": dedupe_key[:128], "body_sha256": body_sha256})
     if attempt and attempt.isdigit():

@@ -166,7 +166,8 @@ class AuditLog:
                 if item.result is not None or item.error is not None:
                     break
                 with self._queue_lock:
-                    batch, total = [], 0
+                    batch: list[_Pending] = []
+                    total = 0
                     while self._queue and (
                         not batch or total + len(self._queue[0].events) <= MAX_EVENTS_PER_TRANSACTION
                     ):

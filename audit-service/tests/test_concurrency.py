@@ -1,4 +1,5 @@
 """Several processes (each with several threads) append at once: one order, no gaps, no forks."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from safeharbor_audit.config import load_config
 
 from .conftest import AuditEnv
 
-WORKER = r'''
+WORKER = r"""
 import json, sys, threading, time, uuid
 from datetime import UTC, datetime
 from safeharbor_audit.app import build_log
@@ -39,7 +40,7 @@ workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
 for w in workers: w.start()
 for w in workers: w.join()
 print(json.dumps({"elapsed": time.perf_counter() - started}))
-'''
+"""
 
 PROCESSES, THREADS, BATCHES, PER_BATCH = 4, 4, 10, 20
 
@@ -50,12 +51,24 @@ def test_concurrent_appends_from_several_processes(audit_env: AuditEnv, tmp_path
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     started = time.perf_counter()
     children = [
-        subprocess.Popen([sys.executable, str(script), json.dumps(audit_env.environ), f"p{n}", str(THREADS),
-                          str(BATCHES), str(PER_BATCH)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                json.dumps(audit_env.environ),
+                f"p{n}",
+                str(THREADS),
+                str(BATCHES),
+                str(PER_BATCH),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for n in range(PROCESSES)
     ]
     for child in children:
-        out, err = child.communicate(timeout=240)
+        _out, err = child.communicate(timeout=240)
         assert child.returncode == 0, err.decode()[-2000:]
     elapsed = time.perf_counter() - started
     expected = PROCESSES * THREADS * BATCHES * PER_BATCH + PER_BATCH
@@ -68,6 +81,14 @@ def test_concurrent_appends_from_several_processes(audit_env: AuditEnv, tmp_path
     assert int(log.head().size) == expected
     report = log.verify()
     assert report.ok and report.size == expected, report
-    print(json.dumps({"backend": log.engine.dialect.name, "entries": expected, "seconds": round(elapsed, 2),
-                      "appends_per_s_including_startup": round(expected / elapsed)}))
+    print(
+        json.dumps(
+            {
+                "backend": log.engine.dialect.name,
+                "entries": expected,
+                "seconds": round(elapsed, 2),
+                "appends_per_s_including_startup": round(expected / elapsed),
+            }
+        )
+    )
     log.engine.dispose()

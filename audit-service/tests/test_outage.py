@@ -1,5 +1,6 @@
 """audit-service killed (-9) and restarted while an emitter ships under load: every event arrives, once,
 and the log verifies."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,6 @@ import time
 from pathlib import Path
 
 import requests
-
 from safeharbor_audit.app import build_log
 from safeharbor_audit.config import load_config
 from safeharbor_common.audit_emitter import AuditEmitter, ShipperSettings
@@ -28,8 +28,20 @@ def free_port() -> int:
 
 def start_server(env: AuditEnv, port: int, log_path: Path) -> subprocess.Popen[bytes]:
     environ = {**os.environ, **env.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-               "--worker-class", "gthread", "--threads", "4", "safeharbor_audit.app:create_app()"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "safeharbor_audit.app:create_app()",
+    ]
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(command, env=environ, stdout=log_file, stderr=log_file, start_new_session=True)
     deadline = time.time() + 30
@@ -66,9 +78,17 @@ def test_outage_during_traffic_loses_nothing_and_doubles_nothing(audit_env: Audi
     def traffic() -> None:
         n = 0
         while not stop.is_set():
-            emitted.append(emitter.emit(action="gateway.request", actor=f"user-{n % 7}", outcome="200",
-                                        resource=f"/v1/x/{n}", ip="203.0.113.9", user_agent="load/1",
-                                        request_id=f"req-{n:08d}"))
+            emitted.append(
+                emitter.emit(
+                    action="gateway.request",
+                    actor=f"user-{n % 7}",
+                    outcome="200",
+                    resource=f"/v1/x/{n}",
+                    ip="203.0.113.9",
+                    user_agent="load/1",
+                    request_id=f"req-{n:08d}",
+                )
+            )
             n += 1
             time.sleep(0.0005)
 

@@ -1,4 +1,5 @@
 """Verification names the first bad sequence number for edited, deleted, reordered and truncated logs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +12,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import Connection, text
-
 from safeharbor_audit.store import AuditLog
 from safeharbor_common.canonical import canonical_json
+from sqlalchemy import Connection, text
 
 from .conftest import AuditEnv, Ingest, make_event
 
@@ -49,10 +49,12 @@ def tamper(log: AuditLog, action: Callable[[Connection], Any]) -> None:
 
 
 def test_database_refuses_updates_and_young_deletes(filled: AuditLog) -> None:
-    for statement in ("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 3",
-                      "DELETE FROM audit_entries WHERE seq = 3",
-                      "UPDATE merkle_nodes SET hash = hash WHERE level = 0 AND idx = 0"):
-        with pytest.raises(Exception, match="append-only|retention"), filled.engine.begin() as conn:
+    for statement in (
+        "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 3",
+        "DELETE FROM audit_entries WHERE seq = 3",
+        "UPDATE merkle_nodes SET hash = hash WHERE level = 0 AND idx = 0",
+    ):
+        with pytest.raises(Exception, match=r"append-only|retention"), filled.engine.begin() as conn:
             conn.exec_driver_sql(statement)
     assert filled.verify().ok
 
@@ -91,8 +93,10 @@ def test_rewritten_suffix_with_recomputed_hashes_is_caught_by_checkpoints(filled
                 entry["prev"] = prev.hex()
             new = canonical_json(entry)
             prev = hashlib.sha256(new).digest()
-            conn.execute(text("UPDATE audit_entries SET canonical = :c, hash = :h WHERE seq = :s"),
-                         {"c": new, "h": prev, "s": seq})
+            conn.execute(
+                text("UPDATE audit_entries SET canonical = :c, hash = :h WHERE seq = :s"),
+                {"c": new, "h": prev, "s": seq},
+            )
 
     tamper(filled, rewrite)
     report = filled.verify()
@@ -135,7 +139,9 @@ def test_truncation_with_rewritten_head_is_caught_by_checkpoint(filled: AuditLog
 def test_forged_checkpoint_is_refused(filled: AuditLog) -> None:
     def forge(conn: Connection) -> None:
         note = conn.execute(text("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1")).scalar_one()
-        conn.execute(text("UPDATE checkpoints SET note = :n WHERE size = 40"), {"n": note.replace("\n40\n", "\n41\n")})
+        conn.execute(
+            text("UPDATE checkpoints SET note = :n WHERE size = 40"), {"n": note.replace("\n40\n", "\n41\n")}
+        )
 
     tamper(filled, forge)
     report = filled.verify()

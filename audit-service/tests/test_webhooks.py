@@ -1,4 +1,5 @@
 """Stream webhooks: signature checked in constant time (gzip too), deduped, ids and hashes only."""
+
 from __future__ import annotations
 
 import gzip
@@ -19,8 +20,12 @@ MESSAGE_EVENT: dict[str, Any] = {
     "channel_id": "room-42",
     "created_at": "2026-11-24T10:00:00Z",
     "user": {"id": "dr-chen", "name": "Dr Chen"},
-    "message": {"id": "msg-1", "text": "Patient Jane Roe, DOB 1970-01-01, HIV positive", "attachments": [],
-                "user": {"id": "dr-chen"}},
+    "message": {
+        "id": "msg-1",
+        "text": "Patient Jane Roe, DOB 1970-01-01, HIV positive",
+        "attachments": [],
+        "user": {"id": "dr-chen"},
+    },
     "members": [{"user_id": "dr-chen"}, {"user_id": "pat"}],
     "request_info": {"ip": "198.51.100.77", "user_agent": "stream-js/8"},
 }
@@ -30,10 +35,14 @@ def sign(body: bytes, secret: str = STREAM_SECRET) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def post(client: FlaskClient, body: bytes, *, signature: str, webhook_id: str = "wh-1",
-         gzip_it: bool = False) -> Any:
-    headers = {"X-Signature": signature, "X-Webhook-Id": webhook_id, "X-Webhook-Attempt": "1",
-               "Content-Type": "application/json", "X-Api-Key": "key"}
+def post(client: FlaskClient, body: bytes, *, signature: str, webhook_id: str = "wh-1", gzip_it: bool = False) -> Any:
+    headers = {
+        "X-Signature": signature,
+        "X-Webhook-Id": webhook_id,
+        "X-Webhook-Attempt": "1",
+        "Content-Type": "application/json",
+        "X-Api-Key": "key",
+    }
     if gzip_it:
         body = gzip.compress(body)
         headers["Content-Encoding"] = "gzip"
@@ -90,7 +99,9 @@ def test_gzip_body_signature_over_uncompressed(client: FlaskClient, audit_env: A
     assert post(client, body, signature=sign(body), gzip_it=True, webhook_id="wh-gz").status_code == 200
     [entry] = entries(client, audit_env, action="stream.member.added")
     assert entry["meta"]["member_user_id"] == "pat"
-    assert post(client, body, signature=sign(gzip.compress(body)), gzip_it=True, webhook_id="wh-gz2").status_code == 422
+    assert (
+        post(client, body, signature=sign(gzip.compress(body)), gzip_it=True, webhook_id="wh-gz2").status_code == 422
+    )
 
 
 def test_gzip_bomb_refused(client: FlaskClient) -> None:
@@ -102,8 +113,11 @@ def test_gzip_bomb_refused(client: FlaskClient) -> None:
 def test_webhook_without_secret_is_unavailable(audit_env: AuditEnv) -> None:
     from .conftest import build_app
 
-    env = AuditEnv(environ={k: v for k, v in audit_env.environ.items() if k != "STREAM_API_SECRET"},
-                   session_key=audit_env.session_key, signers=audit_env.signers)
+    env = AuditEnv(
+        environ={k: v for k, v in audit_env.environ.items() if k != "STREAM_API_SECRET"},
+        session_key=audit_env.session_key,
+        signers=audit_env.signers,
+    )
     client = build_app(env).test_client()
     body = b"{}"
     assert post(client, body, signature=sign(body)).status_code == 503

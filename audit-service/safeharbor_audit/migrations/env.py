@@ -4,8 +4,10 @@ from alembic import context
 from safeharbor_audit.models import metadata
 from safeharbor_common.db import create_db_engine
 
-url = context.config.get_main_option("sqlalchemy.url")
-assert url, "sqlalchemy.url is required"
+_configured_url = context.config.get_main_option("sqlalchemy.url")
+if not _configured_url:
+    raise RuntimeError("sqlalchemy.url is required")
+url: str = _configured_url
 
 
 def run_migrations_offline() -> None:
