@@ -9,6 +9,7 @@ from safeharbor_common.web import api_doc, client_ip, json_body, request_id, use
 from . import service
 from .defaults import DEFAULT_TEMPLATES
 from .lint import PROVIDER_KINDS
+from .models import TemplateVersion
 from .schemas import (
     LintRequest,
     LintResponse,
@@ -36,17 +37,19 @@ def _actor() -> Actor:
     )
 
 
-def _applied(row: service.TemplateVersion) -> Response:
-    body = TemplateApplied(
-        version=row.version,
-        applied=True,
-        provider=row.provider,  # type: ignore[arg-type]
-        kind=row.kind,  # type: ignore[arg-type]
-        template_sha256=row.template_sha256,
-        author=row.author,
-        created_at=service.rfc3339(row.created_at) or "",
-        applied_at=service.rfc3339(row.applied_at),
-        rolled_back_from=row.rolled_back_from,
+def _applied(row: TemplateVersion) -> Response:
+    body = TemplateApplied.model_validate(
+        {
+            "version": row.version,
+            "applied": True,
+            "provider": row.provider,
+            "kind": row.kind,
+            "template_sha256": row.template_sha256,
+            "author": row.author,
+            "created_at": service.rfc3339(row.created_at),
+            "applied_at": service.rfc3339(row.applied_at),
+            "rolled_back_from": row.rolled_back_from,
+        }
     )
     response = jsonify(body.model_dump())
     response.status_code = 201

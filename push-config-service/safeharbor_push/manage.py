@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         audit = app.extensions.get("audit")
         if audit is not None:
-            audit.flush(timeout=5.0)
+            # Events are durable in the outbox the service's workers share; a short wait ships them now.
+            audit.flush(timeout=3.0)
     return 2
 
 

@@ -4,6 +4,7 @@ Every change to Stream's push settings (apply, rollback, the periodic drift chec
 database transaction that first locks the "apply" lease row, so changes serialise across workers and
 replicas and a check never mistakes an apply in flight for drift.
 """
+
 from __future__ import annotations
 
 import os
@@ -292,15 +293,17 @@ def list_templates(
             query = query.where(TemplateVersion.provider == provider)
         if kind is not None:
             query = query.where(TemplateVersion.kind == kind)
-        query = query.order_by(
-            TemplateVersion.provider, TemplateVersion.kind, TemplateVersion.version.desc()
-        ).limit(limit)
+        query = query.order_by(TemplateVersion.provider, TemplateVersion.kind, TemplateVersion.version.desc()).limit(
+            limit
+        )
         rows = list(session.scalars(query))
         approved = {(a.provider, a.kind): a.version for a in session.scalars(select(ApprovedTemplate))}
     return rows, approved
 
 
-def version_dict(row: TemplateVersion, *, approved_version: int | None, include_template: bool = True) -> dict[str, Any]:
+def version_dict(
+    row: TemplateVersion, *, approved_version: int | None, include_template: bool = True
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "provider": row.provider,
         "kind": row.kind,
@@ -382,11 +385,15 @@ def check_drift(*, ctx: PushContext) -> dict[str, Any]:
                 if not in_sync and not state.in_drift:
                     state.in_drift = True
                     state.since = now
-                    events.append({"action": "push.drift.detected", "severity": "high", "outcome": "failure", "meta": meta})
+                    events.append(
+                        {"action": "push.drift.detected", "severity": "high", "outcome": "failure", "meta": meta}
+                    )
                 elif in_sync and state.in_drift:
                     state.in_drift = False
                     state.since = None
-                    events.append({"action": "push.drift.resolved", "severity": "info", "outcome": "success", "meta": meta})
+                    events.append(
+                        {"action": "push.drift.resolved", "severity": "info", "outcome": "success", "meta": meta}
+                    )
                 state.approved_version = version.version
                 state.stream_sha256 = sha256_hex(stream_text)
                 state.checked_at = now

@@ -1,5 +1,6 @@
 """Fixtures: the Stream emulator in a thread (talked to with the real SDK), session tokens signed by a
 test key served as JWKS, and the push app on a fresh SQLite (or PostgreSQL) database."""
+
 from __future__ import annotations
 
 import os
@@ -22,11 +23,10 @@ from flask.testing import FlaskClient
 from safeharbor_common.db import upgrade_database
 from safeharbor_common.encoding import b64url_encode
 from safeharbor_common.service_identity import generate_keypair
-from stream_chat import StreamChat
-from werkzeug.serving import make_server
-
 from safeharbor_push.app import create_app
 from safeharbor_push.manage import MIGRATIONS
+from stream_chat import StreamChat
+from werkzeug.serving import make_server
 
 STREAM_KEY = "push-test-key"
 STREAM_SECRET = secrets.token_urlsafe(40)
@@ -144,9 +144,7 @@ def audit_log() -> RecordingAudit:
 
 
 @pytest.fixture
-def make_app(
-    database_url: str, emulator: Emulator, tmp_path: Path, audit_log: RecordingAudit
-) -> Iterator[AppFactory]:
+def make_app(database_url: str, emulator: Emulator, tmp_path: Path, audit_log: RecordingAudit) -> Iterator[AppFactory]:
     """Builds push apps on one database (several apps = several workers); stops their drift threads."""
     emulator.reset()
     apps: list[Flask] = []
@@ -168,6 +166,7 @@ def make_app(
     yield factory
     for app in apps:
         app.extensions["push_drift"].stop(timeout=2)
+        app.extensions["push"].engine.dispose()
 
 
 @pytest.fixture
@@ -196,7 +195,7 @@ def postgres_url() -> Iterator[str]:
         engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # noqa: BLE001 - no PostgreSQL here: skip the leg
+    except Exception as exc:
         pytest.skip(f"PostgreSQL unavailable: {type(exc).__name__}")
     url = admin_url.rsplit("/", 1)[0] + "/" + name
     upgrade_database(url, MIGRATIONS)

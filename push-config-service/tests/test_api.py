@@ -1,4 +1,5 @@
 """The HTTP API against the Stream emulator (real stream-chat SDK on both sides)."""
+
 from __future__ import annotations
 
 import threading
@@ -8,7 +9,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-
 from safeharbor_push.defaults import DEFAULT_TEMPLATES
 from safeharbor_push.models import TemplateVersion
 
@@ -80,9 +80,7 @@ def test_lint_rejects_bad_bodies_naming_the_field(client: FlaskClient, body: dic
 
 
 def test_malformed_json_is_400(client: FlaskClient) -> None:
-    response = client.post(
-        "/v1/push/lint", data="{not json", headers={**auth(), "Content-Type": "application/json"}
-    )
+    response = client.post("/v1/push/lint", data="{not json", headers={**auth(), "Content-Type": "application/json"})
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_request"
 
@@ -120,7 +118,9 @@ def test_unauthenticated_and_limited_scopes_are_refused(client: FlaskClient, met
 # --- apply -----------------------------------------------------------------------------------------
 
 
-def test_put_applies_to_stream_and_reads_back(client: FlaskClient, emulator: Emulator, audit_log: RecordingAudit) -> None:
+def test_put_applies_to_stream_and_reads_back(
+    client: FlaskClient, emulator: Emulator, audit_log: RecordingAudit
+) -> None:
     response = put(client, SAFE_APN)
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
@@ -334,8 +334,7 @@ def test_periodic_checker_records_drift_from_one_worker_only(
     put(first.test_client(), SAFE_APN)
     # Two "workers" of the same deployment (one database), each with its checker thread.
     workers = [
-        make_app(PUSH_DRIFT_CHECK_ENABLED=True, PUSH_DRIFT_INTERVAL=0.1, PUSH_DRIFT_LEASE_SECONDS=30)
-        for _ in range(2)
+        make_app(PUSH_DRIFT_CHECK_ENABLED=True, PUSH_DRIFT_INTERVAL=0.1, PUSH_DRIFT_LEASE_SECONDS=30) for _ in range(2)
     ]
     for worker in workers:
         worker.extensions["push_drift"].ensure_started()

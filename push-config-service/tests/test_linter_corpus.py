@@ -1,4 +1,5 @@
 """The PHI linter against a corpus of safe and unsafe templates: every rule hit and missed, tricky forms."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,6 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from safeharbor_push.defaults import DEFAULT_TEMPLATES
 from safeharbor_push.lint import RULES, lint_template
 
@@ -53,7 +53,13 @@ CORPUS: list[tuple[str, str, str, str, set[tuple[str, str]]]] = [
     ("var-sender-name", "apn", "notification", apn("{{ sender.name }}"), {("phi-variable", "sender.name")}),
     ("var-receiver-custom", "apn", "notification", apn("{{receiver.dob}}"), {("phi-variable", "receiver.dob")}),
     ("var-channel-name", "apn", "notification", apn("{{channel.name}}"), {("phi-variable", "channel.name")}),
-    ("var-channel-custom", "apn", "notification", apn("{{channel.diagnosis}}"), {("phi-variable", "channel.diagnosis")}),
+    (
+        "var-channel-custom",
+        "apn",
+        "notification",
+        apn("{{channel.diagnosis}}"),
+        {("phi-variable", "channel.diagnosis")},
+    ),
     ("var-triple", "apn", "notification", apn("{{{ message.text }}}"), {("phi-variable", "message.text")}),
     ("var-ampersand", "apn", "notification", apn("{{& message.text}}"), {("phi-variable", "message.text")}),
     ("var-with-message", "apn", "notification", apn("{{#with message}}{{text}}{{/with}}"), {("phi-variable", "text")}),
@@ -177,8 +183,20 @@ CORPUS: list[tuple[str, str, str, str, set[tuple[str, str]]]] = [
     ("partial", "apn", "notification", apn("{{> patientCard}}"), {("partial", "{{> patientCard}}")}),
     # --- literals ---
     ("lit-phone", "apn", "notification", apn("Call (555) 123-4567"), {("phi-literal-phone", "(555) 123-4567")}),
-    ("lit-phone-intl", "apn", "notification", apn("Call +44 20 7946 0958"), {("phi-literal-phone", "+44 20 7946 0958")}),
-    ("lit-email", "apn", "notification", apn("Mail jane.doe@clinic.org"), {("phi-literal-email", "jane.doe@clinic.org")}),
+    (
+        "lit-phone-intl",
+        "apn",
+        "notification",
+        apn("Call +44 20 7946 0958"),
+        {("phi-literal-phone", "+44 20 7946 0958")},
+    ),
+    (
+        "lit-email",
+        "apn",
+        "notification",
+        apn("Mail jane.doe@clinic.org"),
+        {("phi-literal-email", "jane.doe@clinic.org")},
+    ),
     ("lit-ssn", "apn", "notification", apn("SSN 123-45-6789"), {("phi-literal-ssn", "123-45-6789")}),
     ("lit-mrn", "apn", "notification", apn("MRN: A1234567"), {("phi-literal-mrn", "MRN: A1234567")}),
     ("lit-date-iso", "apn", "notification", apn("Visit 2024-03-05"), {("phi-literal-date", "2024-03-05")}),
@@ -206,12 +224,12 @@ CORPUS: list[tuple[str, str, str, str, set[tuple[str, str]]]] = [
 
 def _summary(template: str, provider: str, kind: str) -> set[tuple[str, str | None]]:
     result = lint_template(template, provider=provider, kind=kind)
-    return {
-        (f.rule, None if f.rule in ("syntax", "invalid-json") else f.text) for f in result.findings
-    }
+    return {(f.rule, None if f.rule in ("syntax", "invalid-json") else f.text) for f in result.findings}
 
 
-@pytest.mark.parametrize(("provider", "kind", "template", "expected"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS])
+@pytest.mark.parametrize(
+    ("provider", "kind", "template", "expected"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS]
+)
 def test_corpus(provider: str, kind: str, template: str, expected: set[tuple[str, str | None]]) -> None:
     assert _summary(template, provider, kind) == expected
 
@@ -284,7 +302,10 @@ def test_linter_never_crashes_on_arbitrary_input(text: str) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.sampled_from(["message.text", "sender.name", "channel.name", "members", "reaction.type"]), st.text(" \t\n", max_size=3))
+@given(
+    st.sampled_from(["message.text", "sender.name", "channel.name", "members", "reaction.type"]),
+    st.text(" \t\n", max_size=3),
+)
 def test_phi_paths_are_found_whatever_the_whitespace(path: str, space: str) -> None:
     for template in (
         apn("{{" + space + path + space + "}}"),

@@ -599,7 +599,7 @@ def parse(source: str) -> ParseResult:
                 stack.append((chained, chained.program))
         elif stmt.kind == "close":
             assert stmt.close_name is not None
-            while stack[-1][0] is not None and stack[-1][0].chained:  # type: ignore[union-attr]
+            while (top := stack[-1][0]) is not None and top.chained:
                 stack.pop()
             block_or_none = stack[-1][0]
             if block_or_none is None:

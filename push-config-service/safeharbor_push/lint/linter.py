@@ -182,7 +182,7 @@ class _Linter:
             if name == "each":
                 if call.params:
                     self.check_each(call.params[0], context)
-                element = context + (ELEMENT,)
+                element = (*context, ELEMENT)
                 bindings: dict[str, Binding] = {}
                 if node.block_params:
                     bindings[node.block_params[0]] = element
@@ -288,7 +288,7 @@ class _Linter:
                 self.evaluate(key, scope, usage="argument")
         for extra in call.params[2:]:
             self.evaluate(extra, scope, usage="argument")
-        resolved = base + (segment,)
+        resolved = (*base, segment)
         if usage != "context":
             self.check_read(self.text_of(call), call.start, resolved)
         return resolved

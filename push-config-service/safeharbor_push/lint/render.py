@@ -117,7 +117,7 @@ class _Renderer:
             self.render(node.inverse, scope, data)
             return
         if name == "each":
-            element = context + (ELEMENT,)
+            element = (*context, ELEMENT)
             for index in range(2):
                 bindings: dict[str, Binding] = {}
                 if node.block_params:
@@ -158,7 +158,7 @@ class _Renderer:
             base = self.origin(call.params[0], scope)
             key = call.params[1] if len(call.params) > 1 else None
             segment = str(key.value) if isinstance(key, LiteralExpr) and key.kind == "string" else UNKNOWN
-            return "1" if is_numeric(base + (segment,)) else PLACEHOLDER
+            return "1" if is_numeric((*base, segment)) else PLACEHOLDER
         if call.has_arguments or helper in ("truncate", "implodemembers"):
             return PLACEHOLDER
         return self.atom(head, scope, data)
@@ -251,9 +251,8 @@ def _check_variant(parsed: ParseResult, *, provider: str, kind: str, truthy: boo
 def _shape_problem(document: object, *, provider: str, kind: str) -> str | None:
     if not isinstance(document, dict):
         return "the payload must be a JSON object"
-    if provider == "apn" or kind == "apn":
-        if not isinstance(document.get("aps"), dict):
-            return "an APNs payload must contain an 'aps' object"
+    if (provider == "apn" or kind == "apn") and not isinstance(document.get("aps"), dict):
+        return "an APNs payload must contain an 'aps' object"
     if kind == "data":
         bad = [key for key, value in document.items() if not isinstance(value, str)]
         if bad:

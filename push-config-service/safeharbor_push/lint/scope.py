@@ -21,7 +21,7 @@ class Scope:
     params: tuple[dict[str, Binding], ...] = ()
 
     def push(self, context: ResolvedPath, bindings: dict[str, Binding] | None = None) -> Scope:
-        return Scope(self.contexts + (context,), self.params + ((bindings or {}),))
+        return Scope((*self.contexts, context), (*self.params, bindings or {}))
 
     @property
     def current(self) -> ResolvedPath:

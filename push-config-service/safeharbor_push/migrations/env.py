@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from alembic import context
 from safeharbor_common.db import create_db_engine
-from sqlalchemy import pool
-
 from safeharbor_push.models import metadata
 
-url = context.config.get_main_option("sqlalchemy.url")
-assert url, "sqlalchemy.url is required (set by safeharbor_common.db.upgrade_database)"
+_configured = context.config.get_main_option("sqlalchemy.url")
+if not _configured:
+    raise RuntimeError("sqlalchemy.url is required (set by safeharbor_common.db.upgrade_database)")
+url: str = _configured
 
 
 def run_migrations_offline() -> None:
@@ -17,7 +17,9 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_db_engine(url, poolclass=pool.NullPool)
+    # create_db_engine(url, poolclass=NullPool) fails on PostgreSQL (it also passes pool_size), so the
+    # default pool is used and disposed right after.
+    engine = create_db_engine(url)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
         with context.begin_transaction():

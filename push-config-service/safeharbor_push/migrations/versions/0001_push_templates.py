@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
 from safeharbor_push.models import UtcDateTime
 
 revision = "0001_push_templates"
