@@ -92,6 +92,10 @@ class Forbidden(ApiError):
     """Authenticated but not allowed (role rules, channel types, another user's keys)."""
 
 
+class FreshLoginRequired(Forbidden):
+    """Reading the key backup needs a recent password login: log in again, then restore at once."""
+
+
 class NotFound(ApiError):
     pass
 
@@ -198,6 +202,16 @@ class MisaddressedMessage(EnvelopeError):
     """A valid envelope sealed for another channel than the one it was read from (re-addressed)."""
 
     code = "misaddressed_message"
+
+
+class RecipientKeysMissing(EnvelopeError):
+    """Some channel members have no published device keys: they could not read the message."""
+
+    code = "recipient_keys_missing"
+
+    def __init__(self, message: str, *, user_ids: list[str]) -> None:
+        super().__init__(message)
+        self.user_ids = user_ids
 
 
 class NotARecipient(EnvelopeError):
