@@ -1,0 +1,283 @@
+"""`safeharbor`: the SDK on the command line.
+
+    safeharbor login dr-chen                  password (and one-time code) prompted; TOTP enrolment guided
+    safeharbor whoami                         user, role, session countdown, this device's key
+    safeharbor keys init [--pq] | rotate | backup | restore | show [USER_ID ...]
+    safeharbor channels list | open TYPE MEMBER_ID [MEMBER_ID ...] [--name NAME]
+    safeharbor send CID "text"                (or "-" to read the text from stdin)
+    safeharbor read CID [--limit N]           decrypted, with the sender's verification
+    safeharbor audit verify                   auditors: server verification + signed checkpoint consistency
+    safeharbor logout
+
+Global options: --gateway (SAFEHARBOR_GATEWAY, default http://127.0.0.1:8080), --state-dir (SAFEHARBOR_HOME,
+default ~/.safeharbor), --stream-url (STREAM_CHAT_URL), --json. Secrets for scripts: SAFEHARBOR_PASSWORD,
+SAFEHARBOR_OTP, SAFEHARBOR_BACKUP_PASSWORD (otherwise prompted, never echoed).
+Exit codes: 0 ok, 1 error, 2 usage, 3 log in again, 4 a message or log failed verification.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .client import AuditVerificationFailed, SafeHarborClient
+from .errors import (
+    DirectoryError,
+    LoginRequired,
+    MfaRequired,
+    SafeHarborClientError,
+)
+from .state import default_state_dir
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOGIN, EXIT_UNVERIFIED = 0, 1, 2, 3, 4
+
+
+class Cli:
+    def __init__(self, args: argparse.Namespace, out: Callable[[str], None]) -> None:
+        self.args = args
+        self.out = out
+        self.client = SafeHarborClient(args.gateway, state_dir=args.state_dir, stream_url=args.stream_url)
+
+    def emit(self, human: str, data: Any) -> None:
+        self.out(json.dumps(data, indent=1, default=str) if self.args.json else human)
+
+    # -- secrets ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def secret(env_name: str, prompt: str, *, confirm: bool = False) -> str:
+        value = os.environ.get(env_name)
+        if value:
+            return value
+        value = getpass.getpass(prompt)
+        if confirm and getpass.getpass("Again: ") != value:
+            raise SafeHarborClientError("the two entries differ")
+        return value
+
+    @staticmethod
+    def otp() -> str:
+        return os.environ.get("SAFEHARBOR_OTP") or input("One-time code: ").strip()
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def login(self) -> int:
+        password = self.secret("SAFEHARBOR_PASSWORD", f"Password for {self.args.username}: ")
+        try:
+            info = self.client.login(self.args.username, password, otp=self.args.otp, otp_provider=self.otp)
+        except MfaRequired:
+            info = self.client.login(self.args.username, password, otp=self.otp())
+        if info.needs_mfa_enrollment:
+            self.out("Your role requires a second factor. Add this key to your authenticator app:")
+            enrolment = self.client.enroll_totp()
+            self.out(f"  secret: {enrolment['secret']}\n  uri:    {enrolment['otpauth_uri']}")
+            codes = self.client.confirm_totp(self.otp())
+            self.out("Recovery codes (store them offline; each works once):\n  " + "\n  ".join(codes))
+            self.out("Now the code from your app again, to log in with it.")
+            info = self.client.login(self.args.username, password, otp=self.otp())
+        countdown = self.client.countdown()
+        self.emit(f"Logged in as {info.name or info.user_id} ({info.role}); automatic logoff in "
+                  f"{countdown.idle_remaining_s} s unless active, session ends in {countdown.absolute_remaining_s} s.",
+                  {"user_id": info.user_id, "role": info.role, "session_id": info.session_id,
+                   "idle_remaining_s": countdown.idle_remaining_s,
+                   "absolute_remaining_s": countdown.absolute_remaining_s})
+        return EXIT_OK
+
+    def logout(self) -> int:
+        self.client.logout()
+        self.emit("Logged out.", {"logged_out": True})
+        return EXIT_OK
+
+    def whoami(self) -> int:
+        countdown = self.client.keep_alive()
+        me = self.client.me()
+        user = me.get("user", {})
+        data: dict[str, Any] = {"user": user, "session": me.get("session"),
+                                "idle_remaining_s": countdown.idle_remaining_s,
+                                "absolute_remaining_s": countdown.absolute_remaining_s}
+        lines = [f"{user.get('name')} ({user.get('role')}), user id {user.get('id')}",
+                 f"session: logoff in {countdown.idle_remaining_s} s if idle, ends in "
+                 f"{countdown.absolute_remaining_s} s"]
+        ring = self.client.state.load_keyring(str(user.get("id")))
+        if ring.device_id and ring.pairs:
+            current = ring.current()
+            data["device"] = {"device_id": current.device_id, "version": current.version}
+            lines.append(f"this device: {current.device_id}, key version {current.version}")
+        else:
+            lines.append("this device: no keys yet (safeharbor keys init)")
+        self.emit("\n".join(lines), data)
+        return EXIT_OK
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    def keys(self) -> int:
+        action = self.args.keys_action
+        if action == "init":
+            return self._key_result("Registered", self.client.init_keys(with_pq=self.args.pq))
+        if action == "rotate":
+            return self._key_result("Rotated to", self.client.rotate_keys())
+        if action == "backup":
+            password = self.secret("SAFEHARBOR_BACKUP_PASSWORD", "Backup password: ", confirm=True)
+            stored = self.client.backup_keys(password)
+            self.emit(f"Backup stored (backup version {stored.get('backup_version')}, key version "
+                      f"{stored.get('key_version')}). The directory cannot read it; keep the password safe.", stored)
+            return EXIT_OK
+        if action == "restore":
+            password = self.secret("SAFEHARBOR_BACKUP_PASSWORD", "Backup password: ")
+            restored = self.client.restore_keys(password, with_pq=self.args.pq)
+            self.emit(f"Restored {restored['restored']} key(s); this device is {restored['device_id']}"
+                      + (" (newly registered)." if restored["registered"] else "."), restored)
+            return EXIT_OK
+        users = self.args.users or [self.client.user_id]
+        found = self.client.lookup_keys(users)
+        own = self.client.show_keys() if users == [self.client.user_id] else None
+        lines: list[str] = []
+        data: dict[str, Any] = {}
+        for user_id, user_keys in found.items():
+            if user_keys.error:
+                lines.append(f"{user_id}: {user_keys.error}")
+                data[user_id] = {"error": user_keys.error}
+                continue
+            devices: list[dict[str, Any]] = []
+            data[user_id] = devices
+            lines.append(f"{user_id}:")
+            for entry in user_keys.devices:
+                mark = ""
+                if own is not None:
+                    mark = next((" (this device)" for o in own if o["device_id"] == entry.key.ref.device_id
+                                 and o["this_device"]), "")
+                pq = " +pq" if entry.key.pq_pub is not None else ""
+                lines.append(f"  {entry.key.ref.device_id} v{entry.key.ref.version}{pq}  {entry.key.fingerprint}"
+                             f"{mark}")
+                devices.append({"device_id": entry.key.ref.device_id, "version": entry.key.ref.version,
+                                      "fingerprint": entry.key.fingerprint, "leaf_index": entry.leaf_index})
+        lines.append("(every key proven in the directory's signed, consistent log)")
+        self.emit("\n".join(lines), data)
+        return EXIT_OK
+
+    def _key_result(self, verb: str, result: Any) -> int:
+        pair = result.pair
+        text = f"{verb} device {pair.device_id} key version {pair.version}\nfingerprint: {result.fingerprint}"
+        if result.note:
+            text += f"\nnote: {result.note}"
+        self.emit(text, {"device_id": pair.device_id, "version": pair.version, "fingerprint": result.fingerprint,
+                         "post_quantum": result.pq_published, "note": result.note})
+        return EXIT_OK
+
+    # -- channels and messages -------------------------------------------------------------------
+
+    def channels(self) -> int:
+        if self.args.channels_action == "open":
+            channel = self.client.open_channel(self.args.type, self.args.members, name=self.args.name)
+            self.emit(f"{channel.cid}  members: {', '.join(channel.members)}", channel.__dict__)
+            return EXIT_OK
+        channels = self.client.list_channels()
+        self.emit("\n".join(f"{c.cid}  {c.name or ''}  members: {', '.join(c.members)}" for c in channels)
+                  or "(no channels)", [c.__dict__ for c in channels])
+        return EXIT_OK
+
+    def send(self) -> int:
+        text = sys.stdin.read() if self.args.text == "-" else self.args.text
+        sent = self.client.send(self.args.cid, text, allow_pq=not self.args.no_pq)
+        self.emit(f"sent {sent.message_id} to {len(sent.recipients)} device(s), suite {sent.suite}, "
+                  f"{sent.envelope_chars} characters on the wire",
+                  {"message_id": sent.message_id, "suite": sent.suite, "envelope_chars": sent.envelope_chars,
+                   "recipients": [r.as_list() for r in sent.recipients]})
+        return EXIT_OK
+
+    def read(self) -> int:
+        messages = self.client.read(self.args.cid, limit=self.args.limit)
+        lines, data, refused = [], [], 0
+        for m in messages:
+            when = m.created_at.strftime("%Y-%m-%d %H:%M:%S") if m.created_at else "?"
+            if m.verified and m.sender is not None:
+                lines.append(f"{when}  [verified {m.sender.user_id}/{m.sender.device_id} v{m.sender.version} "
+                             f"{m.sender_fingerprint}]  {m.text}")
+                data.append({"id": m.stream_message_id, "verified": True, "text": m.text,
+                             "sender": m.sender.as_list(), "fingerprint": m.sender_fingerprint, "suite": m.suite})
+            else:
+                refused += 1
+                code = m.error.code if m.error else "unknown"
+                message = m.error.message if m.error else ""
+                lines.append(f"{when}  [REFUSED {code}] posted as {m.stream_user_id}: {message}")
+                data.append({"id": m.stream_message_id, "verified": False, "error": code, "reason": message,
+                             "posted_by": m.stream_user_id})
+        self.emit("\n".join(lines) or "(no messages)", data)
+        return EXIT_UNVERIFIED if refused else EXIT_OK
+
+    def audit(self) -> int:
+        report = self.client.audit_verify()
+        self.emit(f"audit log OK: {report.get('size')} entries, root {report.get('root')}, signed checkpoint "
+                  f"of size {report.get('client_checkpoint_size')} consistent with what this client saw before",
+                  report)
+        return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="safeharbor", description="SafeHarbor end-to-end encrypted chat client")
+    parser.add_argument("--gateway", default=os.environ.get("SAFEHARBOR_GATEWAY", "http://127.0.0.1:8080"))
+    parser.add_argument("--state-dir", default=str(default_state_dir()))
+    parser.add_argument("--stream-url", default=os.environ.get("STREAM_CHAT_URL"))
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+    login = sub.add_parser("login", help="log in (password, then a one-time code when needed)")
+    login.add_argument("username")
+    login.add_argument("--otp", help="one-time code (else prompted when needed)")
+    sub.add_parser("logout")
+    sub.add_parser("whoami", help="who is logged in, session countdown, this device's key")
+    keys = sub.add_parser("keys", help="this device's keys")
+    keys_sub = keys.add_subparsers(dest="keys_action", required=True)
+    init = keys_sub.add_parser("init", help="generate and register this device's keys")
+    init.add_argument("--pq", action="store_true", help="also publish a hybrid ML-KEM-768 + X25519 key")
+    keys_sub.add_parser("rotate", help="new key version (old versions kept for old messages)")
+    keys_sub.add_parser("backup", help="password-encrypted backup of every key held, stored in the directory")
+    restore = keys_sub.add_parser("restore", help="on a new device: restore the backup, register this device")
+    restore.add_argument("--pq", action="store_true")
+    show = keys_sub.add_parser("show", help="device keys with fingerprints (yours, or the users given)")
+    show.add_argument("users", nargs="*")
+    channels = sub.add_parser("channels")
+    ch_sub = channels.add_subparsers(dest="channels_action", required=True)
+    ch_sub.add_parser("list")
+    open_ = ch_sub.add_parser("open", help="open (or find) a channel with peers")
+    open_.add_argument("type", help="clinical, patient-care, billing ...")
+    open_.add_argument("members", nargs="+", help="user ids")
+    open_.add_argument("--name")
+    send = sub.add_parser("send", help="encrypt, sign and send a message")
+    send.add_argument("cid")
+    send.add_argument("text", help='message text, or "-" for stdin')
+    send.add_argument("--no-pq", action="store_true", help="never use the post-quantum suite")
+    read = sub.add_parser("read", help="read, decrypt and verify a channel's messages")
+    read.add_argument("cid")
+    read.add_argument("--limit", type=int, default=50)
+    audit = sub.add_parser("audit", help="auditors")
+    audit_sub = audit.add_subparsers(dest="audit_action", required=True)
+    audit_sub.add_parser("verify", help="verify the audit log and its signed checkpoint")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cli = Cli(args, out)
+        handler: Callable[[], int] = {
+            "login": cli.login, "logout": cli.logout, "whoami": cli.whoami, "keys": cli.keys,
+            "channels": cli.channels, "send": cli.send, "read": cli.read, "audit": cli.audit,
+        }[args.command]
+        return handler()
+    except LoginRequired as exc:
+        print(f"safeharbor: {exc.message.rstrip('.')}. Run `safeharbor login <username>`.", file=sys.stderr)
+        return EXIT_LOGIN
+    except (AuditVerificationFailed, DirectoryError) as exc:
+        print(f"safeharbor: VERIFICATION FAILED ({exc.code}): {exc.message}", file=sys.stderr)
+        return EXIT_UNVERIFIED
+    except SafeHarborClientError as exc:
+        print(f"safeharbor: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
