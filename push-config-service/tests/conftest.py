@@ -198,8 +198,8 @@ def postgres_url() -> Iterator[str]:
     except Exception as exc:
         pytest.skip(f"PostgreSQL unavailable: {type(exc).__name__}")
     url = admin_url.rsplit("/", 1)[0] + "/" + name
-    upgrade_database(url, MIGRATIONS)
     try:
+        upgrade_database(url, MIGRATIONS)
         yield url
     finally:
         with engine.connect() as conn:
