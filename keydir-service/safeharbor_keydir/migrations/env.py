@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 from alembic import context
-from safeharbor_keydir.models import metadata
 from safeharbor_common.db import create_db_engine
-from sqlalchemy import pool
+from safeharbor_keydir.models import metadata
 
 url = context.config.get_main_option("sqlalchemy.url")
 assert url, "sqlalchemy.url is required"
@@ -16,7 +15,8 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_db_engine(url, poolclass=pool.NullPool)
+    # Default pool, disposed below: create_db_engine sets pool_size for PostgreSQL, which NullPool refuses.
+    engine = create_db_engine(url)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata)
         with context.begin_transaction():
