@@ -473,8 +473,6 @@ class AuditLog:
             entry = json.loads(canonical)
         except ValueError:
             return "entry is not valid JSON"
-        if canonical_json(entry) != canonical:
-            return "entry bytes are not canonical"
         if entry.get("seq") != expected_seq:
             return "entry is out of place (its sequence number differs)"
         if entry.get("prev") != prev.hex():

@@ -381,10 +381,11 @@ def init_app(app: Any) -> AuditEmitter:
     request or emit (never in a gunicorn master before the fork).
     """
     config = app.config
-    source = str(config.get("SERVICE_NAME") or app.name)
+    signer = app.extensions.get("service_signer")
+    # audit-service accepts an event only when its source is the calling service's identity.
+    source = str(config.get("SERVICE_NAME") or getattr(signer, "name", None) or app.name)
     outbox = config.get("AUDIT_OUTBOX_PATH") or f"var/outbox-{source}.db"
     url = config.get("AUDIT_SERVICE_URL", "http://127.0.0.1:8103")
-    signer = app.extensions.get("service_signer")
     token_provider: Callable[[], str] | None = None
     if signer is not None:
 
