@@ -315,3 +315,19 @@ def test_phi_paths_are_found_whatever_the_whitespace(path: str, space: str) -> N
     ):
         rules = {f.rule for f in lint_template(template, provider="apn", kind="notification").findings}
         assert "phi-variable" in rules, template
+
+
+def test_pathological_nesting_is_refused_quickly() -> None:
+    import time
+
+    started = time.monotonic()
+    deep_blocks = apn("{{#each channel.tags}}" * 200 + "x" + "{{/each}}" * 200)
+    assert {f.rule for f in lint_template(deep_blocks, provider="apn", kind="notification").findings} == {"syntax"}
+    deep_subexpr = apn("{{truncate " + "(truncate " * 200 + "channel.id" + " 1)" * 200 + " 1}}")
+    assert {f.rule for f in lint_template(deep_subexpr, provider="apn", kind="notification").findings} == {"syntax"}
+    long_chain = apn("{{#if channel.id}}a" + "{{else if channel.id}}b" * 300 + "{{/if}}")
+    assert {f.rule for f in lint_template(long_chain, provider="apn", kind="notification").findings} == {"syntax"}
+    exponential = apn("{{#each channel.tags}}" * 30 + "{{/each}}" * 30)
+    rules = {f.rule for f in lint_template(exponential, provider="apn", kind="notification").findings}
+    assert rules == {"payload-size"}
+    assert time.monotonic() - started < 5

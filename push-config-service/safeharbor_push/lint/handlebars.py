@@ -25,6 +25,8 @@ _KEYWORD_RE = re.compile(r"(true|false|null|undefined)(?=[=~}\s/.)|]|$)")
 _LITERAL_SEGMENT_RE = re.compile(r"\[(?:\\\]|[^\]])*\]")
 _ELSE_RE = re.compile(r"else(?=[\s~}]|$)")
 _BLOCK_PARAMS_RE = re.compile(r"as\s+\|")
+# Deeper nesting than any real push template needs; the walkers recurse, so it is bounded here.
+MAX_NESTING = 32
 
 
 # --- expressions -----------------------------------------------------------------------------------
@@ -183,6 +185,7 @@ class _MustacheParser:
     def __init__(self, src: str, pos: int) -> None:
         self.src = src
         self.pos = pos
+        self.depth = 0
 
     # -- low level --
 
@@ -260,8 +263,12 @@ class _MustacheParser:
         if ch == "":
             raise _Fail("unexpected end of template inside a mustache", self.pos)
         if ch == "(":
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise _Fail(f"sub-expressions nested deeper than {MAX_NESTING}", self.pos)
             self.pos += 1
             call = self.parse_call(in_subexpr=True)
+            self.depth -= 1
             self.skip_ws()
             if self.peek() != ")":
                 raise _Fail("unclosed sub-expression: expected ')'", self.pos)
@@ -574,6 +581,11 @@ def parse(source: str) -> ParseResult:
         elif stmt.kind in ("open", "open_inverse"):
             assert stmt.call is not None
             block = BlockNode(stmt.call, [], None, stmt.block_params, stmt.start, stmt.end)
+            if len(stack) > MAX_NESTING:
+                issues.append(
+                    SyntaxIssue(f"blocks nested deeper than {MAX_NESTING}", _snippet(source, stmt.start), stmt.start)
+                )
+                return ParseResult(source=source, body=[], issues=issues)
             target.append(block)
             if stmt.kind == "open_inverse":
                 block.inverse = []
@@ -595,6 +607,13 @@ def parse(source: str) -> ParseResult:
             if stmt.kind == "else_chain":
                 assert stmt.call is not None
                 chained = BlockNode(stmt.call, [], None, stmt.block_params, stmt.start, stmt.end, chained=True)
+                if len(stack) > MAX_NESTING:
+                    issues.append(
+                        SyntaxIssue(
+                            f"'else if' chains longer than {MAX_NESTING}", _snippet(source, stmt.start), stmt.start
+                        )
+                    )
+                    return ParseResult(source=source, body=[], issues=issues)
                 block_or_none.inverse.append(chained)
                 stack.append((chained, chained.program))
         elif stmt.kind == "close":

@@ -30,6 +30,7 @@ from .scope import Binding, ResolvedPath, Scope, resolve
 
 PLACEHOLDER = "placeholder"
 MAX_RENDERED_CHARS = 256 * 1024
+MAX_RENDER_STEPS = 100_000  # nested #each doubles the work per level: bound it
 PAYLOAD_LIMITS = {"apn": 4096, "firebase": 4096}
 _HTML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "`": "&#x60;", "=": "&#x3D;"}
 
@@ -81,9 +82,13 @@ class _Renderer:
     def __init__(self, truthy: bool) -> None:
         self.truthy = truthy
         self.out = _Output()
+        self.steps = 0
 
     def render(self, nodes: list[Node] | None, scope: Scope, data: _Data) -> None:
         for node in nodes or ():
+            self.steps += 1
+            if self.steps > MAX_RENDER_STEPS:
+                raise _TooLarge()
             if isinstance(node, TextNode):
                 self.out.write(node.value, node.start, literal=True)
             elif isinstance(node, MustacheNode):
