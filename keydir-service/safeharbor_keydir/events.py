@@ -53,7 +53,7 @@ def record_event(
             user_agent=web.user_agent(),
             meta=dict(meta or {}),
         )
-    except Exception as exc:  # noqa: BLE001 - the outbox is local; any failure means "not audited"
+    except Exception as exc:
         _log.error("audit event not recorded", extra={"fields": {"action": action, "error": type(exc).__name__}})
         if required:
             raise AuditUnavailable() from exc

@@ -205,7 +205,9 @@ def _register_locked(
 
 def parse_user_list(text: str | None, *, maximum: int) -> list[str]:
     if not text:
-        raise InvalidRequest("Query parameter 'users' is required (comma-separated user ids).", extra={"field": "users"})
+        raise InvalidRequest(
+            "Query parameter 'users' is required (comma-separated user ids).", extra={"field": "users"}
+        )
     users = list(dict.fromkeys(u.strip() for u in text.split(",") if u.strip()))
     if not users:
         raise InvalidRequest("Query parameter 'users' names no user.", extra={"field": "users"})
@@ -374,7 +376,9 @@ def parse_cursor(text: str | None, name: str) -> int:
     if text is None or text == "":
         return 0
     if not text.isdigit() or len(text) > 18:
-        raise InvalidRequest(f"Query parameter '{name}' must be a cursor from an earlier answer.", extra={"field": name})
+        raise InvalidRequest(
+            f"Query parameter '{name}' must be a cursor from an earlier answer.", extra={"field": name}
+        )
     return int(text)
 
 

@@ -17,10 +17,11 @@ from typing import Any
 
 from safeharbor_common import checkpoint as cp
 from safeharbor_common import merkle
+from safeharbor_common.checkpoint import Checkpoint
 
 from . import records
 
-Checkpoint = cp.Checkpoint
+__all__ = ["Checkpoint", "LogWatcher", "VerificationError"]
 
 
 class VerificationError(ValueError):
@@ -143,7 +144,9 @@ class LogWatcher:
             verify_record(record, expected_user=expected_user)
         verify_inclusion(record, int(entry["leaf_index"]), entry["inclusion_proof"], checkpoint)
 
-    def check_lookup(self, answer: Mapping[str, Any], consistency: ConsistencyFetcher) -> dict[str, list[dict[str, Any]]]:
+    def check_lookup(
+        self, answer: Mapping[str, Any], consistency: ConsistencyFetcher
+    ) -> dict[str, list[dict[str, Any]]]:
         """A whole `GET /v1/keys` answer: advances to its checkpoint, then checks every device record.
         Returns user id -> verified records (users with an error are left out)."""
         checkpoint = self.advance(answer["checkpoint"], consistency)

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 from argon2.low_level import Type, hash_secret_raw
+from conftest import KeydirEnv, build_app, make_env, migrate
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask
 from flask.testing import FlaskClient
 from safeharbor_common.encoding import b64url_decode, b64url_encode
-
-from conftest import KeydirEnv, build_app, make_env, migrate
 
 URL = "/v1/keys/backup"
 

@@ -9,23 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import DeviceKeys, KeydirEnv, body_of, build_app, make_env, migrate, now_rfc3339, x25519_public
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from safeharbor_keydir import records
 from safeharbor_keydir.log import TransparencyLog
 from sqlalchemy import text
 
-from conftest import DeviceKeys, KeydirEnv, body_of, build_app, make_env, migrate, now_rfc3339, x25519_public
-
 CONTENDERS = 8
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[KeydirEnv, list[Flask]]]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path}/race.db"
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else f"sqlite:///{tmp_path}/race.db"
     migrate(url)
     env = make_env(url, tmp_path)
     apps = [build_app(env), build_app(env)]  # two "gunicorn workers": separate engines and pools

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from conftest import DeviceKeys, KeydirEnv, now_rfc3339, register, rotate, x25519_public
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
@@ -16,8 +17,6 @@ from safeharbor_keydir.log import TransparencyLog
 from safeharbor_keydir.verify import LogWatcher, VerificationError, open_checkpoint, verify_inclusion
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
-
-from conftest import DeviceKeys, KeydirEnv, now_rfc3339, register, rotate, x25519_public
 
 ORIGIN = "safeharbor.example/keys"
 
@@ -69,7 +68,7 @@ def test_inclusion_and_consistency_proofs_verify_at_every_size(client: FlaskClie
     answer = client.get("/v1/keys?users=user0,user1,user2,user3,user4", headers=keydir_env.auth("x")).get_json()
     checkpoint = open_checkpoint(answer["checkpoint"], key, origin=ORIGIN)
     count = 0
-    for user_id, result in answer["results"].items():
+    for result in answer["results"].values():
         for entry in result["devices"]:
             verify_inclusion(entry["record"], entry["leaf_index"], entry["inclusion_proof"], checkpoint)
             count += 1
@@ -165,7 +164,9 @@ def run_tamper_scenario(client: FlaskClient, env: KeydirEnv, app: Flask) -> None
     assert forged_entry["record"] == forged
     new_checkpoint = open_checkpoint(history["checkpoint"], watcher.verifier_key, origin=ORIGIN)
     # Inclusion in the new tree verifies on its own (that is why clients must check consistency)...
-    verify_inclusion(forged_entry["record"], forged_entry["leaf_index"], forged_entry["inclusion_proof"], new_checkpoint)
+    verify_inclusion(
+        forged_entry["record"], forged_entry["leaf_index"], forged_entry["inclusion_proof"], new_checkpoint
+    )
     # ...but the client holding the older checkpoint detects the rewrite.
     with pytest.raises(VerificationError, match="not consistent"):
         watcher.advance(history["checkpoint"], _consistency(client))

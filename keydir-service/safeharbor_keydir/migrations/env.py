@@ -4,8 +4,10 @@ from alembic import context
 from safeharbor_common.db import create_db_engine
 from safeharbor_keydir.models import metadata
 
-url = context.config.get_main_option("sqlalchemy.url")
-assert url, "sqlalchemy.url is required"
+_configured = context.config.get_main_option("sqlalchemy.url")
+if not _configured:
+    raise RuntimeError("sqlalchemy.url is required (set by safeharbor_common.db.upgrade_database)")
+url: str = _configured
 
 
 def run_migrations_offline() -> None:
