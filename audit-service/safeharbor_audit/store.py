@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safeharbor_common import checkpoint as cp
 from safeharbor_common import merkle
 from safeharbor_common.canonical import canonical_json
-from sqlalchemy import Connection, Engine, Row, event, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, Row, and_, event, insert, or_, select, update
 
 from .errors import LogStateError
 from .models import audit_entries, checkpoints, log_head, merkle_nodes
@@ -341,13 +341,20 @@ class AuditLog:
             return conn.execute(select(log_head).where(log_head.c.id == 1)).one()
 
     def read_nodes(self, ids: Sequence[merkle.NodeID]) -> dict[merkle.NodeID, bytes]:
+        # Grouped by level as `level = ? AND idx IN (...)`: both databases then use the primary key index
+        # (a row-value IN list makes SQLite scan the table).
+        by_level: dict[int, list[int]] = {}
+        for node in ids:
+            by_level.setdefault(node.level, []).append(node.index)
+        clauses = [
+            and_(merkle_nodes.c.level == level, merkle_nodes.c.idx.in_(indexes)) for level, indexes in by_level.items()
+        ]
         found: dict[merkle.NodeID, bytes] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(ids), _IN_CHUNK):
-                keys = [(n.level, n.index) for n in ids[start : start + _IN_CHUNK]]
+            for start in range(0, len(clauses), 64):
                 rows = conn.execute(
                     select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
-                        tuple_(merkle_nodes.c.level, merkle_nodes.c.idx).in_(keys)
+                        or_(*clauses[start : start + 64])
                     )
                 )
                 for level, idx, node_value in rows:
