@@ -74,6 +74,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "JWKS_REFRESH_COOLDOWN": 1.0,
         "AUTH_DATA_KEY": data_key(env.secret("AUTH_DATA_KEY").reveal(), "AUTH_DATA_KEY"),
         "AUDIT_SERVICE_URL": env.str("AUDIT_SERVICE_URL", "http://127.0.0.1:8103").rstrip("/"),
+        "AUDIT_ENABLED": env.bool("AUDIT_ENABLED", True),
         "AUDIT_OUTBOX_PATH": env.str("AUDIT_OUTBOX_PATH", "var/outbox-auth.db"),
         "KEYDIR_SERVICE_URL": keydir_url,
         "LOG_LEVEL": env.str("LOG_LEVEL", "INFO"),

@@ -104,7 +104,7 @@ def _with_app(action: Any) -> int:
         result: int = action()
     emitter = app.extensions.get("audit")
     if emitter is not None:  # events are in the durable outbox either way; try to ship them now
-        emitter.flush(timeout=3.0)
+        emitter.flush(timeout=1.0)
     return result
 
 

@@ -12,19 +12,18 @@ MIN_LENGTH = 12
 MAX_LENGTH = 128
 
 # A short built-in list of passwords seen in breach corpora and their usual decorations. Compared after
-# lower-casing and stripping digits and symbols at the ends, so "Password123!" matches "password".
-_COMMON = frozenset(
-    """
-    password passw0rd p@ssword p@ssw0rd letmein welcome welcome1 qwerty qwertyuiop qwerty123 asdfgh
-    asdfghjkl zxcvbnm iloveyou admin administrator root changeme changeit secret default monkey dragon
-    football baseball basketball soccer superman batman master shadow sunshine princess trustno1 whatever
-    abc123 abcdef abcdefg abcdefgh 123456 1234567 12345678 123456789 1234567890 123123 111111 000000
-    654321 987654321 summer winter spring autumn starwars freedom hello hello123 login access michael
-    jennifer jordan hunter ranger harley charlie thomas hospital doctor nurse patient clinic medical
-    health healthcare safeharbor harbor stream telemedicine covid19 pa55word passwordpassword
-    correcthorsebatterystaple
-    """.split()
+# lower-casing, stripping digits and symbols, undoing leetspeak: "P@ssw0rd2024!" matches "password".
+_COMMON_WORDS = (
+    "password passw0rd p@ssword p@ssw0rd letmein welcome welcome1 qwerty qwertyuiop qwerty123 asdfgh "
+    "asdfghjkl zxcvbnm iloveyou admin administrator root changeme changeit secret default monkey dragon "
+    "football baseball basketball soccer superman batman master shadow sunshine princess trustno1 "
+    "whatever abc123 abcdef abcdefg abcdefgh 123456 1234567 12345678 123456789 1234567890 123123 111111 "
+    "000000 654321 987654321 summer winter spring autumn starwars freedom hello hello123 login access "
+    "michael jennifer jordan hunter ranger harley charlie thomas hospital doctor nurse patient clinic "
+    "medical health healthcare safeharbor harbor stream telemedicine covid19 pa55word passwordpassword "
+    "correcthorsebatterystaple "
 )
+_COMMON: frozenset[str] = frozenset(_COMMON_WORDS.split())
 
 
 class Passwords:
@@ -79,8 +78,7 @@ def policy_problems(password: str, *, username: str | None = None, name: str | N
     if len(set(password)) < 4:
         problems.append("more than three distinct characters")
     lowered = password.lower()
-    core = lowered.strip("0123456789!@#$%^&*()-_=+.,?~ ")
-    if lowered in _COMMON or core in _COMMON or _is_repeated_common(core):
+    if _looks_common(lowered):
         problems.append("not a common or breached password")
     if username and len(username) >= 3 and username.lower() in lowered:
         problems.append("must not contain the username")
@@ -90,6 +88,24 @@ def policy_problems(password: str, *, username: str | None = None, name: str | N
                 problems.append("must not contain the user's name")
                 break
     return problems
+
+
+_LEET = str.maketrans({"@": "a", "4": "a", "0": "o", "1": "i", "3": "e", "$": "s", "5": "s", "7": "t", "!": "i"})
+_DECORATION = "0123456789!@#$%^&*()-_=+.,?~ "
+
+
+def _looks_common(lowered: str) -> bool:
+    """A listed password, possibly with digits/symbols around it, leetspeak, or repeated."""
+    core = lowered.strip(_DECORATION)
+    letters = "".join(c for c in lowered if c.isalpha())
+    candidates = {lowered, core, letters, lowered.translate(_LEET), core.translate(_LEET)}
+    for candidate in candidates:
+        if candidate in _COMMON or _is_repeated_common(candidate):
+            return True
+        # One stray letter added to a listed word ("qwertyqwertyq").
+        if len(candidate) > 4 and (_is_repeated_common(candidate[:-1]) or candidate[:-1] in _COMMON):
+            return True
+    return False
 
 
 def _is_repeated_common(core: str) -> bool:

@@ -19,6 +19,7 @@ from .models import Session
 
 REDIS_CHANNEL = "safeharbor:revocations"
 CURSOR_OVERLAP_MS = 5000
+MAX_CURSOR_MS = 10**13  # year 2286: anything larger was not made by this feed
 _log = logging.getLogger("safeharbor.auth.revocations")
 
 
@@ -30,8 +31,8 @@ def parse_cursor(text: str | None) -> int:
     if text is None or text.strip() == "":
         return 0
     value = int(text)  # ValueError handled by the view
-    if value < 0:
-        raise ValueError("negative cursor")
+    if value < 0 or value > MAX_CURSOR_MS:
+        raise ValueError("cursor out of range")
     return value
 
 

@@ -167,7 +167,7 @@ class StreamUser(BaseModel):
 
 
 class StreamCredentials(BaseModel):
-    apiKey: str  # noqa: N815 - the API's field name
+    apiKey: str
     token: str
     user: StreamUser
     expires_at: str

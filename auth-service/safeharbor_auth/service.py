@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from flask import g
-
 from safeharbor_common.errors import (
     Forbidden,
     InvalidCredentials,
@@ -25,7 +24,7 @@ from safeharbor_common.errors import (
 )
 from safeharbor_common.roles import Role
 from safeharbor_common.tokens import SCOPE_BREAK_GLASS, SCOPE_FULL, SCOPE_MFA_ENROLLMENT, SessionClaims
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
@@ -40,8 +39,8 @@ from .errors import (
     SelfDeactivation,
     SessionNotFound,
     TooManyFailedLogins,
-    UserNotFound,
     UsernameTaken,
+    UserNotFound,
 )
 from .models import BreakGlass, Job, RecoveryCode, Session, User
 from .passwords import check_policy
@@ -485,7 +484,7 @@ def totp_confirm(*, claims: SessionClaims, code: str) -> dict[str, Any]:
             fresh.totp_last_step = step  # the confirming code cannot log in afterwards
             fresh.mfa_enrolled = True
             fresh.updated_at = now
-            db.execute(RecoveryCode.__table__.delete().where(RecoveryCode.user_id == fresh.id))
+            db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == fresh.id))
             for one in codes:
                 db.add(RecoveryCode(user_id=fresh.id, code_hash=svc.cipher.code_hash(fresh.id, one), created_at=now))
     if outcome == "invalid":

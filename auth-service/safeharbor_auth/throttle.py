@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .errors import LoginRateLimited, TooManyFailedLogins
@@ -130,7 +130,7 @@ class DatabaseThrottleStore:
             )
             locked_until = max(float(row.locked_until), now + wait) if wait else float(row.locked_until)
             conn.execute(
-                LoginThrottle.__table__.update()
+                update(LoginThrottle)
                 .where(LoginThrottle.key == key)
                 .values(failures=failures, last_failure_at=now, locked_until=locked_until)
             )
@@ -159,7 +159,7 @@ class DatabaseThrottleStore:
         with self._engine.begin() as conn:
             conn.execute(self._insert_ignore(key))
             conn.execute(
-                LoginThrottle.__table__.update()
+                update(LoginThrottle)
                 .where(LoginThrottle.key == key)
                 .values(failures=LoginThrottle.failures + 1, last_failure_at=float(minute * 60))
             )

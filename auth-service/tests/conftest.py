@@ -15,12 +15,11 @@ import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from safeharbor_auth.app import create_app
+from safeharbor_auth.manage import MIGRATIONS
 from safeharbor_common.db import upgrade_database
 from safeharbor_common.encoding import b64url_encode
 from safeharbor_common.service_identity import ServiceTokenSigner, generate_keypair, load_private_key
-
-from safeharbor_auth.app import create_app
-from safeharbor_auth.manage import MIGRATIONS
 
 PASSWORD = "Correct-Horse-42-battery"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -78,7 +77,7 @@ def base_environ(peers: Peers, database_url: str, **overrides: str) -> dict[str,
         # Cheap hashing keeps the suite fast; the timing test and the figures use OWASP parameters.
         "ARGON2_MEMORY_KIB": "1024",
         "ARGON2_TIME_COST": "1",
-        "AUDIT_SERVICE_URL": "",
+        "AUDIT_ENABLED": "0",
         "KEYDIR_SERVICE_URL": "http://127.0.0.1:9",
         "JOB_RUNNER_ENABLED": "0",
         "SIGNING_KEY_PREPUBLISH": "0",

@@ -160,9 +160,8 @@ def test_jwks_shape(client) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_private_key_encrypted_at_rest(app: Flask) -> None:
-    from sqlalchemy import select
-
     from safeharbor_auth.models import SigningKey
+    from sqlalchemy import select
 
     with app.extensions["auth"].engine.connect() as conn:
         rows = conn.execute(select(SigningKey.private_key_enc, SigningKey.kid)).all()
@@ -199,9 +198,8 @@ def test_password_is_rehashed_when_parameters_change(make_app: AppFactory) -> No
     account = factory.user(role="billing")
     stronger = Factory(make_app(ARGON2_MEMORY_KIB="2048", ARGON2_TIME_COST="2"))
     stronger.login(account)
-    from sqlalchemy import select
-
     from safeharbor_auth.models import User
+    from sqlalchemy import select
 
     with app.extensions["auth"].engine.connect() as conn:
         stored = conn.execute(select(User.password_hash).where(User.id == account.id)).scalar_one()
