@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("checkpoint", help="sign a checkpoint of the current log now")
     sub.add_parser("verifier-key", help="print the checkpoint verifier key")
+    sub.add_parser("retention", help="print the retention policy (there is no delete command)")
     args = parser.parse_args(argv)
 
     try:
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "checkpoint":
         log.checkpoint_if_due(force=True)
         print(log.latest_checkpoint().note, end="")
+        return 0
+    if args.command == "retention":
+        # Deliberately no prune/delete command: entries are kept at least AUDIT_RETENTION_DAYS (floor: six
+        # years), and the database triggers refuse deleting younger entries whatever the caller.
+        days = int(config["AUDIT_RETENTION_DAYS"])
+        print(json.dumps({"retention_days": days, "delete_command": None, "database_guard_days": 2192}))
         return 0
     if args.command == "verifier-key":
         print(log.verifier_key)
