@@ -23,6 +23,7 @@ from safeharbor_common.canonical import canonical_json
 from safeharbor_common.checkpoint import Checkpoint, NoteError, VerifierKeyError, parse_verifier_key, verify_checkpoint
 
 from .errors import (
+    ApiError,
     DirectoryInconsistent,
     DirectoryProofInvalid,
     KeyRecordInvalid,
@@ -135,6 +136,11 @@ class DirectoryVerifier:
     def _consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         try:
             return [bytes.fromhex(h) for h in self._fetch_consistency(size1, size2)]
+        except ApiError as exc:
+            # The directory refuses to prove that one of its own signed trees extends the other.
+            raise DirectoryInconsistent(
+                f"the directory cannot prove size {size1} and size {size2} consistent ({exc.code}): a forked log"
+            ) from exc
         except (ValueError, TypeError) as exc:
             raise DirectoryInconsistent("the directory's consistency proof is malformed") from exc
 
