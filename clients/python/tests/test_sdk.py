@@ -14,12 +14,12 @@ import requests
 pytest.importorskip("safeharbor_keydir")
 pytest.importorskip("stream_emulator")
 
-from ministack import MiniStack  # noqa: E402
-from safeharbor_client import backup as backup_mod  # noqa: E402
-from safeharbor_client.cli import EXIT_LOGIN, EXIT_OK, EXIT_UNVERIFIED  # noqa: E402
-from safeharbor_client.cli import main as cli_main  # noqa: E402
-from safeharbor_client.client import SafeHarborClient  # noqa: E402
-from safeharbor_client.errors import (  # noqa: E402
+from ministack import MiniStack
+from safeharbor_client import backup as backup_mod
+from safeharbor_client.cli import EXIT_LOGIN, EXIT_OK, EXIT_UNVERIFIED
+from safeharbor_client.cli import main as cli_main
+from safeharbor_client.client import SafeHarborClient
+from safeharbor_client.errors import (
     BackupPasswordInvalid,
     DirectoryInconsistent,
     EnvelopeTampered,
@@ -31,8 +31,8 @@ from safeharbor_client.errors import (  # noqa: E402
     SessionExpired,
     SessionRevoked,
 )
-from safeharbor_common.checkpoint import sign_checkpoint, split_note  # noqa: E402
-from safeharbor_common.encoding import b64url_decode, b64url_encode  # noqa: E402
+from safeharbor_common.checkpoint import sign_checkpoint, split_note
+from safeharbor_common.encoding import b64url_decode, b64url_encode
 
 PASSWORD = "river stone candle 7"
 
