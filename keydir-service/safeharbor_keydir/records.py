@@ -23,10 +23,12 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from safeharbor_common.canonical import canonical_json
 from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
 
+PUBLIC_KEY_BYTES = 32
 SIGNED_FIELDS: tuple[str, ...] = (
     "user_id",
     "device_id",
@@ -36,9 +38,13 @@ SIGNED_FIELDS: tuple[str, ...] = (
     "created_at",
     "prev_hash",
 )
+# Optional post-quantum extension (the client SDK's): a hybrid ML-KEM-768 + X25519 public key, signed by
+# the same sig_pub over its own canonical bytes, so the API's signed bytes stay what every verifier checks.
+PQ_KEY_PURPOSE = "safeharbor/pq-key/v1"
+MLKEM768_PUBLIC_BYTES = 1184
+PQ_PUBLIC_BYTES = MLKEM768_PUBLIC_BYTES + PUBLIC_KEY_BYTES
 KEY_LEAF = "key"
 REVOCATION_LEAF = "revocation"
-PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 
 
@@ -112,6 +118,40 @@ def check_x25519_public(value: Any, name: str = "enc_pub") -> None:
         X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
     except ValueError as exc:
         raise RecordError(f"{name} is not a usable X25519 public key") from exc
+
+
+def pq_signed_bytes(record: Mapping[str, Any]) -> bytes:
+    return canonical_json(
+        {
+            "purpose": PQ_KEY_PURPOSE,
+            "user_id": record.get("user_id"),
+            "device_id": record.get("device_id"),
+            "version": record.get("version"),
+            "pq_pub": record.get("pq_pub"),
+        }
+    )
+
+
+def verify_pq_extension(record: Mapping[str, Any]) -> None:
+    """When `pq_pub` is present: a well-formed hybrid key, and `pq_signature` by the record's sig_pub."""
+    if record.get("pq_pub") is None:
+        if record.get("pq_signature") is not None:
+            raise RecordError("pq_signature without pq_pub")
+        return
+    value = record["pq_pub"]
+    try:
+        raw = b64url_decode(value) if isinstance(value, str) else b""
+    except EncodingError as exc:
+        raise RecordError("pq_pub must be unpadded base64url") from exc
+    if len(raw) != PQ_PUBLIC_BYTES:
+        raise RecordError(f"pq_pub must be a {PQ_PUBLIC_BYTES}-byte ML-KEM-768 + X25519 key")
+    try:
+        MLKEM768PublicKey.from_public_bytes(raw[:MLKEM768_PUBLIC_BYTES])
+        X25519PublicKey.from_public_bytes(raw[MLKEM768_PUBLIC_BYTES:])
+    except ValueError as exc:
+        raise RecordError("pq_pub is not an ML-KEM-768 + X25519 key") from exc
+    verify_signature(ed25519_public(record.get("sig_pub")), record.get("pq_signature"), pq_signed_bytes(record),
+                     "pq_signature")
 
 
 def _signature(value: Any, name: str) -> bytes:
@@ -202,7 +242,7 @@ def revocation_body(
     return {
         **signed_fields(record),
         "signature": record["signature"],
-        **({"rotation_signature": record["rotation_signature"]} if "rotation_signature" in record else {}),
+        **{k: record[k] for k in ("rotation_signature", "pq_pub", "pq_signature") if k in record},
         "revoked_at": revoked_at,
         "reason": reason,
         "revoked_by": revoked_by,

@@ -39,6 +39,9 @@ class KeyRecordCreate(BaseModel):
     prev_hash: str = Field(max_length=43, pattern=_B64URL)
     signature: str = Field(min_length=86, max_length=86, pattern=_B64URL)
     rotation_signature: str | None = Field(default=None, min_length=86, max_length=86, pattern=_B64URL)
+    # Optional post-quantum extension: hybrid ML-KEM-768 + X25519 key, signed separately by sig_pub.
+    pq_pub: str | None = Field(default=None, min_length=1622, max_length=1622, pattern=_B64URL)
+    pq_signature: str | None = Field(default=None, min_length=86, max_length=86, pattern=_B64URL)
 
 
 class KeyRecordRead(BaseModel):
@@ -55,6 +58,8 @@ class KeyRecordRead(BaseModel):
     prev_hash: str
     signature: str
     rotation_signature: str | None = None
+    pq_pub: str | None = None
+    pq_signature: str | None = None
 
 
 class PublishedRecord(BaseModel):

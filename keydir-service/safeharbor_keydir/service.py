@@ -108,13 +108,15 @@ def register_key(
         "prev_hash": body.prev_hash,
         "signature": body.signature,
     }
-    if body.rotation_signature is not None:
-        record["rotation_signature"] = body.rotation_signature
+    for optional in ("rotation_signature", "pq_pub", "pq_signature"):
+        if getattr(body, optional) is not None:
+            record[optional] = getattr(body, optional)
     # Checks that need no database run before the log lock is taken.
     try:
         created = records.parse_time(body.created_at)
         records.check_x25519_public(body.enc_pub)
         records.verify_self_signature(record)
+        records.verify_pq_extension(record)
     except records.RecordError as exc:
         raise InvalidKeyRecord(f"Key record refused: {exc}.") from exc
     if abs((created - now).total_seconds()) > clock_skew_seconds:

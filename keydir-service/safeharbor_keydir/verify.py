@@ -53,6 +53,7 @@ def verify_record(record: Mapping[str, Any], previous: Mapping[str, Any] | None 
         raise VerificationError("record names another user")
     try:
         records.verify_self_signature(record)
+        records.verify_pq_extension(record)
         if previous is not None or record.get("version") == 1:
             records.verify_link(record, previous)
     except records.RecordError as exc:

@@ -306,3 +306,27 @@ def test_public_transparency_routes(client: FlaskClient, keydir_env: KeydirEnv) 
     assert client.get("/v1/keys/proof/consistency?from=1&to=5").status_code == 400
     doc = client.get("/openapi.json").get_json()
     assert "/v1/keys/{user_id}/history" in doc["paths"]
+
+
+def test_post_quantum_extension_is_carried_and_checked(client: FlaskClient, keydir_env: KeydirEnv) -> None:
+    from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    device = DeviceKeys("alice")
+    record = device.first()
+    pq_pub = b64url_encode(
+        MLKEM768PrivateKey.generate().public_key().public_bytes_raw()
+        + X25519PrivateKey.generate().public_key().public_bytes_raw()
+    )
+    record["pq_pub"] = pq_pub
+    bad = {**record, "pq_signature": b64url_encode(device.signing_key.sign(b"something else"))}
+    response = client.post("/v1/keys", json=body_of(bad), headers=keydir_env.auth("alice"))
+    assert response.status_code == 422 and "pq_signature" in response.get_json()["error"]["message"]
+    record["pq_signature"] = b64url_encode(device.signing_key.sign(records.pq_signed_bytes(record)))
+    response = register(client, keydir_env, device, record)
+    assert response.status_code == 201, response.get_json()
+    published = response.get_json()["record"]
+    assert published["pq_pub"] == pq_pub
+    key = client.get("/v1/keys/checkpoint/key").get_data(as_text=True).strip()
+    verify_inclusion(published, response.get_json()["leaf_index"], response.get_json()["inclusion_proof"],
+                     open_checkpoint(response.get_json()["checkpoint"], key))
