@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from .errors import (
     SessionExpired,
 )
 from .http import StreamUserClient, Transport
-from .keys import DeviceKeyPair, DeviceRef, Keyring, VerifiedKey, build_record, fingerprint, format_time, parse_time
+from .keys import DeviceKeyPair, DeviceRef, Keyring, VerifiedKey, build_record, fingerprint, format_time, parse_time, utc_now
 from .state import StateDir
 
 DEFAULT_STREAM_URL = "https://chat.stream-io-api.com"
@@ -485,8 +485,10 @@ class SafeHarborClient:
         current = ring.current()
         if current.record is None:
             raise KeysNotInitialized("this device's key was never registered: run `keys init`")
+        # The directory wants each version created after the previous one, even with a clock step back.
+        created = max(utc_now(), parse_time(current.created_at) + timedelta(milliseconds=1))
         pair = DeviceKeyPair.generate(user_id=ring.user_id, device_id=current.device_id, version=current.version + 1,
-                                      with_pq=current.pq is not None)
+                                      with_pq=current.pq is not None, created_at=format_time(created))
         pq, note = self._register(ring, pair, current)
         return KeyInitResult(pair=pair, fingerprint=_fp(pair), pq_published=pq, note=note)
 

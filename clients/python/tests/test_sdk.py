@@ -130,7 +130,7 @@ def test_conversation_devices_rotation_and_ciphertext_only(stack: MiniStack, roo
         assert read[after.message_id].sender.version == 2  # type: ignore[union-attr]
     state = requests.get(stack.stream_url + "/_emulator/state", timeout=10).json()
     stored = json.dumps(state["messages"][cid])
-    for secret in ("INR", "2.4", "Thank you", "rotation"):
+    for secret in ("INR", "same dose", "Thank you", "rotation"):
         assert secret not in stored
 
 
@@ -216,3 +216,26 @@ def test_cli_flow(stack: MiniStack, root: Path, chat: dict[str, Any], monkeypatc
     rows = json.loads(out[-1])
     assert rows[-1]["verified"] and rows[-1]["text"] == "From the CLI."
     assert cli_main([*base, "logout"], out=out.append) == EXIT_OK
+
+
+def test_post_quantum_end_to_end(stack: MiniStack, root: Path) -> None:
+    """Every device publishes a hybrid key (the directory carries `pq_pub`): the hybrid suite is negotiated;
+    one device without it brings everyone back to X25519."""
+    stack.add_user("ben", "clinician")
+    stack.add_user("ann", "patient")
+    ben = logged_in(stack, root, "ben-pq", "ben")
+    ann = logged_in(stack, root, "ann-pq", "ann")
+    assert ben.init_keys(with_pq=True).pq_published
+    assert ann.init_keys(with_pq=True).pq_published
+    channel = ben.open_channel("patient-care", [stack.users["ann"]["id"]])
+    hybrid = ben.send(channel.cid, "post-quantum hello")
+    assert hybrid.suite == "mlkem768x25519"
+    assert [d["post_quantum"] for d in ann.show_keys()] == [True]
+    ann_laptop = logged_in(stack, root, "ann-laptop", "ann")
+    ann_laptop.init_keys()  # classic only
+    classic = ben.send(channel.cid, "classic again")
+    assert classic.suite == "x25519"
+    read = ann.read(channel.cid)
+    assert [(m.text, m.suite) for m in read] == [("post-quantum hello", "mlkem768x25519"),
+                                                 ("classic again", "x25519")]
+    assert all(m.verified for m in read)
