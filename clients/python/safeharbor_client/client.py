@@ -45,7 +45,17 @@ from .errors import (
     SessionExpired,
 )
 from .http import StreamUserClient, Transport
-from .keys import DeviceKeyPair, DeviceRef, Keyring, VerifiedKey, build_record, fingerprint, format_time, parse_time, utc_now
+from .keys import (
+    DeviceKeyPair,
+    DeviceRef,
+    Keyring,
+    VerifiedKey,
+    build_record,
+    fingerprint,
+    format_time,
+    parse_time,
+    utc_now,
+)
 from .state import StateDir
 
 DEFAULT_STREAM_URL = "https://chat.stream-io-api.com"
