@@ -331,3 +331,19 @@ def test_cli_reads_and_verifies(world: World, conversation: dict[str, Any], monk
     rows = json.loads(out[-1])
     assert rows[-1]["verified"] and rows[-1]["text"] == "Sent from the command line."
     assert any(r["verified"] and "potassium" in r["text"] for r in rows)
+
+
+def test_auditor_verifies_the_audit_log(world: World, admin_token: str) -> None:
+    auditor = _create_user(world.api, admin_token, "e2ee-audit", "auditor")
+    client = world.client("auditor")
+    world.login(client, auditor)
+    report = client.audit_verify()
+    assert report["ok"] is True and report["client_consistent"] is True
+    assert report["client_checkpoint_size"] >= 1
+    # Second run: consistency with the checkpoint remembered by the first.
+    again = client.audit_verify()
+    assert again["client_checkpoint_size"] >= report["client_checkpoint_size"]
+    lines: list[str] = []
+    code = cli_main(["--gateway", world.api.base, "--state-dir", str(client.state.path), "audit", "verify"],
+                    out=lines.append)
+    assert code == EXIT_OK and "audit log OK" in lines[-1]
