@@ -22,6 +22,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .client import AuditVerificationFailed, SafeHarborClient
@@ -117,7 +118,10 @@ class Cli:
         if action == "init":
             return self._key_result("Registered", self.client.init_keys(with_pq=self.args.pq))
         if action == "rotate":
-            return self._key_result("Rotated to", self.client.rotate_keys())
+            result = self.client.rotate_keys()
+            if result.note is None:
+                result = replace(result, note="run `safeharbor keys backup` so a restored device gets this version")
+            return self._key_result("Rotated to", result)
         if action == "backup":
             password = self.secret("SAFEHARBOR_BACKUP_PASSWORD", "Backup password: ", confirm=True)
             stored = self.client.backup_keys(password)
