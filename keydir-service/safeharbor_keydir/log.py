@@ -67,6 +67,10 @@ class Appender:
     signing_key: Ed25519PrivateKey  # the log's key: it signs revocation leaves too
     _nodes: list[dict[str, Any]] = field(default_factory=list)
     appended: int = 0
+    # Audit path of the last appended leaf in the tree just after it: the frontier before it, smallest first
+    # (the rightmost leaf's siblings are exactly the perfect subtrees to its left).
+    last_path: list[bytes] = field(default_factory=list)
+    checkpoint: SignedCheckpoint | None = None  # set when the transaction's checkpoint is signed
 
     @property
     def size(self) -> int:
@@ -74,6 +78,7 @@ class Appender:
 
     def append(self, *, kind: str, user_id: str, device_id: str, version: int, data: bytes) -> int:
         index = self.compact.size
+        self.last_path = list(reversed(self.compact.frontier))
         for node, value in self.compact.append(merkle.leaf_hash(data)):
             self._nodes.append({"level": node.level, "idx": node.index, "hash": value})
         self.session.add(
@@ -135,6 +140,7 @@ class TransparencyLog:
         head.size = compact.size
         head.frontier = json.dumps([h.hex() for h in compact.frontier])
         head.checkpoint_size = compact.size
+        appender.checkpoint = SignedCheckpoint(size=compact.size, note=note)
 
     # -- reads --------------------------------------------------------------------------------------
 

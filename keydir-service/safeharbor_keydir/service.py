@@ -132,7 +132,12 @@ def register_key(
     except IntegrityError as exc:
         # Belt and braces: the unique (user, device, version) constraint, should the lock ever be bypassed.
         raise VersionConflict(current_version=body.version - 1) from exc
-    return _publish(log, record, leaf_index), body.version > 1
+    signed = appender.checkpoint
+    if signed is None or signed.size != leaf_index + 1:
+        return _publish(log, record, leaf_index), body.version > 1
+    # The one leaf of this transaction is the rightmost of its checkpoint: its proof needs no reads.
+    published = Published(record, leaf_index, [h.hex() for h in appender.last_path], signed.note, signed.size)
+    return published, body.version > 1
 
 
 def _register_locked(
