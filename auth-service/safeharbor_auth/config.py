@@ -101,7 +101,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "STREAM_CHAT_URL": env.optional_str("STREAM_CHAT_URL"),
         "STREAM_TIMEOUT": env.float("STREAM_TIMEOUT", 5.0, minimum=0.1),
         "STREAM_PROVISION_ON_START": env.bool("STREAM_PROVISION_ON_START", False),
-        "BREAK_GLASS_TTL": env.int("BREAK_GLASS_TTL", 3600, minimum=60, maximum=86400),
+        "BREAK_GLASS_TTL": env.int("BREAK_GLASS_TTL", 3600, minimum=1, maximum=86400),
         # Background work (deprovisioning retries, break-glass closing sweep)
         "JOB_RUNNER_ENABLED": env.bool("JOB_RUNNER_ENABLED", True),
         "JOB_POLL_INTERVAL": env.float("JOB_POLL_INTERVAL", 1.0, minimum=0.05),

@@ -52,14 +52,14 @@ class JobRunner:
         app: Flask,
         poll_interval: float,
         backoff_max: float,
-        periodic: list[Callable[[], None]] | None = None,
+        periodic: list[Callable[[], object]] | None = None,
     ) -> None:
         self._app = app
         self._engine = app.extensions["auth"].engine
         self._poll_interval = poll_interval
         self._backoff_max = backoff_max
         self.handlers: dict[str, Handler] = {}
-        self.periodic: list[Callable[[], None]] = list(periodic or [])
+        self.periodic: list[Callable[[], object]] = list(periodic or [])
         self._owner = str(uuid.uuid4())
         self._pid = -1
         self._lock = threading.Lock()

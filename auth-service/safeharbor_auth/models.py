@@ -162,6 +162,8 @@ class BreakGlass(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     reviewed_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
     review_note_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Whether opening added the clinician to the channel (then closing takes the membership back).
+    stream_member_added: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 metadata = Base.metadata

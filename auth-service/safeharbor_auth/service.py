@@ -7,6 +7,7 @@ commit they describe.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -112,7 +113,8 @@ class IssuedToken:
 def _issue_token(svc: AuthServices, *, session: Session, user: User, now: datetime) -> IssuedToken:
     """Signs an access token: exp = min(now + idle timeout, the session's absolute end)."""
     iat = int(now.timestamp())
-    exp = min(iat + svc.idle_timeout, int(session.absolute_expires_at.timestamp()))
+    # Rounded up to the second, so the idle window is never shorter than configured.
+    exp = min(math.ceil(now.timestamp() + svc.idle_timeout), math.ceil(session.absolute_expires_at.timestamp()))
     claims: dict[str, Any] = {
         "iss": svc.config["JWT_ISSUER"],
         "aud": svc.config["JWT_AUDIENCE"],
@@ -130,6 +132,11 @@ def _issue_token(svc: AuthServices, *, session: Session, user: User, now: dateti
     expires_at = datetime.fromtimestamp(exp, UTC)
     session.token_expires_at = max(session.token_expires_at, expires_at)
     return IssuedToken(token=svc.keys.sign(claims), expires_at=expires_at)
+
+
+def whole_second_after(now: datetime, seconds: int) -> datetime:
+    """`now + seconds` rounded up to a whole second (token times are whole seconds)."""
+    return datetime.fromtimestamp(math.ceil((now + timedelta(seconds=seconds)).timestamp()), UTC)
 
 
 def _new_session(
@@ -251,11 +258,11 @@ def login(*, username: str, password: str, otp: str | None, ip: str | None) -> d
             if new_hash is not None:
                 fresh.password_hash = new_hash
             scope = SCOPE_FULL
-            absolute = now + timedelta(seconds=svc.max_lifetime)
+            absolute = whole_second_after(now, svc.max_lifetime)
             if not fresh.mfa_enrolled and mfa_required_for(svc, fresh.role):
                 # Enough to enrol and nothing else; no refresh, so one idle window at most.
                 scope = SCOPE_MFA_ENROLLMENT
-                absolute = now + timedelta(seconds=svc.idle_timeout)
+                absolute = whole_second_after(now, svc.idle_timeout)
             session = _new_session(user=fresh, scope=scope, now=now, absolute=absolute)
             db.add(session)
             token = _issue_token(svc, session=session, user=fresh, now=now)
