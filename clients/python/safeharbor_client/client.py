@@ -675,7 +675,8 @@ class SafeHarborClient:
         report["client_consistent"] = True
         if not report.get("ok"):
             raise AuditVerificationFailed(
-                f"the audit log does not verify (first bad entry {report.get('first_bad_seq')})"
+                f"the audit log does not verify (first bad entry {report.get('first_bad_seq')}: "
+                f"{report.get('problem') or 'no reason given'})"
             )
         return report
 
