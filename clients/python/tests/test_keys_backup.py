@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from factories import keyring, registered, rotate
 from safeharbor_client import backup
 from safeharbor_client.directory import verify_chain
@@ -107,4 +106,3 @@ def test_keyring_merge_keeps_every_version():
     assert set(ring.devices()) == {"dev1", "dev2"}
     with pytest.raises(KeyRecordInvalid):
         ring.merge([registered("u-9")])
-    assert Ed25519PrivateKey  # imported for type clarity in failures
