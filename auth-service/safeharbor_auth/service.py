@@ -344,8 +344,8 @@ def current(claims: SessionClaims) -> tuple[Session, User]:
         if session.absolute_expires_at <= now:
             raise SessionExpired()
         if session.last_seen + LAST_SEEN_GRANULARITY < now:
-            with db.begin():
-                db.execute(update(Session).where(Session.id == session.id).values(last_seen=now))
+            db.execute(update(Session).where(Session.id == session.id).values(last_seen=now))
+            db.commit()
             session.last_seen = now
     return session, user
 

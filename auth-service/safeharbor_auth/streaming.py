@@ -301,6 +301,7 @@ def open_break_glass() -> Response:
         raise NotFound("Channel not found.")
     added = user.id not in member_ids(channel)
     if added:
+        stream.upsert_users([_stream_user(user)])  # Stream adds only users it knows
         stream.add_member(cid=cid, user_id=user.id)
     bg_id = str(uuid.uuid4())
     deadline = service.whole_second_after(now, int(current_app.config["BREAK_GLASS_TTL"]))

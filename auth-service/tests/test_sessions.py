@@ -101,7 +101,7 @@ def test_refresh_after_absolute_lifetime_refused(make_app: AppFactory) -> None:
     # The new token ends at the absolute end, not at now + idle timeout.
     assert refreshed.get_json()["expires_at"] == body["absolute_expires_at"]
     token = refreshed.get_json()["access_token"]
-    time.sleep(2.6)
+    time.sleep(3.1)  # past the absolute end (whole seconds, rounded up) though within the idle timeout
     response = factory.client.post("/v1/auth/refresh", headers=bearer(token))
     assert response.status_code == 401
     assert error_code(response) == "session_expired"
@@ -205,3 +205,21 @@ def test_password_is_rehashed_when_parameters_change(make_app: AppFactory) -> No
         stored = conn.execute(select(User.password_hash).where(User.id == account.id)).scalar_one()
     assert "m=2048,t=2" in stored
     assert PASSWORD not in stored
+
+
+def test_last_seen_is_updated_on_use(app: Flask, factory: Factory) -> None:
+    from datetime import timedelta
+
+    from safeharbor_auth.models import Session
+    from sqlalchemy import select, update
+
+    body = factory.login(factory.user(role="patient"))
+    engine = app.extensions["auth"].engine
+    with engine.begin() as conn:
+        old = conn.execute(select(Session.last_seen).where(Session.id == body["session_id"])).scalar_one()
+        conn.execute(update(Session).where(Session.id == body["session_id"])
+                     .values(last_seen=old - timedelta(minutes=5)))
+    assert factory.client.get("/v1/auth/me", headers=bearer(body["access_token"])).status_code == 200
+    with engine.connect() as conn:
+        seen = conn.execute(select(Session.last_seen).where(Session.id == body["session_id"])).scalar_one()
+    assert seen.replace(tzinfo=None) >= old.replace(tzinfo=None) - timedelta(seconds=1)
