@@ -99,3 +99,22 @@ def test_missing_data_key_stops_gunicorn_start(env: dict[str, str], monkeypatch:
         create_app()
     err = capsys.readouterr().err
     assert "AUTH_DATA_KEY is required" in err and env["AUTH_DATA_KEY"] not in err
+
+
+def test_health_readiness_metrics_openapi(env: dict[str, str]) -> None:
+    manage.main(["migrate"])
+    client = create_app({"AUDIT_ENABLED": False}).test_client()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert b"http_requests_total" in client.get("/metrics").data
+    doc = client.get("/openapi.json").get_json()
+    for path in ("/v1/auth/login", "/v1/auth/refresh", "/v1/users/{user_id}/deactivate", "/v1/stream-credentials",
+                 "/v1/channels", "/v1/auth/break-glass", "/internal/v1/revocations", "/.well-known/jwks.json"):
+        assert path in doc["paths"], path
+    assert "LoginRequest" in doc["components"]["schemas"]
+
+
+def test_not_ready_before_migration(env: dict[str, str]) -> None:
+    client = create_app({"AUDIT_ENABLED": False}).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "service_unavailable"
