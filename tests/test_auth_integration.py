@@ -9,9 +9,8 @@ import time
 import uuid
 
 import jwt
-from safeharbor_devstack import Stack
-
 from conftest import ROOT, Api
+from safeharbor_devstack import Stack
 
 
 def _until_refused(api: Api, token: str, *, within: float = 1.0) -> float:

@@ -6,11 +6,10 @@ import time
 import uuid
 
 import pytest
+from conftest import Api
 from safeharbor_devstack import Stack
 from stream_chat import StreamChat
 from stream_chat.base.exceptions import StreamAPIException
-
-from conftest import Api
 
 
 def _user_client(stack: Stack, token: str) -> StreamChat:
