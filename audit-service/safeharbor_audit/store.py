@@ -409,7 +409,9 @@ class AuditLog:
                 rows = list(
                     conn.execute(
                         select(audit_entries)
-                        .where(audit_entries.c.seq > after)
+                        # Only what the head read above covers: appends committed during the scan are
+                        # the next verification's business, not a discrepancy.
+                        .where(audit_entries.c.seq > after, audit_entries.c.seq < int(head.size))
                         .order_by(audit_entries.c.seq)
                         .limit(chunk)
                     )
@@ -434,11 +436,22 @@ class AuditLog:
             if first_bad is None or seq < first_bad:
                 first_bad, problem = seq, why
 
-        if first_bad is None and int(head.size) != good_size:
-            if int(head.size) > good_size:
-                mark(good_size, "entries missing at the end of the log (truncated)")
-            else:
-                mark(int(head.size), "entries beyond the log head")
+        if first_bad is None and int(head.size) > good_size:
+            mark(good_size, "entries missing at the end of the log (truncated)")
+        if first_bad is None:
+            # Entries past the head as it is now cannot come from an append (entries and head commit
+            # together): somebody wrote them behind the sequencer's back.
+            # One statement, one snapshot: the head and the entries it is compared with are read together.
+            head_size = select(log_head.c.size).where(log_head.c.id == 1).scalar_subquery()
+            with self.engine.connect() as conn:
+                stray = conn.execute(
+                    select(audit_entries.c.seq, head_size)
+                    .where(audit_entries.c.seq >= head_size)
+                    .order_by(audit_entries.c.seq)
+                    .limit(1)
+                ).one_or_none()
+            if stray is not None:
+                mark(int(stray[1]), "entries beyond the log head")
         matched_up_to = pruned_before
         for checkpoint in sorted(signed, key=lambda c: c.size):
             if checkpoint.size > good_size:

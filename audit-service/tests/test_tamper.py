@@ -164,3 +164,37 @@ def test_verify_endpoint_reports_tampering(app: Flask, filled: AuditLog, audit_e
     report = app.test_client().get("/v1/audit/verify", headers=audit_env.bearer("auditor")).get_json()
     assert report["ok"] is False and report["first_bad_seq"] == 2 and report["size"] == 2
     time.sleep(0)  # keeps the fixture order explicit
+
+
+def test_appends_during_verification_are_not_tampering(filled: AuditLog, ingest: Ingest, monkeypatch: Any) -> None:
+    """An append committed between reading the head and scanning the entries is not a discrepancy."""
+    real_head = AuditLog.head
+    appended = {"done": False}
+
+    def head_then_append(self: AuditLog) -> Any:
+        row = real_head(self)
+        if not appended["done"]:
+            appended["done"] = True
+            assert ingest([make_event(resource="/late/1"), make_event(resource="/late/2")]).status_code == 200
+        return row
+
+    monkeypatch.setattr(AuditLog, "head", head_then_append)
+    report = filled.verify()
+    assert appended["done"] and report.ok and report.size == SIZE, report
+    monkeypatch.undo()
+    assert filled.verify().size == SIZE + 2
+
+
+def test_entry_written_past_the_head_is_named(filled: AuditLog) -> None:
+    def smuggle(conn: Connection) -> None:
+        row = conn.execute(text("SELECT * FROM audit_entries WHERE seq = 5")).mappings().one()
+        values = dict(row)
+        values["seq"] = SIZE + 3
+        values["event_id"] = "smuggled-event"
+        columns = ", ".join(values)
+        conn.execute(text(f"INSERT INTO audit_entries ({columns}) VALUES ({', '.join(':' + c for c in values)})"),
+                     values)
+
+    tamper(filled, smuggle)
+    report = filled.verify()
+    assert not report.ok and report.first_bad_seq == SIZE, report

@@ -38,8 +38,9 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 5)
-    kwargs.setdefault("max_overflow", 10)
+    if "poolclass" not in kwargs:  # NullPool and friends take no sizing arguments
+        kwargs.setdefault("pool_size", 5)
+        kwargs.setdefault("max_overflow", 10)
     return create_engine(url, **kwargs)
 
 

@@ -141,8 +141,10 @@ class Stack:
                 self.start_service(spec.name)
             for spec in SERVICES:
                 self.wait_ready(spec.name, timeout=timeout)
-            if self.settings.emulator and not self.settings.stream_chat_url:
-                self._run("auth", [sys.executable, "-m", "safeharbor_auth.manage", "provision-stream"])
+            self._run("auth", [sys.executable, "-m", "safeharbor_auth.manage", "provision-stream"])
+            # Stream's own push defaults show sender names and message text: replace them with the
+            # generic PHI-safe templates unless an admin has already approved others.
+            self._run("push", [sys.executable, "-m", "safeharbor_push.manage", "apply-defaults"])
         except BaseException:
             self.stop()
             raise
