@@ -1,0 +1,127 @@
+"""docker-compose.yml checked without a Docker engine: build contexts, Dockerfiles, settings, exposure."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+PACKAGES = {
+    "gateway": "gateway/safeharbor_gateway",
+    "auth": "auth-service/safeharbor_auth",
+    "keydir": "keydir-service/safeharbor_keydir",
+    "audit": "audit-service/safeharbor_audit",
+    "push": "push-config-service/safeharbor_push",
+}
+REQUIRED = {
+    "gateway": {"SERVICE_PRIVATE_KEY", "SERVICE_PUBLIC_KEYS", "AUTH_SERVICE_URL", "KEYDIR_SERVICE_URL",
+                "AUDIT_SERVICE_URL", "PUSH_SERVICE_URL", "REDIS_URL"},
+    "auth": {"SERVICE_PRIVATE_KEY", "SERVICE_PUBLIC_KEYS", "DATABASE_URL", "AUTH_DATA_KEY", "AUDIT_SERVICE_URL",
+             "STREAM_API_KEY", "STREAM_API_SECRET", "REDIS_URL", "KEYDIR_SERVICE_URL"},
+    "keydir": {"SERVICE_PRIVATE_KEY", "SERVICE_PUBLIC_KEYS", "DATABASE_URL", "KEYDIR_SIGNING_KEY", "AUTH_SERVICE_URL"},
+    "audit": {"SERVICE_PRIVATE_KEY", "SERVICE_PUBLIC_KEYS", "DATABASE_URL", "AUDIT_SIGNING_KEY", "AUDIT_DATA_KEY",
+              "AUDIT_DATA_KEY_ID", "STREAM_API_SECRET", "AUTH_SERVICE_URL"},
+    "push": {"SERVICE_PRIVATE_KEY", "SERVICE_PUBLIC_KEYS", "DATABASE_URL", "STREAM_API_KEY", "STREAM_API_SECRET"},
+}
+_NAME = re.compile(r"[\"']([A-Z][A-Z0-9_]{2,})[\"']")
+
+
+def _names_read(package_dir: str) -> set[str]:
+    """Every upper-case string literal in the service's package and the shared library: the settings it can read."""
+    names: set[str] = set()
+    for folder in (ROOT / package_dir, ROOT / "libs/safeharbor-common/safeharbor_common"):
+        for source in folder.rglob("*.py"):
+            names.update(_NAME.findall(source.read_text()))
+    return names
+
+
+def _service_of(name: str) -> str | None:
+    return name.removesuffix("-migrate") if name.removesuffix("-migrate") in PACKAGES else None
+
+
+def _healthchecked(name: str) -> bool:
+    spec = SERVICES[name]
+    if "healthcheck" in spec:
+        return True
+    build = spec.get("build")
+    return bool(build) and "HEALTHCHECK" in (ROOT / build["dockerfile"]).read_text()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SERVICES if "build" in SERVICES[n]))
+def test_build_context_and_dockerfile_exist(name: str) -> None:
+    build = SERVICES[name]["build"]
+    assert (ROOT / build["context"]).is_dir()
+    dockerfile = ROOT / build["dockerfile"]
+    assert dockerfile.is_file()
+    text = dockerfile.read_text()
+    assert re.search(r"^USER (?!root)", text, re.MULTILINE), "must run as a non-root user"
+    assert "HEALTHCHECK" in text and "gunicorn" in text and "python:3.11-slim" in text
+    for copied in re.findall(r"^COPY (\S+)", text, re.MULTILINE):
+        assert (ROOT / copied).exists(), f"{dockerfile} copies missing {copied}"
+
+
+def test_every_service_is_deployed() -> None:
+    for service in PACKAGES:
+        assert service in SERVICES
+    assert {"postgres", "redis"} <= set(SERVICES)
+    assert not any("emulator" in name for name in SERVICES), "the Stream emulator is a dev tool"
+
+
+def test_only_the_gateway_is_published() -> None:
+    published = {name for name, spec in SERVICES.items() if spec.get("ports")}
+    assert published == {"gateway"}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SERVICES if _service_of(n)))
+def test_environment_names_are_what_the_service_reads(name: str) -> None:
+    service = _service_of(name)
+    assert service is not None
+    environment = SERVICES[name].get("environment") or {}
+    read = _names_read(PACKAGES[service])
+    unknown = sorted(set(environment) - read)
+    assert not unknown, f"{name} sets settings its code never reads: {unknown}"
+    missing = sorted(REQUIRED[service] - set(environment))
+    assert not missing, f"{name} lacks required settings: {missing}"
+
+
+def test_no_secret_in_the_file_and_every_variable_documented() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", example, re.MULTILINE))
+    referenced = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+    assert referenced <= documented, sorted(referenced - documented)
+    for key in ("PRIVATE_KEY", "DATA_KEY", "SIGNING_KEY", "SECRET", "PASSWORD"):
+        for line in text.splitlines():
+            if key in line and ":" in line and not line.strip().startswith("#"):
+                value = line.split(":", 1)[1].strip()
+                assert value.startswith("${") or "${" in value or value == "", f"literal secret: {line.strip()}"
+    assert re.search(r"^\.env$", (ROOT / ".gitignore").read_text(), re.MULTILINE)
+
+
+def test_dependencies_wait_for_health_or_completion() -> None:
+    for name, spec in SERVICES.items():
+        depends = spec.get("depends_on") or {}
+        assert isinstance(depends, dict), f"{name}: depends_on needs conditions"
+        for target, rule in depends.items():
+            assert target in SERVICES, f"{name} depends on unknown {target}"
+            condition = rule["condition"]
+            assert condition in ("service_healthy", "service_completed_successfully"), (name, target)
+            if condition == "service_healthy":
+                assert _healthchecked(target), f"{target} has no healthcheck"
+            else:
+                assert target.endswith("-migrate")
+    for service in PACKAGES:
+        if service != "gateway":
+            assert f"{service}-migrate" in SERVICES[service]["depends_on"], f"{service} must wait for migrations"
+
+
+def test_internal_network_is_internal() -> None:
+    assert COMPOSE["networks"]["internal"].get("internal") is True
+    for name, spec in SERVICES.items():
+        if name != "gateway":
+            assert spec.get("networks") in (["internal"], None) or "public" not in spec["networks"], name
