@@ -125,6 +125,9 @@ def _issue_token(svc: AuthServices, *, session: Session, user: User, now: dateti
         "sid": session.id,
         "role": user.role,
         "scope": session.scope,
+        # When the password was last proven; refresh keeps it, so "fresh login" checks (key backup
+        # retrieval) cannot be satisfied by sliding an old session.
+        "auth_time": int(session.created_at.timestamp()),
     }
     if session.scope == SCOPE_BREAK_GLASS and session.break_glass_id:
         claims["bg"] = session.break_glass_id

@@ -42,6 +42,9 @@ def test_me_refresh_logout(factory: Factory) -> None:
     assert refreshed.status_code == 200
     assert refreshed.get_json()["session_id"] == body["session_id"]
     assert refreshed.get_json()["access_token"] != token
+    first = jwt.decode(token, options={"verify_signature": False})
+    second = jwt.decode(refreshed.get_json()["access_token"], options={"verify_signature": False})
+    assert second["auth_time"] == first["auth_time"] <= first["iat"]
 
     out = factory.client.post("/v1/auth/logout", headers=bearer(refreshed.get_json()["access_token"]))
     assert out.status_code == 204
