@@ -53,8 +53,8 @@ def _upstream_app(state: FakeUpstream) -> Flask:
     return app
 
 
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
+@pytest.fixture(scope="module")
+def _upstream_server() -> Iterator[FakeUpstream]:
     state = FakeUpstream()
     server = make_server("127.0.0.1", 0, _upstream_app(state), threaded=True)
     state.url = f"http://127.0.0.1:{server.server_port}"
@@ -62,6 +62,15 @@ def upstream() -> Iterator[FakeUpstream]:
     thread.start()
     yield state
     server.shutdown()
+
+
+@pytest.fixture
+def upstream(_upstream_server: FakeUpstream) -> FakeUpstream:
+    """The module's fake upstream, reset for each test."""
+    _upstream_server.revoked.clear()
+    _upstream_server.seen.clear()
+    _upstream_server.feed_up = True
+    return _upstream_server
 
 
 @dataclass
