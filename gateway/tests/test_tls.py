@@ -1,0 +1,104 @@
+"""TLS when a certificate is given: the real gunicorn setup serves HTTPS with TLS 1.2 as the floor."""
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from safeharbor_common.service_identity import generate_keypair
+from safeharbor_gateway import gunicorn_conf
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_ssl_context_hook_sets_tls12_floor() -> None:
+    context = gunicorn_conf.ssl_context(None, lambda: ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def https_gateway(tmp_path: Path) -> Any:
+    cert, key = _self_signed(tmp_path)
+    seed, _ = generate_keypair()
+    port = _free_port()
+    env = {**os.environ, "GATEWAY_BIND": "127.0.0.1", "GATEWAY_PORT": str(port), "GATEWAY_WORKERS": "1",
+           "TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key), "SERVICE_PRIVATE_KEY": seed,
+           "AUDIT_OUTBOX_PATH": str(tmp_path / "outbox.db"), "AUTH_SERVICE_URL": "http://127.0.0.1:9"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:safeharbor_gateway.gunicorn_conf",
+         "safeharbor_gateway.app:create_app()"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield port, cert
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _handshake(port: int, cert: Path, maximum: ssl.TLSVersion | None) -> tuple[str | None, bytes]:
+    context = ssl.create_default_context(cafile=str(cert))
+    if maximum is not None:
+        context.maximum_version = maximum
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        version = tls.version()
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := tls.recv(4096):
+            data += chunk
+        return version, data
+
+
+def test_https_served_with_tls12_and_13(https_gateway: tuple[int, Path]) -> None:
+    port, cert = https_gateway
+    version, response = _handshake(port, cert, None)
+    assert version == "TLSv1.3" and b" 200 " in response.split(b"\r\n")[0]
+    assert b"Strict-Transport-Security" in response
+    version, _ = _handshake(port, cert, ssl.TLSVersion.TLSv1_2)
+    assert version == "TLSv1.2"
+
+
+def test_plain_http_refused_on_the_tls_port(https_gateway: tuple[int, Path]) -> None:
+    port, _ = https_gateway
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200 OK" not in raw.recv(4096)
