@@ -1,31 +1,7 @@
+"""Alembic environment: the shared runner with this service's tables."""
 from __future__ import annotations
 
-from alembic import context
+from safeharbor_common.db import run_migrations
 from safeharbor_audit.models import metadata
-from safeharbor_common.db import create_db_engine
 
-_configured_url = context.config.get_main_option("sqlalchemy.url")
-if not _configured_url:
-    raise RuntimeError("sqlalchemy.url is required")
-url: str = _configured_url
-
-
-def run_migrations_offline() -> None:
-    context.configure(url=url, target_metadata=metadata, literal_binds=True)
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-def run_migrations_online() -> None:
-    engine = create_db_engine(url)
-    with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=metadata)
-        with context.begin_transaction():
-            context.run_migrations()
-    engine.dispose()
-
-
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
+run_migrations(metadata)

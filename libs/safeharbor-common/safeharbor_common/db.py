@@ -53,3 +53,29 @@ def upgrade_database(url: str, script_location: str | Path, revision: str = "hea
     config.set_main_option("script_location", str(script_location))
     config.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
     command.upgrade(config, revision)
+
+
+def run_migrations(target_metadata: Any) -> None:
+    """The body of every service's Alembic `env.py`: the URL comes from `upgrade_database`.
+
+    Batch mode lets SQLite alter tables by copy; one short-lived connection, disposed at the end.
+    """
+    from alembic import context
+    from sqlalchemy.pool import NullPool
+
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("sqlalchemy.url is required (set by safeharbor_common.db.upgrade_database)")
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_db_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
