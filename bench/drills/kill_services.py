@@ -1,0 +1,351 @@
+"""Drill: kill -9 each service in turn under load, and PostgreSQL; the stack recovers, nothing acknowledged
+is lost, the audit log verifies, and errors while a service is down are clean 503s.
+
+    .venv/bin/python bench/drills/kill_services.py [--backend postgres|sqlite] [--down 6]
+        [--postgres terminate|kill|skip] [--threads 8]
+
+Load: `--threads` clients through the gateway (key lookups and registrations, `me`, Stream credentials,
+push status and audit reads as admin, channel filter), recording every status, error code and
+X-Request-ID, and every acknowledged write (key registrations, users created).
+For each of audit, keydir, push, auth, emulator (Stream) and gateway:
+1. SIGKILL one gunicorn worker: its master starts a new one by itself; the service must answer again
+   within 30 s.
+2. SIGKILL the whole service (master and workers), keep it down `--down` seconds (auth: past the
+   gateway's 5 s revocation-staleness limit, so the fail-closed 503 shows), then start it again as a
+   supervisor (compose `restart: always`, Kubernetes) would; everything must answer again within 30 s
+   without touching any other process.
+PostgreSQL (postgres backend): `terminate` (default) ends every backend connection of the stack's databases
+with pg_terminate_backend, three times, under load; `kill` sends SIGKILL to the machine's PostgreSQL
+postmaster and restarts it with pg_ctlcluster: it only does so when no other client is connected (the
+cluster is shared), otherwise it falls back to `terminate`.
+Pass criteria: while something is down, every error answer is a JSON 503 `service_unavailable` (or a
+refused connection while the gateway itself is down); no other 5xx ever; afterwards every acknowledged key
+registration is returned by lookups, every created user exists, every answered request has its audit
+entry, and the audit log verifies. Exits 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import ROOT, PG_ADMIN_URL, Api, BenchStack, key_record, log, write_result  # noqa: E402
+
+ORDER = ("audit", "keydir", "push", "auth", "emulator", "gateway")
+MAX_DRILL_SECONDS = 1800  # the load stops by itself after this, whatever happens
+
+
+class Load:
+    """Bounded background traffic: stops at stop() or after MAX_DRILL_SECONDS / max_requests."""
+
+    def __init__(self, api: Api, tokens: dict[str, str], users: list[dict[str, Any]], admin: str,
+                 threads: int, max_requests: int = 2_000_000) -> None:
+        self.api, self.tokens, self.users, self.admin = api, tokens, users, admin
+        self.threads = threads
+        self.max_requests = max_requests
+        self.lock = threading.Lock()
+        self.events: list[tuple[float, str, int, str | None]] = []  # (t, action, status, error code)
+        self.request_ids: set[str] = set()
+        self.registered: list[tuple[str, str]] = []  # (user id, device id) acknowledged with 201
+        self.bad: list[dict[str, Any]] = []  # 5xx other than a clean 503, non-JSON errors
+        self.transport: list[tuple[float, str, str]] = []
+        self._stop = threading.Event()
+        self._pool: list[threading.Thread] = []
+        self.phase = "warm-up"
+
+    def start(self) -> None:
+        self._pool = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.threads)]
+        for t in self._pool:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._pool:
+            t.join(timeout=90)
+
+    def _record(self, action: str, response: Any) -> None:
+        code = None
+        if response.status_code >= 400:
+            try:
+                code = response.json()["error"]["code"]
+            except Exception:  # noqa: BLE001 - a non-JSON error is itself a finding
+                code = "NOT-JSON"
+        with self.lock:
+            self.events.append((time.monotonic(), action, response.status_code, code))
+            rid = response.headers.get("X-Request-ID")
+            if rid:
+                self.request_ids.add(rid)
+            if (response.status_code >= 500 and not (response.status_code == 503 and code == "service_unavailable")) \
+                    or code == "NOT-JSON":
+                self.bad.append({"phase": self.phase, "action": action, "status": response.status_code,
+                                 "code": code, "request_id": rid, "body": response.text[:300]})
+
+    def _run(self, index: int) -> None:
+        rng = random.Random(index)
+        mine = self.users[index % len(self.users)]
+        token = self.tokens[mine["id"]]
+        ids = [u["id"] for u in self.users]
+        deadline = time.monotonic() + MAX_DRILL_SECONDS
+        for _ in range(self.max_requests // self.threads):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return
+            choice = rng.random()
+            try:
+                if choice < 0.30:
+                    action, response = "keys.lookup", self.api.call(
+                        "GET", "/v1/keys?users=" + ",".join(rng.sample(ids, 5)), token=token, timeout=60)
+                elif choice < 0.42:
+                    device = "kd-" + uuid.uuid4().hex[:10]
+                    action, response = "keys.register", self.api.call(
+                        "POST", "/v1/keys", token=token, json=key_record(mine["id"], device), timeout=60)
+                    if response.status_code == 201:
+                        with self.lock:
+                            self.registered.append((mine["id"], device))
+                elif choice < 0.60:
+                    action, response = "auth.me", self.api.call("GET", "/v1/auth/me", token=token, timeout=60)
+                elif choice < 0.70:
+                    action, response = "stream.credentials", self.api.call(
+                        "POST", "/v1/stream-credentials", token=token, timeout=60)
+                elif choice < 0.80:
+                    action, response = "push.status", self.api.call(
+                        "GET", "/v1/push/status", token=self.admin, timeout=60)
+                elif choice < 0.90:
+                    action, response = "audit.entries", self.api.call(
+                        "GET", "/v1/audit/entries?limit=5", token=self.admin, timeout=60)
+                else:
+                    action, response = "channels.filter", self.api.call(
+                        "GET", "/v1/channels/filter", token=token, timeout=60)
+            except Exception as exc:  # noqa: BLE001 - recorded; judged by phase
+                with self.lock:
+                    self.transport.append((time.monotonic(), self.phase, type(exc).__name__))
+                time.sleep(0.2)
+                continue
+            self._record(action, response)
+            time.sleep(0.02)
+
+    def window(self, since: float) -> Counter[tuple[str, int, str | None]]:
+        with self.lock:
+            return Counter((a, s, c) for t, a, s, c in self.events if t >= since)
+
+
+def gunicorn_workers(master_pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master_pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def wait_healthy(api: Api, token: str, admin: str, timeout: float = 30.0) -> float:
+    """Seconds until one request per service answers 2xx through the gateway."""
+    started = time.monotonic()
+    probes = [("GET", "/v1/auth/me", token), ("GET", "/v1/keys?users=x", token), ("GET", "/v1/push/status", admin),
+              ("GET", "/v1/audit/entries?limit=1", admin), ("POST", "/v1/stream-credentials", token)]
+    while time.monotonic() - started < timeout:
+        try:
+            if all(api.call(m, p, token=t, timeout=5).status_code < 300 for m, p, t in probes):
+                return time.monotonic() - started
+        except Exception:  # noqa: BLE001 - still down
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"stack not healthy {timeout} s after recovery")
+
+
+def pg_other_clients(prefix: str) -> int:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND pid <> pg_backend_pid() AND (datname IS NULL OR datname NOT LIKE %s)", (prefix + "%",)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def pg_terminate(prefix: str) -> int:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname LIKE %s "
+                            "AND pid <> pg_backend_pid()", (prefix + "%",)).fetchall()
+    return len(rows)
+
+
+def pg_kill_and_restart() -> float:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    pid_file = Path(f"/var/lib/postgresql/{version}/main/postmaster.pid")
+    postmaster = int(pid_file.read_text().split()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    killed = time.monotonic()
+    time.sleep(2)
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True,
+                   capture_output=True, timeout=120)
+    for _ in range(120):
+        if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True).returncode == 0:
+            return time.monotonic() - killed
+        time.sleep(0.5)
+    raise RuntimeError("PostgreSQL did not come back")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="postgres", choices=["sqlite", "postgres"])
+    parser.add_argument("--down", type=float, default=6.0, help="seconds a killed service stays down")
+    parser.add_argument("--postgres", default="terminate", choices=["terminate", "kill", "skip"])
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--services", default=",".join(ORDER))
+    args = parser.parse_args()
+    problems: list[str] = []
+    report: dict[str, Any] = {"backend": args.backend, "phases": []}
+    with BenchStack(backend=args.backend) as bench:
+        stack = bench.stack
+        api = bench.api()
+        admin = api.token("admin")
+        users = api.create_users(admin, "kill", 16, "patient")
+        tokens = {u["id"]: api.token(u["username"]) for u in users}
+        load = Load(api, tokens, users, admin, args.threads)
+        probe_token = tokens[users[0]["id"]]
+        load.start()
+        time.sleep(5)
+
+        def phase(name: str, action: Any, *, down: float = 0.0, restart: Any = None) -> None:
+            load.phase = name
+            started = time.monotonic()
+            detail = action()
+            if down:
+                time.sleep(down)
+            while_down = load.window(started)
+            restarted = time.monotonic()
+            if restart is not None:
+                restart()
+            recovered = wait_healthy(api, probe_token, admin)
+            after = time.monotonic()
+            time.sleep(3)
+            settled = load.window(after)
+            bad_after = {k: v for k, v in settled.items() if k[1] >= 500}
+            entry = {
+                "phase": name, "detail": detail, "down_s": round(restarted - started, 2),
+                "restart_s": round(after - restarted - recovered, 2),
+                "healthy_after_restart_s": round(recovered, 2),
+                "answers_while_down": {f"{a} {s} {c or ''}".strip(): n for (a, s, c), n in while_down.items()},
+                "errors_after_recovery": {f"{a} {s} {c or ''}".strip(): n for (a, s, c), n in bad_after.items()},
+            }
+            report["phases"].append(entry)
+            clean = sum(n for (a, s, c), n in while_down.items() if s == 503)
+            ok = sum(n for (a, s, c), n in while_down.items() if s < 400)
+            log(f"{name}: {ok} ok and {clean} clean 503 answers while down; healthy again "
+                f"{entry['healthy_after_restart_s']} s after restart; errors after recovery: {bad_after or 'none'}")
+            if bad_after:
+                problems.append(f"{name}: 5xx after recovery: {bad_after}")
+
+        for name in args.services.split(","):
+            if name == "emulator":
+                def kill_emulator() -> str:
+                    process = stack.processes.pop("emulator")
+                    os.kill(process.pid, signal.SIGKILL)
+                    process.wait(10)
+                    return "killed"
+
+                phase("kill -9 emulator (Stream)", kill_emulator, down=args.down, restart=stack.start_emulator)
+                continue
+            master = stack.processes[name]
+            workers = gunicorn_workers(master.pid)
+
+            def kill_worker(pid: int = workers[0]) -> str:
+                os.kill(pid, signal.SIGKILL)
+                return f"worker {pid}"
+
+            phase(f"kill -9 one {name} worker", kill_worker)
+            down = max(args.down, 7.0) if name == "auth" else args.down
+            phase(f"kill -9 {name} (master + workers)", lambda n=name: (stack.kill(n, signal.SIGKILL), "all")[1],
+                  down=down, restart=lambda n=name: (stack.start_service(n), stack.wait_ready(n, timeout=60)))
+
+        if args.backend == "postgres" and args.postgres != "skip":
+            prefix = bench.databases.prefix
+            mode = args.postgres
+            if mode == "kill":
+                others = pg_other_clients(prefix)
+                if others:
+                    log(f"{others} other clients are connected to the shared PostgreSQL: not killing it; "
+                        "terminating the stack's connections instead")
+                    mode = "terminate"
+            if mode == "kill":
+                phase("kill -9 PostgreSQL postmaster", lambda: f"back after {pg_kill_and_restart():.1f} s")
+            else:
+                def terminate() -> str:
+                    counts = []
+                    for _ in range(3):
+                        counts.append(pg_terminate(prefix))
+                        time.sleep(1)
+                    return f"terminated {counts} backend connections"
+
+                phase("pg_terminate_backend of every stack connection (x3)", terminate)
+            report["postgres_mode"] = mode
+
+        load.phase = "final"
+        time.sleep(3)
+        load.stop()
+        log(f"load stopped: {len(load.events)} answers, {len(load.registered)} acknowledged registrations")
+        gateway_down = [p for p in report["phases"] if p["phase"] == "kill -9 gateway (master + workers)"]
+        transport_outside = [t for t in load.transport if t[1] not in {
+            "kill -9 gateway (master + workers)", "kill -9 one gateway worker"}]
+        if transport_outside:
+            problems.append(f"{len(transport_outside)} transport errors while the gateway was up: "
+                            f"{Counter((p, e) for _, p, e in transport_outside)}")
+        if load.bad:
+            problems.append(f"{len(load.bad)} unclean 5xx answers: {load.bad[:5]}")
+
+        # Nothing acknowledged is lost.
+        if not bench.wait_outboxes_empty(timeout=300):
+            problems.append(f"audit outboxes still hold {bench.outbox_pending()} events")
+        lost_keys = []
+        by_user: dict[str, set[str]] = {}
+        for uid, device in load.registered:
+            by_user.setdefault(uid, set()).add(device)
+        for uid, devices in by_user.items():
+            body = api.call("GET", f"/v1/keys?users={uid}", token=probe_token).json()
+            have = {d["record"]["device_id"] for d in body["results"][uid].get("devices", [])}
+            lost_keys += [(uid, d) for d in devices - have]
+        if lost_keys:
+            problems.append(f"{len(lost_keys)} acknowledged key registrations are missing: {lost_keys[:3]}")
+        for user in users:
+            if api.call("GET", f"/v1/users/{user['id']}", token=admin).status_code != 200:
+                problems.append(f"user {user['id']} is missing")
+        logged = {r[0] for r in bench.audit_sql("SELECT request_id FROM audit_entries WHERE source = %s",
+                                                ("gateway",))}
+        missing = load.request_ids - logged
+        if missing:
+            problems.append(f"{len(missing)} of {len(load.request_ids)} answered requests have no audit entry")
+        verify = subprocess.run([sys.executable, "-m", "safeharbor_audit.manage", "verify"], cwd=ROOT,
+                                env=stack.env_for("audit"), capture_output=True, text=True, timeout=900)
+        if verify.returncode != 0:
+            problems.append(f"audit verify failed: {verify.stdout[-400:]}")
+        report.update({
+            "answers": len(load.events), "statuses": dict(Counter(s for _, _, s, _ in load.events)),
+            "acknowledged_registrations": len(load.registered), "lost_registrations": len(lost_keys),
+            "answered_requests": len(load.request_ids), "missing_audit_entries": len(missing),
+            "audit_log_size": bench.audit_size(), "verify": verify.stdout.strip()[-600:],
+            "transport_errors": dict(Counter((p, e) for _, p, e in load.transport)),
+            "unclean_5xx": load.bad[:20], "gateway_phase": gateway_down, "problems": problems,
+        })
+        with contextlib.suppress(Exception):
+            report["log_tracebacks"] = {
+                name: stack.log_path(name).read_text(errors="replace").count("Traceback")
+                for name in ("gateway", "auth", "keydir", "audit", "push")}
+    write_result(f"drill-kill_services-{args.backend}", report)
+    for problem in problems:
+        log(f"PROBLEM: {problem}")
+    log("kill_services drill " + ("PASSED" if not problems else "FAILED"))
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Drill: Redis goes away; the gateway must keep enforcing revocation (docs/SECURITY.md §3: the feed poll
+does not depend on Redis; pub/sub is only a shortcut that reconnects by itself).
+
+    .venv/bin/python bench/drills/redis_gone.py [--backend sqlite|postgres]
+
+Starts its own redis-server on a free loopback port (never the machine's shared Redis on 6379) and a stack
+using it. Checks, with Redis up, then killed (SIGKILL), then back:
+- a logged-out session is refused by the gateway (401 session_revoked, on a keydir route, so the refusal
+  is the gateway's own set and not auth-service's table) within 1 s, on every following request;
+- other sessions keep working (no 5xx from the rate limiter or anything else) and logins work or fail
+  cleanly (a JSON 503, never a 500).
+Exits 1 on the first broken promise; writes bench/results/drill-redis_gone-<backend>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import Api, BenchStack, log, write_result  # noqa: E402
+
+REVOCATION_DEADLINE_S = 1.0
+
+
+class Failed(Exception):
+    pass
+
+
+class OwnRedis:
+    def __init__(self) -> None:
+        from safeharbor_devstack import free_port
+
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="safeharbor-drill-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir), "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        import redis
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=self.port, socket_timeout=0.5).ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise Failed("own redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def time_to_refusal(api: Api, token: str, probe: str, started: float, limit: float = 5.0) -> float:
+    """Seconds from `started` until the gateway refuses `token`; then 20 more requests must all be refused."""
+    while True:
+        response = api.call("GET", probe, token=token)
+        elapsed = time.monotonic() - started
+        if response.status_code == 401 and response.json()["error"]["code"] == "session_revoked":
+            break
+        if response.status_code != 200:
+            raise Failed(f"unexpected {response.status_code} while waiting for revocation: {response.text[:200]}")
+        if elapsed > limit:
+            raise Failed(f"revoked session still accepted after {limit} s")
+        time.sleep(0.02)
+    for _ in range(20):  # every worker: the pool spreads these over both gateway workers
+        response = api.call("GET", probe, token=token, headers={"Connection": "close"})
+        if response.status_code != 401:
+            raise Failed(f"a revoked session was accepted again ({response.status_code})")
+    return elapsed
+
+
+def phase(api: Api, name: str, checks: dict[str, Any]) -> None:
+    probe = "/v1/keys?users=nobody"
+    victim = api.session("pat")
+    other = api.session("sam")
+    for _ in range(30):
+        for s in (victim, other):
+            response = api.call("GET", probe, token=s["access_token"])
+            if response.status_code != 200:
+                raise Failed(f"{name}: a live session got {response.status_code}: {response.text[:200]}")
+    started = time.monotonic()
+    response = api.call("POST", "/v1/auth/logout", token=victim["access_token"])
+    if response.status_code != 204:
+        raise Failed(f"{name}: logout answered {response.status_code}")
+    refused_after = time_to_refusal(api, victim["access_token"], probe, started)
+    statuses: dict[int, int] = {}
+    for _ in range(50):
+        status = api.call("GET", probe, token=other["access_token"]).status_code
+        statuses[status] = statuses.get(status, 0) + 1
+    if set(statuses) != {200}:
+        raise Failed(f"{name}: a live session got {statuses} after another's logout")
+    login = api.call("POST", "/v1/auth/login", json={"username": "sam", "password": api.password})
+    login_code = login.json().get("error", {}).get("code") if login.status_code != 200 else None
+    if login.status_code >= 500 and not (login.status_code == 503 and login_code == "service_unavailable"):
+        raise Failed(f"{name}: login answered {login.status_code} {login.text[:200]}")
+    checks[name] = {"revoked_refused_after_s": round(refused_after, 3), "live_session_statuses": statuses,
+                    "login_status": login.status_code, "login_error": login_code}
+    log(f"{name}: revoked session refused after {refused_after * 1000:.0f} ms; live session {statuses}; "
+        f"login {login.status_code}{' ' + login_code if login_code else ''}")
+    if refused_after > REVOCATION_DEADLINE_S:
+        raise Failed(f"{name}: revocation took {refused_after:.2f} s (> {REVOCATION_DEADLINE_S} s)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
+    args = parser.parse_args()
+    redis_server = OwnRedis()
+    checks: dict[str, Any] = {}
+    ok = False
+    try:
+        redis_server.start()
+        with BenchStack(backend=args.backend, redis_url=redis_server.url) as bench:
+            api = bench.api()
+            phase(api, "redis up", checks)
+            log(f"killing the drill's own redis-server (port {redis_server.port}) with SIGKILL")
+            redis_server.kill()
+            time.sleep(1.0)
+            phase(api, "redis gone", checks)
+            time.sleep(6.0)  # past the staleness limit: the gateway must not have failed closed
+            phase(api, "redis gone for 7 s", checks)
+            log("starting redis-server again on the same port")
+            redis_server.start()
+            time.sleep(3.0)  # the subscriber reconnects by itself
+            phase(api, "redis back", checks)
+            ok = True
+    except Failed as exc:
+        log(f"DRILL FAILED: {exc}")
+        checks["failure"] = str(exc)
+    finally:
+        redis_server.close()
+    write_result(f"drill-redis_gone-{args.backend}", {"ok": ok, "checks": checks})
+    log("redis_gone drill " + ("PASSED" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Audit append: durable events per second, end to end, on SQLite and PostgreSQL, one and several emitters.
+
+    .venv/bin/python bench/speed/audit_append.py [--backend sqlite,postgres] [--events 20000] [--runs 3]
+        [--emitters 1,4] [--profile]
+
+End to end = emitter process calls `AuditEmitter.emit()` (durable SQLite outbox) → its shipper thread →
+`POST /internal/v1/audit/events` on audit-service (gunicorn, 2 workers) → group commit → committed entry.
+The clock runs from the first emit until audit-service's `log_head.size` counts every event (read from its
+database). Several emitters are separate processes with their own identity and outbox, like services.
+
+Also, to show where the time goes:
+- ingest only: pre-built batches of 500 events POSTed straight to audit-service by 4 threads (no outbox);
+- store only: `AuditLog.append` in this process (no HTTP), batches of 500, one thread;
+- `--profile`: cProfile of the store-only run, top functions by own time.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import multiprocessing as mp
+import pstats
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import BenchStack, fmt, log, median, write_result  # noqa: E402
+
+IDENTITIES = ("gateway", "auth", "keydir", "push")
+BATCH = 500
+
+
+def event_fields(i: int) -> dict[str, Any]:
+    """Shaped like a gateway request event."""
+    return {
+        "action": "gateway.keys.lookup",
+        "actor": f"user-{i % 997:04d}",
+        "role": "patient",
+        "resource": "/v1/keys",
+        "outcome": "200",
+        "request_id": uuid.uuid4().hex,
+        "ip": "127.0.0.1",
+        "user_agent": "bench/1.0 (python-requests)",
+        "meta": {"method": "GET", "latency_ms": 1.23, "sid": "s-" + uuid.uuid4().hex[:16]},
+    }
+
+
+def emitter_child(identity: str, seed: str, outbox: str, url: str, count: int, go: Any, out: Any) -> None:
+    from safeharbor_common.audit_emitter import AuditEmitter
+    from safeharbor_common.service_identity import ServiceTokenSigner, load_private_key
+
+    signer = ServiceTokenSigner(name=identity, private_key=load_private_key(seed))
+    emitter = AuditEmitter(outbox_path=outbox, source=identity, service_url=url,
+                           token_provider=lambda: signer.token_for("audit"))
+    go.wait()
+    started = time.perf_counter()
+    for i in range(count):
+        emitter.emit(**event_fields(i))
+    emitted = time.perf_counter() - started
+    drained = emitter.flush(timeout=600)
+    emitter.close()
+    out.put({"identity": identity, "emit_s": emitted, "drained": drained})
+
+
+def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    per = events // emitters
+    base = bench.audit_size()
+    children = []
+    for k in range(emitters):
+        identity = IDENTITIES[k]
+        seed = bench.secrets[f"{identity.upper()}_SERVICE_PRIVATE_KEY"]
+        outbox = str(bench.tmp / f"bench-outbox-{identity}-{run}.db")
+        child = ctx.Process(target=emitter_child, args=(identity, seed, outbox, bench.url("audit"), per, go, out))
+        child.start()
+        children.append(child)
+    time.sleep(1.0)  # children import and open their outboxes before the clock starts
+    started = time.perf_counter()
+    go.set()
+    target = base + per * emitters
+    deadline = started + 900
+    size = base
+    while time.perf_counter() < deadline:
+        size = bench.audit_size()
+        if size >= target:
+            break
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    reports = [out.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    if size < target:
+        raise RuntimeError(f"only {size - base} of {per * emitters} events committed in time")
+    emit_rate = per * emitters / max(r["emit_s"] for r in reports)
+    return {"events": per * emitters, "seconds": elapsed, "events_per_s": per * emitters / elapsed,
+            "emit_only_events_per_s": emit_rate}
+
+
+def wire_event(source: str, i: int) -> dict[str, Any]:
+    return {"event_id": str(uuid.uuid4()), "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "source": source, "severity": "info", **event_fields(i)}
+
+
+def ingest_only(bench: BenchStack, *, events: int, threads: int = 4) -> dict[str, Any]:
+    import requests
+    from safeharbor_common.service_identity import ServiceTokenSigner, load_private_key
+
+    signer = ServiceTokenSigner(name="gateway",
+                                private_key=load_private_key(bench.secrets["GATEWAY_SERVICE_PRIVATE_KEY"]))
+    bodies = [json.dumps({"events": [wire_event("gateway", i) for i in range(BATCH)]}).encode()
+              for _ in range(events // BATCH)]
+    url = bench.url("audit") + "/internal/v1/audit/events"
+    failures: list[int] = []
+
+    def worker(chunk: list[bytes]) -> None:
+        http = requests.Session()
+        for body in chunk:
+            response = http.post(url, data=body, timeout=120, headers={
+                "Content-Type": "application/json", "X-Service-Token": signer.token_for("audit")})
+            if response.status_code != 200 or response.json().get("accepted") != BATCH:
+                failures.append(response.status_code)
+
+    pool = [threading.Thread(target=worker, args=(bodies[i::threads],)) for i in range(threads)]
+    started = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=900)
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"ingest failures: {failures[:5]}")
+    return {"events": len(bodies) * BATCH, "seconds": elapsed, "events_per_s": len(bodies) * BATCH / elapsed}
+
+
+def store_only(bench: BenchStack, *, events: int, profile: bool) -> dict[str, Any]:
+    from safeharbor_audit.app import build_log
+    from safeharbor_audit.config import load_config
+    from safeharbor_audit.store import NewEvent
+
+    log_ = build_log(load_config(bench.stack.env_for("audit")))
+    batches = []
+    for _ in range(events // BATCH):
+        batch = []
+        for i in range(BATCH):
+            w = wire_event("gateway", i)
+            batch.append(NewEvent(event_id=w["event_id"], ts=datetime.now(UTC), source="gateway", actor=w["actor"],
+                                  action=w["action"], outcome=w["outcome"], role=w["role"], resource=w["resource"],
+                                  request_id=w["request_id"], ip=w["ip"], user_agent=w["user_agent"], meta=w["meta"]))
+        batches.append(batch)
+    profiler = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    for batch in batches:
+        log_.append(batch)
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - started
+    log_.engine.dispose()
+    result: dict[str, Any] = {"events": events, "seconds": elapsed, "events_per_s": events / elapsed}
+    if profiler:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(18)
+        result["profile_tottime_top"] = text.getvalue()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="sqlite,postgres")
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--emitters", default="1,4")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    emitter_counts = [int(e) for e in args.emitters.split(",")]
+    results: dict[str, Any] = {}
+    for backend in args.backend.split(","):
+        with BenchStack(backend=backend, only=["audit"]) as bench:
+            res: dict[str, Any] = {"end_to_end": {}, "ingest_only": [], "store_only": []}
+            ingest_only(bench, events=2000)  # warm-up
+            for run in range(args.runs):
+                for n in emitter_counts:
+                    r = end_to_end(bench, emitters=n, events=args.events, run=run)
+                    res["end_to_end"].setdefault(str(n), []).append(r)
+                    log(f"{backend} run {run + 1}: {n} emitter(s) {fmt(r['events_per_s'], 0)} events/s end to end "
+                        f"(emit into outbox alone {fmt(r['emit_only_events_per_s'], 0)}/s)")
+                r = ingest_only(bench, events=args.events)
+                res["ingest_only"].append(r)
+                log(f"{backend} run {run + 1}: ingest only {fmt(r['events_per_s'], 0)} events/s")
+                r = store_only(bench, events=args.events, profile=args.profile and run == 0)
+                res["store_only"].append(r)
+                log(f"{backend} run {run + 1}: store only {fmt(r['events_per_s'], 0)} events/s")
+            res["median"] = {
+                **{f"end_to_end_{n}": median([r["events_per_s"] for r in res["end_to_end"][str(n)]])
+                   for n in emitter_counts},
+                **{f"emit_only_{n}": median([r["emit_only_events_per_s"] for r in res["end_to_end"][str(n)]])
+                   for n in emitter_counts},
+                "ingest_only": median([r["events_per_s"] for r in res["ingest_only"]]),
+                "store_only": median([r["events_per_s"] for r in res["store_only"]]),
+            }
+            res["final_log_size"] = bench.audit_size()
+            results[backend] = res
+            if args.profile and res["store_only"][0].get("profile_tottime_top"):
+                print(res["store_only"][0]["profile_tottime_top"])
+    print("\n| backend | " + " | ".join(f"end to end, {n} emitter(s)" for n in emitter_counts)
+          + " | ingest only (HTTP, 4 threads) | store only (in-process) |")
+    print("|---|" + "---|" * (len(emitter_counts) + 2))
+    for backend, res in results.items():
+        m = res["median"]
+        print(f"| {backend} | " + " | ".join(fmt(m[f'end_to_end_{n}'], 0) for n in emitter_counts)
+              + f" | {fmt(m['ingest_only'], 0)} | {fmt(m['store_only'], 0)} |")
+    write_result("audit_append", {"events_per_run": args.events, "runs": args.runs, "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Gateway overhead: the same authenticated GET direct to auth-service, through the gateway, and through
+nginx as a plain reverse proxy, under wrk at several concurrencies. Requests/s and p50/p99.
+
+    .venv/bin/python bench/speed/gateway_overhead.py [--backend sqlite|postgres] [--runs 3] [--seconds 8]
+        [--concurrency 1,8,32,64] [--path /v1/auth/me]
+
+Runs are interleaved (direct, gateway, nginx, direct, ...) so drifting background load hits all three;
+after every gateway run the audit outboxes drain before the next run starts. Medians of `--runs`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import BENCH, BenchStack, ForeignCpu, fmt, log, median, wait_quiet, wrk, write_result  # noqa: E402
+
+
+def start_nginx(upstream_port: int) -> tuple[subprocess.Popen[bytes], int, Path]:
+    from safeharbor_devstack import free_port
+
+    tmp = Path(tempfile.mkdtemp(prefix="safeharbor-nginx-"))
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp / sub).mkdir()
+    user_line = ""
+    if os.geteuid() == 0:  # nginx drops workers to nobody when started as root: let them use the temp dirs
+        user_line = "user nobody nogroup;"
+        for path in [tmp, *tmp.iterdir()]:
+            shutil.chown(path, "nobody", "nogroup")
+    port = free_port()
+    conf = (BENCH / "nginx.conf.template").read_text().format(
+        tmp=tmp, port=port, upstream_port=upstream_port, user_line=user_line
+    )
+    (tmp / "nginx.conf").write_text(conf)
+    process = subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    import requests
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return process, port, tmp
+        except requests.RequestException:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("nginx did not start: " + (tmp / "error.log").read_text()[-500:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--path", default="/v1/auth/me")
+    parser.add_argument("--user", default="pat")
+    args = parser.parse_args()
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    service = "keydir" if args.path.startswith("/v1/keys") else "auth"
+
+    with BenchStack(backend=args.backend) as bench:
+        api = bench.api()
+        token = api.token(args.user)
+        headers = {"Authorization": f"Bearer {token}"}
+        nginx, nginx_port, nginx_tmp = start_nginx(int(bench.url(service).rsplit(":", 1)[1]))
+        try:
+            targets = {
+                "direct": bench.url(service) + args.path,
+                "gateway": bench.gateway_url + args.path,
+                "nginx": f"http://127.0.0.1:{nginx_port}" + args.path,
+            }
+            for name, url in targets.items():  # sanity and warm-up (JWKS fetch, token cache, pools)
+                import requests
+
+                status = requests.get(url, headers=headers, timeout=10).status_code
+                if status != 200:
+                    raise RuntimeError(f"{name}: {url} answered {status}")
+                wrk(url, connections=4, seconds=2, headers=headers)
+            bench.wait_outboxes_empty()
+            runs: dict[str, dict[int, list[dict[str, float]]]] = {t: {c: [] for c in concurrencies} for t in targets}
+            for run in range(args.runs):
+                for c in concurrencies:
+                    for name, url in targets.items():
+                        wait_quiet()
+                        others = ForeignCpu().start()
+                        result = wrk(url, connections=c, seconds=args.seconds, headers=headers)
+                        runs[name][c].append({**result.as_dict(), "foreign_cores": others.stop()})
+                        log(f"run {run + 1} c={c:<3} {name:<8} {fmt(result.rps, 0):>7} req/s  "
+                            f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  non-2xx {result.non_2xx}  "
+                            f"others used {runs[name][c][-1]['foreign_cores']:.2f} cores")
+                        if name == "gateway":
+                            bench.wait_outboxes_empty()
+        finally:
+            os.killpg(nginx.pid, signal.SIGTERM)
+            nginx.wait(timeout=10)
+            shutil.rmtree(nginx_tmp, ignore_errors=True)
+
+    summary = []
+    print("\n| concurrency | path | req/s | p50 ms | p99 ms | gateway p50 − direct p50 | gateway/nginx req/s |")
+    print("|---|---|---|---|---|---|---|")
+    for c in concurrencies:
+        med = {t: {k: median([r[k] for r in runs[t][c]]) for k in ("rps", "p50_ms", "p99_ms")} for t in runs}
+        errors = {t: sum(r["non_2xx"] + r["socket_errors"] for r in runs[t][c]) for t in runs}
+        row = {"concurrency": c, "median": med, "errors": errors,
+               "gateway_added_p50_ms": med["gateway"]["p50_ms"] - med["direct"]["p50_ms"],
+               "gateway_over_nginx_rps": med["gateway"]["rps"] / med["nginx"]["rps"]}
+        summary.append(row)
+        for t in runs:
+            extra = (f"{row['gateway_added_p50_ms']:+.2f} ms", f"{row['gateway_over_nginx_rps']:.2f}") \
+                if t == "gateway" else ("", "")
+            print(f"| {c} | {t} | {fmt(med[t]['rps'], 0)} | {med[t]['p50_ms']:.2f} | {med[t]['p99_ms']:.2f} | "
+                  f"{extra[0]} | {extra[1]} |")
+    write_result(f"gateway_overhead-{args.backend}", {
+        "path": args.path, "service": service, "seconds": args.seconds, "runs": args.runs,
+        "workers_per_service": 2, "summary": summary, "raw": runs,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
