@@ -7,14 +7,14 @@ from typing import Any
 
 from flask import Flask, current_app
 from safeharbor_common import service_identity, tokens, web
-from safeharbor_common.db import create_db_engine
+from safeharbor_common.db import create_db_engine, enable_sqlite_immediate
 from sqlalchemy import select
 
 from .api import bp
 from .config import load_config
 from .models import log_head
 from .phi import PhiCipher
-from .store import AuditLog, prepare_engine
+from .store import AuditLog
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -33,7 +33,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def build_log(config: Mapping[str, Any]) -> AuditLog:
-    engine = prepare_engine(create_db_engine(config["DATABASE_URL"]))
+    engine = enable_sqlite_immediate(create_db_engine(config["DATABASE_URL"]))
     return AuditLog(
         engine=engine,
         cipher=PhiCipher(

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safeharbor_common import checkpoint as cp
 from safeharbor_common import merkle
 from safeharbor_common.canonical import canonical_json
-from sqlalchemy import Connection, Engine, Row, and_, event, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Row, and_, insert, or_, select, update
 
 from .errors import LogStateError
 from .models import audit_entries, checkpoints, log_head, merkle_nodes
@@ -103,21 +103,6 @@ class VerifyReport:
         }
 
 
-def prepare_engine(engine: Engine) -> Engine:
-    """SQLite: take the write lock at BEGIN for sequencer transactions (BEGIN IMMEDIATE), so two
-    processes can't both read the same head; plain reads stay deferred."""
-    if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            immediate = conn.get_execution_options().get("sqlite_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
 
 
 class AuditLog:

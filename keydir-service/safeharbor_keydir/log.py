@@ -20,7 +20,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safeharbor_common import checkpoint as cp
 from safeharbor_common import merkle
-from sqlalchemy import Connection, Engine, event, insert, select, tuple_
+from safeharbor_common.db import enable_sqlite_immediate
+from sqlalchemy import Engine, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from .errors import LogStateError
@@ -36,21 +37,6 @@ class SignedCheckpoint:
     note: str
 
 
-def prepare_engine(engine: Engine) -> Engine:
-    """SQLite: take the write lock at BEGIN for sequencer transactions (BEGIN IMMEDIATE), so two
-    processes can't both read the same head; plain reads stay deferred."""
-    if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            immediate = conn.get_execution_options().get("sqlite_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
 
 
 def utc_now_naive() -> datetime:
@@ -98,7 +84,7 @@ class Appender:
 
 class TransparencyLog:
     def __init__(self, *, engine: Engine, signing_key: Ed25519PrivateKey, origin: str) -> None:
-        self.engine = prepare_engine(engine)
+        self.engine = enable_sqlite_immediate(engine)
         self._write_engine = (
             engine.execution_options(sqlite_immediate=True) if engine.dialect.name == "sqlite" else engine
         )

@@ -79,3 +79,21 @@ def run_migrations(target_metadata: Any) -> None:
                 context.run_migrations()
     finally:
         engine.dispose()
+
+
+def enable_sqlite_immediate(engine: Engine) -> Engine:
+    """SQLite: a transaction begun with execution option `sqlite_immediate=True` takes the write lock at
+    BEGIN (BEGIN IMMEDIATE), so two processes can't both read the same log head; plain reads stay deferred.
+    Other databases are left alone (they lock the head row with SELECT ... FOR UPDATE)."""
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            immediate = conn.get_execution_options().get("sqlite_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
