@@ -180,7 +180,7 @@ def stack(backend: str) -> Iterator[Stack]:
             "RATE_LIMIT_PER_IP": "100000",
             "RATE_LIMIT_PER_USER": "100000",
             "PUSH_DRIFT_INTERVAL": "1",
-            "LOGIN_RATE_LIMIT_PER_IP": "100000",
+            "LOGIN_IP_MAX_FAILURES": "100000",
         },
     )
     running = Stack(settings)
