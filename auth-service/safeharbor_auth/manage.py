@@ -139,6 +139,7 @@ def _seed_demo() -> int:
 
 def _seed_users(password: str) -> int:
     from sqlalchemy import select
+    from sqlalchemy.orm import Session as OrmSession
 
     from . import service
     from .context import services
@@ -147,7 +148,7 @@ def _seed_users(password: str) -> int:
 
     created = 0
     for username, name, role in DEMO_USERS:
-        with service.OrmSession(services().engine) as db:
+        with OrmSession(services().engine) as db:
             if db.scalar(select(User.id).where(User.username == username)) is not None:
                 continue
         try:
