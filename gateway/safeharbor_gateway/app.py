@@ -27,7 +27,7 @@ from safeharbor_common.tokens import SCOPE_MFA_ENROLLMENT, SessionClaims
 
 from .config import load_config
 from .headers import HSTS, SECURITY_HEADERS, downstream_response_headers, upstream_request_headers
-from .proxy import UpstreamPool, stream_body
+from .proxy import UpstreamPool
 from .ratelimit import Limit, RateLimiter
 from .revocation import RevocationList
 from .routing import Route, RouteTable
@@ -117,9 +117,9 @@ def _proxy(path: str) -> Response:
         method=request.method, url=url, headers=headers, body=body
     )
     response = Response(
-        stream_body(upstream),
-        status=upstream.status_code,
-        headers=downstream_response_headers(list(upstream.headers.items())),
+        upstream.body,
+        status=upstream.status,
+        headers=downstream_response_headers(upstream.headers),
     )
     response.headers[web.REQUEST_ID_HEADER] = web.request_id()
     return response
