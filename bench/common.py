@@ -345,7 +345,7 @@ class Api:
         users = []
         for i in range(count):
             response = self.call("POST", "/v1/users", token=admin_token, json={
-                "username": f"{prefix}{i}", "name": f"Bench {role} {i}", "role": role, "password": self.password,
+                "username": f"{prefix}{i}", "name": f"Load Tester {i}", "role": role, "password": self.password,
             })
             if response.status_code != 201:
                 raise RuntimeError(f"user creation failed: {response.status_code} {response.text[:200]}")

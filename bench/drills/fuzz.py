@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import RESULTS, ROOT, BenchStack, log, write_result  # noqa: E402
+from common import RESULTS, ROOT, BenchStack, log, write_result
 
 SERVICES = ("auth", "keydir", "audit", "push", "gateway")
 
@@ -41,10 +41,7 @@ def main() -> int:
             for via in args.via.split(","):
                 if name == "gateway" and via == "gateway":
                     continue
-                if via == "gateway" and name != "gateway":
-                    base = bench.gateway_url
-                else:
-                    base = bench.url(name)
+                base = bench.gateway_url if via == "gateway" else bench.url(name)
                 token = api.token("admin")  # a fresh session per run: a fuzzed DELETE may end one
                 label = f"{name}-{via}"
                 command = [

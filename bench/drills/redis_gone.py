@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import Api, BenchStack, log, write_result  # noqa: E402
+from common import Api, BenchStack, log, write_result
 
 REVOCATION_DEADLINE_S = 1.0
 

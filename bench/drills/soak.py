@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import ROOT, Api, BenchStack, ForeignCpu, key_record, log, percentile, write_result  # noqa: E402
+from common import ROOT, Api, BenchStack, ForeignCpu, key_record, log, percentile, write_result
 
 WEBHOOK_NAMESPACE = uuid.UUID("6f1c52c4-8a6e-4d57-9d0b-5b8f0e2b3c41")  # audit-service's, for the event id
 ACTIONS = (  # (name, weight)
@@ -75,7 +75,7 @@ class SimulatedUser:
         started = time.perf_counter()
         try:
             response = self.api.call(method, path, timeout=60, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - a drill records every failure
+        except Exception as exc:
             with self.rec.lock:
                 self.rec.transport_errors.append({"action": name, "error": type(exc).__name__, "at": time.time()})
             return None

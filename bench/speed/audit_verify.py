@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import ROOT, fmt, log, median, percentile, write_result  # noqa: E402
+from common import ROOT, fmt, log, median, percentile, write_result
 
 CHUNK = 5000
 

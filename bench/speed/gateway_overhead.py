@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import BENCH, BenchStack, ForeignCpu, fmt, log, median, wait_quiet, wrk, write_result  # noqa: E402
+from common import BENCH, BenchStack, ForeignCpu, fmt, log, median, wait_quiet, write_result, wrk
 
 
 def start_nginx(upstream_port: int) -> tuple[subprocess.Popen[bytes], int, Path]:

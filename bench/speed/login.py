@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import (  # noqa: E402
+from common import (
     BenchStack,
     ForeignCpu,
     fmt,
@@ -34,8 +34,8 @@ from common import (  # noqa: E402
     median,
     percentile,
     wait_quiet,
-    wrk,
     write_result,
+    wrk,
 )
 
 ARGON2 = {name: os.environ.get(name, default) for name, default in
@@ -56,7 +56,7 @@ def probe(api: Any, token: str, seconds: float, rate: float = 20.0) -> dict[str,
             t0 = time.perf_counter()
             try:
                 status = api.call("GET", path, token=token, timeout=30).status_code
-            except Exception:  # noqa: BLE001 - counted, not raised: we measure
+            except Exception:
                 status = 0
             timings.append((time.perf_counter() - t0) * 1000)
             errors += status != 200
@@ -106,7 +106,7 @@ def main() -> int:
             wait_quiet()
             alone = probe(api, token, args.probe_seconds)
             box: dict[str, Any] = {}
-            loader = threading.Thread(target=lambda: box.update(
+            loader = threading.Thread(target=lambda box=box: box.update(
                 load=wrk(url, connections=8, seconds=args.probe_seconds + 4, script=script)))
             loader.start()
             time.sleep(2)
@@ -123,14 +123,15 @@ def main() -> int:
     summary: dict[str, Any] = {"argon2": ARGON2, "logins": {}, "probe": {}}
     print(f"\nargon2id {ARGON2}\n\n| concurrency | logins/s | p50 ms | p99 ms |\n|---|---|---|---|")
     for c in concurrencies:
-        m = {k: median([r[k] for r in runs[c]]) for k in ("rps", "p50_ms", "p99_ms")}
-        summary["logins"][c] = m
-        print(f"| {c} | {fmt(m['rps'], 1)} | {m['p50_ms']:.0f} | {m['p99_ms']:.0f} |")
+        lm = {k: median([r[k] for r in runs[c]]) for k in ("rps", "p50_ms", "p99_ms")}
+        summary["logins"][c] = lm
+        print(f"| {c} | {fmt(lm['rps'], 1)} | {lm['p50_ms']:.0f} | {lm['p99_ms']:.0f} |")
     print("\n| probe route | alone p50 / p99 ms | under login load p50 / p99 ms | errors under load |")
     print("|---|---|---|---|")
     for name in ("auth.me", "keys.lookup"):
-        m = {phase: {k: median([s[phase][name][k] for s in starvation]) for k in ("p50_ms", "p99_ms")}
-             for phase in ("alone", "under_login_load")}
+        m: dict[str, dict[str, float]] = {
+            phase: {k: median([s[phase][name][k] for s in starvation]) for k in ("p50_ms", "p99_ms")}
+            for phase in ("alone", "under_login_load")}
         errors = sum(s["under_login_load"][name]["errors"] for s in starvation)
         summary["probe"][name] = {**m, "errors_under_load": errors}
         print(f"| {name} | {m['alone']['p50_ms']:.1f} / {m['alone']['p99_ms']:.1f} | "
