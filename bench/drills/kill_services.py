@@ -14,10 +14,12 @@ For each of audit, keydir, push, auth, emulator (Stream) and gateway:
    gateway's 5 s revocation-staleness limit, so the fail-closed 503 shows), then start it again as a
    supervisor (compose `restart: always`, Kubernetes) would; everything must answer again within 30 s
    without touching any other process.
-PostgreSQL (postgres backend): `terminate` (default) ends every backend connection of the stack's databases
-with pg_terminate_backend, three times, under load; `kill` sends SIGKILL to the machine's PostgreSQL
-postmaster and restarts it with pg_ctlcluster: it only does so when no other client is connected (the
-cluster is shared), otherwise it falls back to `terminate`.
+PostgreSQL (postgres backend): `refuse` (default) makes it "down" for the stack only: its databases stop
+accepting connections (`ALLOW_CONNECTIONS false`, binding superusers too) and their open connections are
+terminated, for `--down` seconds, then accept again; `terminate` only ends every backend connection of the
+stack's databases three times (a restart's or failover's effect on open pools); `kill` sends SIGKILL to
+the machine's PostgreSQL postmaster and restarts it with pg_ctlcluster: it only does so when no other
+client is connected (the cluster is shared), otherwise it falls back to `refuse`.
 Pass criteria: while something is down, every error answer is a JSON 503 `service_unavailable` (or a
 refused connection while the gateway itself is down); no other 5xx ever; afterwards every acknowledged key
 registration is returned by lookups, every created user exists, every answered request has its audit
@@ -190,6 +192,28 @@ def pg_terminate(prefix: str) -> int:
     return len(rows)
 
 
+def pg_refuse(databases: list[str], seconds: float) -> str:
+    """PostgreSQL 'down' for the stack only: its databases refuse every connection (superusers too) and
+    the open ones are terminated, for `seconds`; then they accept again. Safe on a shared cluster."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        for db in databases:
+            conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        terminated = 0
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ANY(%s) "
+                                    "AND pid <> pg_backend_pid()", (databases,)).fetchall()
+                terminated += len(rows)
+                time.sleep(0.2)
+        finally:
+            for db in databases:
+                conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+    return f"refused connections for {seconds:.0f} s, terminated {terminated} backends"
+
+
 def pg_kill_and_restart() -> float:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     pid_file = Path(f"/var/lib/postgresql/{version}/main/postmaster.pid")
@@ -206,11 +230,30 @@ def pg_kill_and_restart() -> float:
     raise RuntimeError("PostgreSQL did not come back")
 
 
+def unhandled_errors(stack: Any) -> dict[str, dict[str, int]]:
+    """Per service: exception types of the 'unhandled error' log lines (each one answered 500)."""
+    import json
+
+    found: dict[str, dict[str, int]] = {}
+    for name in ("gateway", "auth", "keydir", "audit", "push"):
+        counts: Counter[str] = Counter()
+        with contextlib.suppress(OSError):
+            for line in stack.log_path(name).read_text(errors="replace").splitlines():
+                if '"unhandled error"' in line:
+                    with contextlib.suppress(ValueError):
+                        record = json.loads(line)
+                        counts[f"{record.get('exc_type')} at {(record.get('frames') or ['?'])[-1]}"] += 1
+                elif line.startswith("Traceback"):
+                    counts["Traceback printed"] += 1
+        found[name] = dict(counts)
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="postgres", choices=["sqlite", "postgres"])
     parser.add_argument("--down", type=float, default=6.0, help="seconds a killed service stays down")
-    parser.add_argument("--postgres", default="terminate", choices=["terminate", "kill", "skip"])
+    parser.add_argument("--postgres", default="refuse", choices=["refuse", "terminate", "kill", "skip"])
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--services", default=",".join(ORDER))
     args = parser.parse_args()
@@ -274,7 +317,7 @@ def main() -> int:
                 os.kill(pid, signal.SIGKILL)
                 return f"worker {pid}"
 
-            phase(f"kill -9 one {name} worker", kill_worker)
+            phase(f"kill -9 one {name} worker", kill_worker, down=3.0)  # the master forks a new one
             down = max(args.down, 7.0) if name == "auth" else args.down
             phase(f"kill -9 {name} (master + workers)", lambda n=name: (stack.kill(n, signal.SIGKILL), "all")[1],
                   down=down, restart=lambda n=name: (stack.start_service(n), stack.wait_ready(n, timeout=60)))
@@ -286,10 +329,13 @@ def main() -> int:
                 others = pg_other_clients(prefix)
                 if others:
                     log(f"{others} other clients are connected to the shared PostgreSQL: not killing it; "
-                        "terminating the stack's connections instead")
-                    mode = "terminate"
+                        "refusing the stack's connections instead")
+                    mode = "refuse"
             if mode == "kill":
                 phase("kill -9 PostgreSQL postmaster", lambda: f"back after {pg_kill_and_restart():.1f} s")
+            elif mode == "refuse":
+                phase("PostgreSQL refuses the stack's connections", lambda: pg_refuse(
+                    list(bench.databases.created), args.down))
             else:
                 def terminate() -> str:
                     counts = []
@@ -344,14 +390,12 @@ def main() -> int:
             "acknowledged_registrations": len(load.registered), "lost_registrations": len(lost_keys),
             "answered_requests": len(load.request_ids), "missing_audit_entries": len(missing),
             "audit_log_size": bench.audit_size(), "verify": verify.stdout.strip()[-600:],
-            "transport_errors": dict(Counter((p, e) for _, p, e in load.transport)),
+            "transport_errors": {f"{p}: {e}": n for (p, e), n in Counter((p, e) for _, p, e in load.transport).items()},
             "unclean_5xx": load.bad[:20], "gateway_phase": gateway_down, "problems": problems,
         })
-        with contextlib.suppress(Exception):
-            report["log_tracebacks"] = {
-                name: stack.log_path(name).read_text(errors="replace").count("Traceback")
-                for name in ("gateway", "auth", "keydir", "audit", "push")}
-    write_result(f"drill-kill_services-{args.backend}", report)
+        report["unhandled_errors_in_logs"] = unhandled_errors(stack)
+    write_result(f"drill-kill_services-{args.backend}" + (f"-{report.get('postgres_mode')}"
+                                                          if args.backend == "postgres" else ""), report)
     for problem in problems:
         log(f"PROBLEM: {problem}")
     log("kill_services drill " + ("PASSED" if not problems else "FAILED"))
