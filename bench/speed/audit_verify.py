@@ -120,6 +120,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--proofs", type=int, default=200)
     parser.add_argument("--db", type=Path)
+    parser.add_argument("--profile", action="store_true", help="cProfile an extra verification (not timed)")
     args = parser.parse_args()
     tmp = None
     if args.db is None:
@@ -150,6 +151,21 @@ def main() -> int:
             log(f"run {run + 1}: verify {size:,} entries in {elapsed:.1f} s = {fmt(size / elapsed, 0)} entries/s; "
                 f"sha256 ceiling {fmt(ceiling_runs[-1]['sha256_entries_per_s'], 0)}/s, "
                 f"sha256+tree {fmt(ceiling_runs[-1]['sha256_plus_tree_entries_per_s'], 0)}/s")
+
+        profile_text = None
+        if args.profile:
+            import cProfile
+            import io
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+            audit_log.verify()
+            profiler.disable()
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+            profile_text = out.getvalue()
+            print(profile_text)
 
         rng = random.Random(7)
         inclusion, consistency = [], []
@@ -192,7 +208,9 @@ def main() -> int:
               f"{summary['verify_over_sha256']:.3f} | {summary['inclusion_ms']['p50']:.2f} / "
               f"{summary['inclusion_ms']['p99']:.2f} | {summary['consistency_ms']['p50']:.2f} / "
               f"{summary['consistency_ms']['p99']:.2f} |")
-        write_result("audit_verify", {"summary": summary, "verify_runs": verify_runs, "ceiling_runs": ceiling_runs})
+        write_result("audit_verify" if args.entries == 1_000_000 else f"audit_verify-{args.entries}",
+                     {"summary": summary, "verify_runs": verify_runs, "ceiling_runs": ceiling_runs,
+                      "profile": profile_text})
     finally:
         if tmp is not None:
             tmp.cleanup()
