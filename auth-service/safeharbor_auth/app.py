@@ -23,7 +23,14 @@ from .passwords import Passwords
 from .revocations import RevocationPublisher
 from .service import KEYDIR_REVOKE
 from .signing import SigningKeys
-from .throttle import DatabaseThrottleStore, LoginThrottler, RedisThrottleStore, ThrottlePolicy, ThrottleStore
+from .throttle import (
+    DatabaseThrottleStore,
+    FallbackThrottleStore,
+    LoginThrottler,
+    RedisThrottleStore,
+    ThrottlePolicy,
+    ThrottleStore,
+)
 
 _log = logging.getLogger("safeharbor.auth")
 
@@ -86,9 +93,12 @@ def build_services(config: Mapping[str, Any]) -> AuthServices:
     if config.get("REDIS_URL"):
         import redis
 
-        store = RedisThrottleStore(
-            redis.Redis.from_url(config["REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0),
-            prefix=str(config.get("REDIS_KEY_PREFIX", "safeharbor:auth:throttle:")),
+        store = FallbackThrottleStore(
+            RedisThrottleStore(
+                redis.Redis.from_url(config["REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0),
+                prefix=str(config.get("REDIS_KEY_PREFIX", "safeharbor:auth:throttle:")),
+            ),
+            DatabaseThrottleStore(engine),
         )
     else:
         store = DatabaseThrottleStore(engine)

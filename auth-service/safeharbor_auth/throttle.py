@@ -12,6 +12,7 @@ Keys are the normalised user *name*, known or not, so lockout behaves the same f
 """
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -23,6 +24,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .errors import LoginRateLimited, TooManyFailedLogins
 from .models import LoginThrottle
+
+_log = logging.getLogger("safeharbor.auth.throttle")
 
 
 @dataclass(frozen=True)
@@ -228,3 +231,42 @@ class RedisThrottleStore:
         pipe.expire(key, 180)
         count, _ = pipe.execute()
         return int(count)
+
+
+class FallbackThrottleStore:
+    """Redis first; while Redis is unreachable, the database store (checked again after `retry_s`).
+
+    Login must neither fail open nor fail with a 500 when Redis goes away: failures keep being counted and
+    lockouts enforced, in the database. Lockouts recorded only in Redis are not seen until it returns.
+    """
+
+    def __init__(self, primary: ThrottleStore, fallback: ThrottleStore, *, retry_s: float = 5.0) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._retry_s = retry_s
+        self._primary_down_until = 0.0
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if time.monotonic() >= self._primary_down_until:
+            try:
+                return getattr(self._primary, method)(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - any Redis failure: count in the database instead
+                self._primary_down_until = time.monotonic() + self._retry_s
+                _log.warning("login throttle store unreachable; using the database")
+        return getattr(self._fallback, method)(*args, **kwargs)
+
+    def locked_until(self, key: str) -> float:
+        return float(self._call("locked_until", key))
+
+    def add_failure(self, key: str, *, now: float, max_failures: int, policy: ThrottlePolicy) -> tuple[int, float]:
+        result: tuple[int, float] = self._call("add_failure", key, now=now, max_failures=max_failures, policy=policy)
+        return result
+
+    def clear(self, key: str) -> None:
+        self._call("clear", key)
+
+    def count_global(self, minute: int) -> int:
+        return int(self._call("count_global", minute))
+
+    def add_global(self, minute: int) -> int:
+        return int(self._call("add_global", minute))

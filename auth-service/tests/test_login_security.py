@@ -142,7 +142,7 @@ def test_redis_throttle_store_shares_state(make_app: AppFactory) -> None:
 
     settings = {"REDIS_URL": "redis://127.0.0.1:6379/13", "LOGIN_USER_MAX_FAILURES": "2"}
     first = Factory(make_app(**settings))
-    first.app.extensions["auth"].throttler.store._prefix = prefix = f"test:{uuid.uuid4().hex}:"
+    first.app.extensions["auth"].throttler.store._primary._prefix = prefix = f"test:{uuid.uuid4().hex}:"
     second = Factory(make_app(**settings))
     from safeharbor_auth.throttle import RedisThrottleStore
 
@@ -155,6 +155,17 @@ def test_redis_throttle_store_shares_state(make_app: AppFactory) -> None:
     finally:
         for key in client.scan_iter(prefix + "*"):
             client.delete(key)
+
+
+def test_redis_gone_login_still_throttled_in_the_database(make_app: AppFactory) -> None:
+    """Redis unreachable: no 500; failures are counted and lockouts enforced in the database."""
+    factory = Factory(make_app(REDIS_URL="redis://127.0.0.1:1/0", LOGIN_USER_MAX_FAILURES="2"))
+    account = factory.user(role="patient")
+    wrong = {"username": account.username, "password": "Nope-nope-123"}
+    codes = [error_code(factory.client.post("/v1/auth/login", json=wrong)) for _ in range(2)]
+    assert codes == ["invalid_credentials", "invalid_credentials"]
+    locked = factory.client.post("/v1/auth/login", json=wrong)
+    assert locked.status_code == 429 and error_code(locked) == "locked_out"
 
 
 # -- password policy --------------------------------------------------------------------------------------

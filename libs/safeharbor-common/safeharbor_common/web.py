@@ -213,6 +213,11 @@ def init_app(
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        if _is_store_unavailable(exc):
+            # The database or Redis is down or restarting: a clean, retryable 503, not a 500.
+            _log.warning("store unavailable", extra={"fields": {"request_id": request_id(),
+                                                                "exc_type": type(exc).__name__}})
+            return error_response(ServiceUnavailable("A data store is unavailable; try again shortly."))
         _log.error("unhandled error", exc_info=exc, extra={"fields": {"request_id": request_id()}})
         response = jsonify(error_body("internal_error", "Internal error.", request_id()))
         response.status_code = 500
@@ -239,6 +244,22 @@ def init_app(
     @app.get("/openapi.json")
     def openapi_view() -> Response:
         return jsonify(openapi_document(current_app, title=f"SafeHarbor {service_name}", version=version))
+
+
+def _is_store_unavailable(exc: BaseException) -> bool:
+    """Connection-level failures of SQLAlchemy's drivers or of Redis (not bugs in a query)."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                        sa_exc.TimeoutError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    try:
+        import redis
+    except ImportError:
+        return False
+    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
 
 
 # --- OpenAPI ---------------------------------------------------------------------------------------

@@ -114,6 +114,14 @@ def _app() -> tuple[Flask, str]:
     def ping() -> Any:
         return {"caller": service_identity.calling_service()}
 
+    @app.get("/db-down")
+    def db_down() -> Any:
+        from sqlalchemy import create_engine, text
+
+        with create_engine("postgresql+psycopg://nobody@127.0.0.1:1/x").connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {}
+
     @app.get("/boom")
     def boom() -> Any:
         raise RuntimeError("patient Jane Doe's record")  # must not leak
@@ -133,6 +141,8 @@ def test_error_format_and_codes() -> None:
     assert locked.status_code == 429 and locked.headers["Retry-After"] == "30"
     big = client.post("/things", data="x" * 1000, content_type="application/json")
     assert big.status_code == 413 and big.get_json()["error"]["code"] == "payload_too_large"
+    down = client.get("/db-down")
+    assert down.status_code == 503 and down.get_json()["error"]["code"] == "service_unavailable"
     boom = client.get("/boom")
     assert boom.status_code == 500
     assert "Jane" not in boom.get_data(as_text=True) and "Traceback" not in boom.get_data(as_text=True)
