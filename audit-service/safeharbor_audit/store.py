@@ -496,7 +496,11 @@ class AuditLog:
             if entry.get(column) != getattr(row, column):
                 return f"indexed column {column} differs from the hashed entry"
         try:
-            ts = datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+            raw_ts = entry["ts"]
+            # The one format format_ts writes; fromisoformat is ~10x faster than strptime.
+            if not (isinstance(raw_ts, str) and len(raw_ts) == 27 and raw_ts.endswith("Z") and raw_ts[19] == "."):
+                raise ValueError(raw_ts)
+            ts = datetime.fromisoformat(raw_ts).replace(tzinfo=None)
         except (KeyError, TypeError, ValueError):
             return "entry timestamp is malformed"
         if ts != row.ts:
