@@ -43,11 +43,13 @@ def test_unknown_user_and_wrong_password_take_similar_time(make_app: AppFactory)
 
     timed(account.username), timed("ghost")  # warm-up
     known, unknown = [], []
-    for i in range(7):
+    for i in range(11):
         known.append(timed(account.username))
         unknown.append(timed(f"ghost-{i}"))
+    # Skipping the hash for unknown users would make them ~20x faster (a ratio near 0.05); the band is
+    # wide enough for a loaded 2-core CI machine and still catches that.
     ratio = statistics.median(unknown) / statistics.median(known)
-    assert 0.6 < ratio < 1.6, (known, unknown)
+    assert 0.5 < ratio < 2.0, (known, unknown)
 
 
 # -- lockout ----------------------------------------------------------------------------------------------
