@@ -136,7 +136,7 @@ def main() -> int:
     ok = False
     try:
         redis_server.start()
-        with BenchStack(backend=args.backend, redis_url=redis_server.url, keep_logs=True) as bench:
+        with BenchStack(backend=args.backend, redis_url=redis_server.url) as bench:
             api = bench.api()
             # Sessions for the Redis-less phases are made while Redis is up: logging in is not what this
             # drill is about (it is checked, and reported, separately).
