@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import BenchStack, fmt, log, median, write_result
+from common import BenchStack, ForeignCpu, fmt, log, median, wait_quiet, write_result
 
 IDENTITIES = ("gateway", "auth", "keydir", "push")
 BATCH = 500
@@ -217,14 +217,23 @@ def main() -> int:
             ingest_only(bench, events=2000)  # warm-up
             for run in range(args.runs):
                 for n in emitter_counts:
+                    wait_quiet()
+                    others = ForeignCpu().start()
                     r = end_to_end(bench, emitters=n, events=args.events, run=run)
+                    r["foreign_cores"] = others.stop()
                     res["end_to_end"].setdefault(str(n), []).append(r)
                     log(f"{backend} run {run + 1}: {n} emitter(s) {fmt(r['events_per_s'], 0)} events/s end to end "
                         f"(emit into outbox alone {fmt(r['emit_only_events_per_s'], 0)}/s)")
+                wait_quiet()
+                others = ForeignCpu().start()
                 r = ingest_only(bench, events=args.events)
+                r["foreign_cores"] = others.stop()
                 res["ingest_only"].append(r)
                 log(f"{backend} run {run + 1}: ingest only {fmt(r['events_per_s'], 0)} events/s")
+                wait_quiet()
+                others = ForeignCpu().start()
                 r = store_only(bench, events=args.events, profile=False)
+                r["foreign_cores"] = others.stop()
                 res["store_only"].append(r)
                 log(f"{backend} run {run + 1}: store only {fmt(r['events_per_s'], 0)} events/s")
             res["median"] = {
