@@ -39,7 +39,7 @@ class TemplateCreate(_TemplateTarget):
 
 
 class RollbackRequest(_TemplateTarget):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)  # a database integer: larger is a 400, not an overflow
 
 
 class FindingRead(BaseModel):

@@ -402,3 +402,15 @@ def test_health_ready_metrics_openapi(client: FlaskClient) -> None:
     assert "push_template_in_sync" in metrics
     paths = client.get("/openapi.json").get_json()["paths"]
     assert {"/v1/push/lint", "/v1/push/templates", "/v1/push/templates/rollback", "/v1/push/status"} <= set(paths)
+
+
+@pytest.mark.parametrize("version", [0, 2**31, 382913694025671010942976])
+def test_rollback_version_out_of_range_is_a_400(client: FlaskClient, version: int) -> None:
+    """Found by schemathesis: a version past 64 bits overflowed the database driver (500)."""
+    response = client.post(
+        "/v1/push/templates/rollback",
+        json={"provider": "firebase", "kind": "notification", "version": version},
+        headers=auth(),
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_request"
