@@ -37,3 +37,6 @@ lint: install
 
 clean:
 	rm -rf var .pytest_cache
+
+bench: install
+	bash bench/run_all.sh

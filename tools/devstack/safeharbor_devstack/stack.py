@@ -183,6 +183,8 @@ class Stack:
             "5",
             "--timeout",
             "60",
+            "--keep-alive",
+            "30",  # as the gateway's gunicorn_conf: pooled clients must not race a closing connection
             f"{spec.package}.app:create_app()",
         ]
         self._spawn(name, command, self.env_for(name))
