@@ -130,7 +130,9 @@ def test_conversation_devices_rotation_and_ciphertext_only(stack: MiniStack, roo
         assert read[after.message_id].sender.version == 2  # type: ignore[union-attr]
     state = requests.get(stack.stream_url + "/_emulator/state", timeout=10).json()
     stored = json.dumps(state["messages"][cid])
-    for secret in ("INR", "same dose", "Thank you", "rotation"):
+    # Each probe holds a space, which base64url never does, so ciphertext cannot match one by chance
+    # (a bare "INR" did, about one run in fifty).
+    for secret in ("INR is 2.4", "same dose", "Thank you", "Before rotation", "After rotation"):
         assert secret not in stored
 
 
