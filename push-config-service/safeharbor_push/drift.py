@@ -14,7 +14,7 @@ import uuid
 
 from flask import Flask
 
-from .errors import StreamUnavailable
+from .errors import StreamFailure
 from .models import LEASE_DRIFT
 from .service import PushContext, acquire_lease, check_drift
 
@@ -68,10 +68,10 @@ class DriftChecker:
                 return False
             with self.app.app_context():
                 report = check_drift(ctx=ctx)
-        except StreamUnavailable:
+        except StreamFailure as exc:
             _log.warning("drift check: Stream unavailable")
             if metrics is not None:
-                metrics.checks.labels("upstream_error").inc()
+                metrics.checks.labels(exc.code).inc()  # upstream_error or service_unavailable
             return False
         except Exception:  # noqa: BLE001 - the checker thread must survive any one failure
             _log.exception("drift check failed")

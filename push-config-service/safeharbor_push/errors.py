@@ -4,7 +4,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from safeharbor_common.errors import Conflict, NotFound, PhiInTemplate, Unprocessable, UpstreamError
+from safeharbor_common.errors import (
+    Conflict,
+    NotFound,
+    PhiInTemplate,
+    SafeHarborError,
+    ServiceUnavailable,
+    Unprocessable,
+    UpstreamError,
+)
 
 
 class TemplateRefused(PhiInTemplate):
@@ -18,16 +26,37 @@ class TemplateRefused(PhiInTemplate):
         )
 
 
-class StreamUnavailable(UpstreamError):
-    """Stream answered with an error or could not be reached; nothing was recorded as applied."""
+def _stream_extra(operation: str, stream_status: int | None, stream_code: int | None) -> dict[str, Any]:
+    extra: dict[str, Any] = {"operation": operation}
+    if stream_status is not None:
+        extra["stream_status"] = stream_status
+    if stream_code is not None:
+        extra["stream_code"] = stream_code
+    return extra
+
+
+class StreamFailure(SafeHarborError):
+    """Any failed Stream call; nothing was recorded as applied. Catch this, raise one of the two below."""
+
+
+class StreamUnavailable(StreamFailure, UpstreamError):
+    """Stream answered, with an error or an unusable body: 502 `upstream_error`."""
 
     def __init__(self, operation: str, *, stream_status: int | None = None, stream_code: int | None = None) -> None:
-        extra: dict[str, Any] = {"operation": operation}
-        if stream_status is not None:
-            extra["stream_status"] = stream_status
-        if stream_code is not None:
-            extra["stream_code"] = stream_code
-        super().__init__(f"Stream did not accept the request ({operation}).", extra=extra)
+        super().__init__(
+            f"Stream did not accept the request ({operation}).",
+            extra=_stream_extra(operation, stream_status, stream_code),
+        )
+
+
+class StreamUnreachable(StreamFailure, ServiceUnavailable):
+    """Stream could not be reached (connection refused, reset, timeout): 503 `service_unavailable`."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(
+            f"Stream could not be reached ({operation}); try again shortly.",
+            extra=_stream_extra(operation, None, None),
+        )
 
 
 class ReadBackMismatch(UpstreamError):

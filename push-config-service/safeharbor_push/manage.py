@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if result.ok else 1
 
     from .app import create_app
-    from .errors import StreamUnavailable
+    from .errors import StreamFailure
     from .service import apply_defaults, check_drift
 
     try:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "check-drift":
                 print(json.dumps(check_drift(ctx=ctx), indent=2))
                 return 0
-    except StreamUnavailable as exc:
+    except StreamFailure as exc:
         print(f"push: {exc.message}", file=sys.stderr)
         return 1
     finally:

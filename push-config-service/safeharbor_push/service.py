@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .audit import record_event
 from .compare import same_template, sha256_hex
 from .defaults import DEFAULT_TEMPLATES
-from .errors import ReadBackMismatch, StreamUnavailable, TemplateRefused, VersionNotApproved, VersionNotFound
+from .errors import ReadBackMismatch, StreamFailure, TemplateRefused, VersionNotApproved, VersionNotFound
 from .lint import PROVIDER_KINDS, LintResult, lint_template
 from .models import (
     LEASE_APPLY,
@@ -177,8 +177,8 @@ def apply_template(
             try:
                 ctx.stream.apply(provider=provider, kind=kind, template=template)
                 observed = ctx.stream.read()
-            except StreamUnavailable as exc:
-                row.error_code = "upstream_error"
+            except StreamFailure as exc:
+                row.error_code = exc.code  # upstream_error (Stream refused) or service_unavailable (unreachable)
                 failure = exc
             else:
                 if not same_template(observed.get((provider, kind)), template):

@@ -9,7 +9,7 @@ import requests
 from stream_chat import StreamChat
 from stream_chat.base.exceptions import StreamAPIException
 
-from .errors import StreamUnavailable
+from .errors import StreamUnavailable, StreamUnreachable
 
 _log = logging.getLogger("safeharbor.push.stream")
 
@@ -62,6 +62,12 @@ class StreamPushSettings:
             raise StreamUnavailable(
                 operation, stream_status=exc.status_code, stream_code=code if isinstance(code, int) else None
             ) from exc
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            # No answer at all: Stream is down or unreachable (API.md: 503), not "answered with an error".
             _log.warning("stream unreachable", extra={"fields": {"operation": operation, "error": type(exc).__name__}})
+            raise StreamUnreachable(operation) from exc
+        except (requests.RequestException, ValueError) as exc:
+            # An answer we cannot use (e.g. a body that is not JSON): Stream answered badly, 502.
+            _log.warning("stream answer unusable", extra={"fields": {"operation": operation,
+                                                                     "error": type(exc).__name__}})
             raise StreamUnavailable(operation) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any
@@ -217,7 +218,7 @@ def test_stream_error_is_502_and_no_version_claims_to_be_applied(
     assert status(client)["providers"]["apn"]["in_sync"] is True
 
 
-def test_status_when_stream_is_down_is_502(client: FlaskClient, emulator: Emulator) -> None:
+def test_status_when_stream_answers_an_error_is_502(client: FlaskClient, emulator: Emulator) -> None:
     emulator.outage(True)
     try:
         response = client.get("/v1/push/status", headers=auth())
@@ -225,6 +226,43 @@ def test_status_when_stream_is_down_is_502(client: FlaskClient, emulator: Emulat
         emulator.outage(False)
     assert response.status_code == 502
     assert response.get_json()["error"]["code"] == "upstream_error"
+
+
+def _closed_port_url() -> str:
+    """A loopback URL nothing listens on: connection refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_apply_when_stream_is_unreachable_is_503_and_not_approved(make_app: AppFactory) -> None:
+    app = make_app(ENVIRON_EXTRA={"STREAM_CHAT_URL": _closed_port_url()})
+    client = app.test_client()
+    response = put(client, SAFE_APN)
+    assert response.status_code == 503, response.get_json()
+    error = response.get_json()["error"]
+    assert (error["code"], error["operation"]) == ("service_unavailable", "update_app_settings")
+    listing = client.get("/v1/push/templates", headers=auth()).get_json()
+    assert listing["approved"] == {}
+    assert (listing["templates"][0]["status"], listing["templates"][0]["error_code"]) == (
+        "failed",
+        "service_unavailable",
+    )
+
+
+def test_status_when_stream_times_out_is_503(make_app: AppFactory) -> None:
+    # A socket that listens but never answers: the connection is queued, the read times out.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        app = make_app(ENVIRON_EXTRA={"STREAM_CHAT_URL": f"http://127.0.0.1:{port}", "STREAM_TIMEOUT": "0.3"})
+        response = app.test_client().get("/v1/push/status", headers=auth())
+    assert response.status_code == 503, response.get_json()
+    error = response.get_json()["error"]
+    assert (error["code"], error["operation"]) == ("service_unavailable", "get_app_settings")
+    assert "Traceback" not in response.get_data(as_text=True)
 
 
 class _LossyStream:
