@@ -3,6 +3,7 @@ against the Stream emulator (started in a thread)."""
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,9 @@ from typing import Any
 import jwt
 import pytest
 import requests
+from safeharbor_auth.errors import StreamRejected, StreamUnavailable
 from safeharbor_auth.roles import ROLE_CHANNEL_TYPES, channel_type_grants
+from safeharbor_auth.stream import StreamGateway
 from stream_chat import StreamChat
 from stream_chat.base.exceptions import StreamAPIException
 from werkzeug.serving import make_server
@@ -269,6 +272,26 @@ def test_stream_unavailable_is_503_for_credentials(stream_factory: Factory, emul
     finally:
         emulator.outage(False)
     assert response.status_code == 503 and error_code(response) == "service_unavailable"
+
+
+def test_stream_unreachable_is_503_and_stream_refusal_is_502(make_app: AppFactory, emulator: Emulator) -> None:
+    with socket.socket() as sock:  # a loopback port nothing listens on: connection refused
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    app = make_app(STREAM_API_KEY=emulator.api_key, STREAM_API_SECRET=emulator.api_secret, STREAM_CHAT_URL=closed)
+    factory = Factory(app)
+    response = factory.client.post("/v1/stream-credentials", headers=bearer(factory.token(factory.user())))
+    assert response.status_code == 503 and error_code(response) == "service_unavailable"
+    # Stream answering with a refusal (here: a server token signed with the wrong secret → 401) is 502.
+    wrong = StreamGateway(api_key=emulator.api_key, api_secret=secrets.token_urlsafe(40),
+                          base_url=emulator.url, timeout=3)
+    with pytest.raises(StreamRejected) as refused:
+        wrong.upsert_users([StreamGateway.user_fields(user_id="u-1", name="U", role="patient")])
+    assert (refused.value.status, refused.value.code) == (502, "upstream_error")
+    with pytest.raises(StreamUnavailable) as down:
+        StreamGateway(api_key=emulator.api_key, api_secret=emulator.api_secret, base_url=closed,
+                      timeout=3).deactivate(user_id="u-1")
+    assert (down.value.status, down.value.code) == (503, "service_unavailable")
 
 
 def test_stream_not_configured(factory: Factory) -> None:
