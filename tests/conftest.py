@@ -181,6 +181,8 @@ def stack(backend: str) -> Iterator[Stack]:
             "RATE_LIMIT_PER_USER": "100000",
             "PUSH_DRIFT_INTERVAL": "1",
             "LOGIN_IP_MAX_FAILURES": "100000",
+            "BREAK_GLASS_TTL": "6",  # test_stream_integration waits for a break-glass session to end
+            "JOB_BACKOFF_MAX": "1",  # deprovisioning retries after a Stream outage finish within seconds
         },
     )
     running = Stack(settings)

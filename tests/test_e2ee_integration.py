@@ -347,3 +347,39 @@ def test_auditor_verifies_the_audit_log(world: World, admin_token: str) -> None:
     code = cli_main(["--gateway", world.api.base, "--state-dir", str(client.state.path), "audit", "verify"],
                     out=lines.append)
     assert code == EXIT_OK and "audit log OK" in lines[-1]
+
+
+def test_cli_guides_totp_enrolment_then_rotates_and_opens_a_channel(
+    world: World, admin_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyotp
+    from safeharbor_client import cli as cli_mod
+
+    nurse = _create_user(world.api, admin_token, "e2ee-cli-mfa", "clinician")  # never enrolled
+    lines: list[str] = []
+    steps = iter(range(int(time.time()) // 30, 10**9))  # confirm at this step, log in at the next (drift 1)
+
+    def code_from_app() -> str:
+        secret = next(line for line in lines if "secret:" in line).split("secret:")[1].split()[0]
+        return str(pyotp.TOTP(secret).at(next(steps) * 30))
+
+    monkeypatch.setattr(cli_mod.Cli, "otp", staticmethod(code_from_app))
+    monkeypatch.setenv("SAFEHARBOR_PASSWORD", nurse.password)
+    base = ["--gateway", world.api.base, "--state-dir", str(world.root / "nurse-cli"),
+            "--stream-url", world.stack.emulator_url]
+    assert cli_main([*base, "login", nurse.username], out=lines.append) == EXIT_OK
+    assert any("Recovery codes" in line for line in lines) and "automatic logoff in" in lines[-1]
+    me = cli_main([*base, "--json", "whoami"], out=lines.append)
+    assert me == EXIT_OK and json.loads(lines[-1])["user"]["mfa_enrolled"] is True
+    assert cli_main([*base, "--json", "keys", "init"], out=lines.append) == EXIT_OK
+    first = json.loads(lines[-1])
+    assert cli_main([*base, "--json", "keys", "rotate"], out=lines.append) == EXIT_OK
+    rotated = json.loads(lines[-1])
+    assert (rotated["device_id"], rotated["version"]) == (first["device_id"], 2)
+    assert rotated["fingerprint"] != first["fingerprint"]
+    assert cli_main([*base, "--json", "channels", "open", "patient-care", world.patient.user_id],
+                    out=lines.append) == EXIT_OK
+    channel = json.loads(lines[-1])
+    assert channel["cid"].startswith("patient-care:") and world.patient.user_id in channel["members"]
+    # The role rule holds on the command line too: a clinician cannot open a billing channel.
+    assert cli_main([*base, "channels", "open", "billing", world.billing.user_id], out=lines.append) != EXIT_OK
