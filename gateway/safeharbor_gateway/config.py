@@ -48,6 +48,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REVOCATION_MAX_STALENESS": env.float("REVOCATION_MAX_STALENESS", 5.0, minimum=0.5),
         "UPSTREAM_CONNECT_TIMEOUT": env.float("UPSTREAM_CONNECT_TIMEOUT", 1.0, minimum=0.05),
         "UPSTREAM_READ_TIMEOUT": env.float("UPSTREAM_READ_TIMEOUT", 30.0, minimum=0.1),
+        # Below the services' keep-alive (30 s): a pooled connection is not reused once they may close it.
+        "UPSTREAM_MAX_IDLE": env.float("UPSTREAM_MAX_IDLE", 20.0, minimum=0.1),
         "TLS_CERT_FILE": env.optional_str("TLS_CERT_FILE"),
         "TLS_KEY_FILE": env.optional_str("TLS_KEY_FILE"),
         "LOG_LEVEL": env.str("LOG_LEVEL", "INFO"),

@@ -48,7 +48,10 @@ def _upstream_app(state: FakeUpstream) -> Flask:
             "body": request.get_data(as_text=True),
         }
         state.seen.append(record)
-        return jsonify(record), 200
+        response = jsonify(record)
+        if path == "v1/users/echo-request-id":  # like every service: the request id comes back
+            response.headers["X-Request-ID"] = request.headers.get("X-Request-ID", "")
+        return response
 
     return app
 

@@ -56,6 +56,8 @@ def test_request_id_is_set_and_forwarded(client: Any, signer: Signer) -> None:
     response = client.get("/v1/auth/me", headers=_auth(signer.token()))
     rid = response.headers["X-Request-ID"]
     assert response.get_json()["headers"]["x-request-id"] == rid
+    echoed = client.get("/v1/users/echo-request-id", headers=_auth(signer.token()))
+    assert echoed.headers.getlist("X-Request-ID") == [echoed.get_json()["headers"]["x-request-id"]]
 
 
 @pytest.mark.parametrize(
@@ -208,15 +210,24 @@ def test_security_headers_and_cors(client: Any, signer: Signer) -> None:
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
 
 
-def test_one_audit_event_per_request(gateway: Any, client: Any, signer: Signer) -> None:
-    events: list[dict[str, Any]] = []
+@pytest.fixture
+def events(gateway: Any) -> list[dict[str, Any]]:
+    """What the gateway emits, recorded instead of written to an outbox."""
+    recorded: list[dict[str, Any]] = []
 
     class Recorder:
         def emit(self, **event: Any) -> str:
-            events.append(event)
+            recorded.append(event)
             return "id"
 
-    gateway.extensions["audit"] = Recorder()
+        def ensure_started(self) -> None:
+            pass
+
+    gateway.extensions["forwarder"].audit = Recorder()
+    return recorded
+
+
+def test_one_audit_event_per_request(client: Any, signer: Signer, events: list[dict[str, Any]]) -> None:
     client.get("/v1/auth/me", headers={**_auth(signer.token(sub="u-9", role="patient")), "X-User-Id": "admin"})
     client.get("/v1/users", headers={"X-User-Id": "admin"})
     assert len(events) == 2
@@ -225,3 +236,25 @@ def test_one_audit_event_per_request(gateway: Any, client: Any, signer: Signer) 
     assert first["action"] == "gateway.auth.me"
     assert second["actor"] == "anonymous" and second["outcome"] == "401"
     assert first["request_id"] != second["request_id"]
+
+
+@pytest.mark.parametrize("path", ["/v1/keys/../internal/v1/revocations", "/v1/keys/%2e%2e/internal/v1/x",
+                                  "/v1/audit/./entries", "/v1/keys/a%2F..%2Finternal"])
+def test_dot_segments_are_refused_before_any_service(client: Any, signer: Signer, upstream: FakeUpstream,
+                                                      path: str) -> None:
+    response = client.get(path, headers=_auth(signer.token(role="admin")))
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_request"
+    assert upstream.seen == []
+
+
+def test_path_is_forwarded_as_the_client_encoded_it(client: Any, signer: Signer) -> None:
+    seen = client.get("/v1/users/dr%20chen%3Ax?fields=a%26b", headers=_auth(signer.token(role="admin"))).get_json()
+    assert seen["path"] == "/v1/users/dr chen:x" and seen["query"] == "fields=a%26b"
+
+
+def test_gateway_own_paths_carry_security_headers_and_are_audited(client: Any, events: list[dict[str, Any]]) -> None:
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.get("/openapi.json").status_code == 200
+    assert [e["resource"] for e in events] == ["/openapi.json"]  # probes are not audited; the rest is
+    assert events[0]["request_id"] is not None

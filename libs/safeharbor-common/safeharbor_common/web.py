@@ -213,7 +213,7 @@ def init_app(
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        if _is_store_unavailable(exc):
+        if is_store_unavailable(exc):
             # The database or Redis is down or restarting: a clean, retryable 503, not a 500.
             _log.warning("store unavailable", extra={"fields": {"request_id": request_id(),
                                                                 "exc_type": type(exc).__name__}})
@@ -246,7 +246,7 @@ def init_app(
         return jsonify(openapi_document(current_app, title=f"SafeHarbor {service_name}", version=version))
 
 
-def _is_store_unavailable(exc: BaseException) -> bool:
+def is_store_unavailable(exc: BaseException) -> bool:
     """Connection-level failures of SQLAlchemy's drivers or of Redis (not bugs in a query)."""
     from sqlalchemy import exc as sa_exc
 

@@ -1,0 +1,233 @@
+"""The gateway's HTTP client: keep-alive reuse, stale connections, streaming, chunked answers, failures."""
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from safeharbor_common.errors import ServiceUnavailable
+from safeharbor_gateway.proxy import WHOLE_BODY_LIMIT, UpstreamPool
+
+Handler = Callable[[socket.socket, bytes], bool]  # answers one request; False closes the connection
+
+
+class RawServer:
+    """A loopback HTTP server whose every byte the test decides."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # the client may hang up first
+            self._exchange(conn)
+
+    def _exchange(self, conn: socket.socket) -> None:
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buffer) < length:
+                buffer += conn.recv(65536)
+            request, buffer = head + b"\r\n\r\n" + buffer[:length], buffer[length:]
+            self.requests.append(request)
+            if not self.handler(conn, request):
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ok(body: bytes = b'{"ok":true}') -> Handler:
+    def handle(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        return True
+
+    return handle
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[[Handler], RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(handler: Handler) -> RawServer:
+        servers.append(RawServer(handler))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def pool(**kw: Any) -> UpstreamPool:
+    return UpstreamPool(connect_timeout=1.0, read_timeout=kw.pop("read_timeout", 2.0), **kw)
+
+
+def test_keep_alive_connection_is_reused(server_factory: Callable[[Handler], RawServer]) -> None:
+    server = server_factory(ok())
+    upstreams = pool()
+    for _ in range(5):
+        answer = upstreams.send(method="GET", url=server.url + "/v1/x?a=1", headers={"X-A": "1"}, body=None)
+        assert answer.status == 200 and answer.body == b'{"ok":true}'
+    assert server.connections == 1
+    first = server.requests[0].decode()
+    assert first.startswith("GET /v1/x?a=1 HTTP/1.1\r\n") and "\r\nX-A: 1\r\n" in first
+    assert f"\r\nHost: 127.0.0.1:{server.url.rsplit(':', 1)[1]}\r\n" in first
+
+
+def test_request_body_is_sent_with_its_length(server_factory: Callable[[Handler], RawServer]) -> None:
+    server = server_factory(ok())
+    pool().send(method="POST", url=server.url + "/v1/y", headers={}, body=b'{"a":1}')
+    assert server.requests[0].endswith(b"Content-Length: 7\r\n\r\n{\"a\":1}")
+    pool().send(method="POST", url=server.url + "/v1/y", headers={}, body=None)
+    assert b"Content-Length: 0\r\n" in server.requests[1]
+
+
+def test_a_header_value_cannot_split_the_request(server_factory: Callable[[Handler], RawServer]) -> None:
+    server = server_factory(ok())
+    pool().send(method="GET", url=server.url + "/", headers={"X-Bad": "a\r\nX-Injected: 1", "X-Good": "b"},
+                body=None)
+    assert b"X-Injected" not in server.requests[0] and b"X-Good: b" in server.requests[0]
+
+
+def test_connection_closed_by_the_service_while_idle_is_not_reused(
+    server_factory: Callable[[Handler], RawServer],
+) -> None:
+    def answer_then_close(conn: socket.socket, request: bytes) -> bool:
+        ok()(conn, request)
+        return False  # like a service whose keep-alive ran out
+
+    server = server_factory(answer_then_close)
+    upstreams = pool()
+    assert upstreams.send(method="GET", url=server.url + "/a", headers={}, body=None).status == 200
+    time.sleep(0.05)
+    # A POST must not fail just because the pooled connection was closed meanwhile: it is never sent on it.
+    assert upstreams.send(method="POST", url=server.url + "/b", headers={}, body=b"x").status == 200
+    assert server.connections == 2 and len(server.requests) == 2
+
+
+def test_stale_connection_failing_mid_send_is_retried_only_when_idempotent(
+    server_factory: Callable[[Handler], RawServer],
+) -> None:
+    served: list[int] = []
+
+    def close_after_reading(conn: socket.socket, request: bytes) -> bool:
+        served.append(1)
+        if len(served) == 1:
+            return ok()(conn, request)
+        # Read the request, then drop the connection without a byte of answer.
+        conn.shutdown(socket.SHUT_RDWR)
+        return False
+
+    server = server_factory(close_after_reading)
+    upstreams = pool()
+    upstreams.send(method="GET", url=server.url + "/a", headers={}, body=None)
+    with pytest.raises(ServiceUnavailable):
+        upstreams.send(method="POST", url=server.url + "/b", headers={}, body=b"x")  # not resent: may have acted
+    assert len(server.requests) == 2
+
+
+def test_large_and_chunked_answers_are_streamed(server_factory: Callable[[Handler], RawServer]) -> None:
+    big = b"x" * (WHOLE_BODY_LIMIT + 10)
+
+    def handle(conn: socket.socket, request: bytes) -> bool:
+        if b" /big " in request:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            time.sleep(0.05)  # the rest later: an unsized answer still arriving is streamed, not awaited
+            conn.sendall(b"6\r\n world\r\n0\r\n\r\n")
+        return True
+
+    server = server_factory(handle)
+    upstreams = pool()
+    answer = upstreams.send(method="GET", url=server.url + "/big", headers={}, body=None)
+    assert not isinstance(answer.body, bytes)
+    assert b"".join(answer.body) == big
+    chunked = upstreams.send(method="GET", url=server.url + "/chunked", headers={}, body=None)
+    assert not isinstance(chunked.body, bytes)
+    assert b"".join(chunked.body) == b"hello world"
+    assert ("Transfer-Encoding", "chunked") in chunked.headers
+    upstreams.send(method="GET", url=server.url + "/big", headers={}, body=None)
+    assert server.connections == 1  # both streams ended cleanly, so the connection went back to the pool
+
+
+def test_answer_cut_off_mid_stream_ends_the_body_without_a_hang(
+    server_factory: Callable[[Handler], RawServer],
+) -> None:
+    def cut(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\npartial")
+        return False
+
+    answer = pool().send(method="GET", url=server_factory(cut).url + "/", headers={}, body=None)
+    assert not isinstance(answer.body, bytes)
+    assert b"".join(answer.body) == b"partial"
+
+
+def test_head_and_no_content_answers_have_no_body(server_factory: Callable[[Handler], RawServer]) -> None:
+    def handle(conn: socket.socket, request: bytes) -> bool:
+        if request.startswith(b"HEAD"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n")
+        else:
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        return True
+
+    server = server_factory(handle)
+    upstreams = pool()
+    assert upstreams.send(method="HEAD", url=server.url + "/", headers={}, body=None).body == b""
+    assert upstreams.send(method="DELETE", url=server.url + "/", headers={}, body=None).status == 204
+    assert upstreams.send(method="HEAD", url=server.url + "/", headers={}, body=None).status == 200
+    assert server.connections == 1
+
+
+def test_service_down_malformed_or_stuck_gives_503(server_factory: Callable[[Handler], RawServer]) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(ServiceUnavailable):
+        pool().send(method="GET", url=f"http://127.0.0.1:{port}/", headers={}, body=None)
+
+    def garbage(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        return False
+
+    with pytest.raises(ServiceUnavailable):
+        pool().send(method="GET", url=server_factory(garbage).url + "/", headers={}, body=None)
+
+    def stuck(conn: socket.socket, request: bytes) -> bool:
+        time.sleep(3.0)
+        return False
+
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable):
+        pool(read_timeout=0.2).send(method="GET", url=server_factory(stuck).url + "/", headers={}, body=None)
+    assert time.monotonic() - started < 2.5  # the read timeout, not the service closing at 3 s
