@@ -18,6 +18,7 @@ from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_enco
 
 ALGORITHM = "A256GCM"
 PHI_FIELDS = ("ip", "user_agent")
+_dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 class PhiDecryptionError(ValueError):
@@ -29,14 +30,19 @@ class PhiCipher:
     key_id: str
     key: bytes = field(repr=False)
     previous: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    # Built once: AESGCM() per entry was a visible share of the append path. Holds no per-message state.
+    _aead: AESGCM = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_aead", AESGCM(self.key))
 
     def seal(self, values: Mapping[str, str | None], *, event_id: str) -> dict[str, str] | None:
         present = {k: v for k, v in values.items() if v is not None}
         if not present:
             return None
         nonce = os.urandom(12)
-        plaintext = json.dumps(present, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        ciphertext = AESGCM(self.key).encrypt(nonce, plaintext, event_id.encode("utf-8"))
+        plaintext = _dumps(present).encode("utf-8")
+        ciphertext = self._aead.encrypt(nonce, plaintext, event_id.encode("utf-8"))
         return {"alg": ALGORITHM, "kid": self.key_id, "nonce": b64url_encode(nonce), "ct": b64url_encode(ciphertext)}
 
     def open(self, envelope: Mapping[str, Any] | None, *, event_id: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 import rfc8785
 
 _MAX_SAFE_INTEGER = 2**53 - 1
+_PLAIN = frozenset({str, bool})  # always the same bytes (lone surrogates fail to encode, see below)
 _dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
 ).encode
@@ -30,22 +31,31 @@ def canonical_json(value: Any) -> bytes:
 
 
 def _fast_path_safe(value: Any, depth: int) -> bool:
-    """True when json.dumps(sort_keys=True) is byte-identical to RFC 8785 for `value`."""
+    """True when json.dumps(sort_keys=True) is byte-identical to RFC 8785 for `value`.
+
+    Called on every stored audit entry, so it is written for speed: exact type tests (a subclass of str,
+    int, dict... takes the reference path, which is always correct) and the common scalars of a container
+    checked inline instead of by a recursive call.
+    """
     if depth > 64:
         return False
-    if value is None or isinstance(value, (bool, str)):
+    kind = type(value)
+    if kind is dict:
+        for k, v in value.items():
+            # ASCII keys sort the same by code point (Python) and by UTF-16 unit (RFC 8785).
+            if type(k) is not str or not k.isascii():
+                return False
+            if not (v is None or type(v) in _PLAIN or _fast_path_safe(v, depth + 1)):
+                return False
         return True
-    if isinstance(value, int):
-        return -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER
-    if isinstance(value, float):
+    if kind is list or kind is tuple:
+        return all(v is None or type(v) in _PLAIN or _fast_path_safe(v, depth + 1) for v in value)
+    if value is None or kind in _PLAIN:
+        return True
+    if kind is int:
+        return bool(-_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER)
+    if kind is float:
         # Python's repr and ECMAScript's Number.toString agree on finite, non-integral values written
         # without an exponent (Python switches to exponents outside [1e-4, 1e16)).
         return math.isfinite(value) and not value.is_integer() and 1e-4 <= abs(value) < 1e16
-    if isinstance(value, dict):
-        # ASCII keys sort the same by code point (Python) and by UTF-16 unit (RFC 8785).
-        return all(
-            isinstance(k, str) and k.isascii() and _fast_path_safe(v, depth + 1) for k, v in value.items()
-        )
-    if isinstance(value, (list, tuple)):
-        return all(_fast_path_safe(v, depth + 1) for v in value)
     return False

@@ -1,6 +1,8 @@
 """The canonical-JSON fast path is byte-identical to the RFC 8785 reference implementation."""
 from __future__ import annotations
 
+import enum
+import uuid
 from typing import Any
 
 import rfc8785
@@ -24,6 +26,54 @@ _json = st.recursive(
 )
 
 
+class _Str(str):
+    pass
+
+
+class _Int(int):
+    pass
+
+
+class _Float(float):
+    pass
+
+
+class _Colour(enum.IntEnum):
+    RED = 1
+
+
+# Subclasses and look-alikes the guard's exact type tests send to the reference path.
+_odd_scalars = (
+    st.text(max_size=8).map(_Str)
+    | st.integers(min_value=-(2**55), max_value=2**55).map(_Int)
+    | st.floats(allow_nan=False, allow_infinity=False).map(_Float)
+    | st.just(_Colour.RED)
+    | st.sampled_from([2**53 - 1, -(2**53 - 1), 2**53, -(2**53), 1e-4, 1e16, 9.999999999999999e15, 5e-324])
+)
+_json_odd = st.recursive(
+    _scalars | _odd_scalars,
+    lambda children: st.lists(children, max_size=5)
+    | st.lists(children, max_size=4).map(tuple)
+    | st.dictionaries(_keys, children, max_size=6),
+    max_leaves=30,
+)
+# The shape audit-service stores: fixed ASCII keys, strings, a sequence number, an encrypted envelope and a
+# free-form `meta` (any JSON an emitter sends).
+_audit_entry = st.fixed_dictionaries(
+    {
+        "seq": st.integers(min_value=0, max_value=2**53 - 1),
+        "event_id": st.uuids().map(str),
+        "ts": st.just("2026-11-24T01:02:03.456789Z"),
+        "actor": st.text(),
+        "role": st.none() | st.text(max_size=32),
+        "resource": st.none() | st.text(),
+        "meta": st.dictionaries(_keys, _json, max_size=6),
+        "phi": st.none() | st.fixed_dictionaries({"alg": st.just("A256GCM"), "ct": st.text(alphabet="ab-_0")}),
+        "prev": st.binary(min_size=32, max_size=32).map(bytes.hex),
+    }
+)
+
+
 def _reference(value: Any) -> bytes | type[Exception]:
     try:
         return rfc8785.dumps(value)
@@ -31,9 +81,7 @@ def _reference(value: Any) -> bytes | type[Exception]:
         return type(exc)
 
 
-@settings(max_examples=1500, deadline=None)
-@given(_json)
-def test_same_bytes_as_rfc8785(value: Any) -> None:
+def _same_as_reference(value: Any) -> None:
     expected = _reference(value)
     if isinstance(expected, bytes):
         assert canonical_json(value) == expected
@@ -44,6 +92,31 @@ def test_same_bytes_as_rfc8785(value: Any) -> None:
             assert isinstance(exc, expected)
         else:
             raise AssertionError(f"accepted what the reference refuses: {value!r}")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_json)
+def test_same_bytes_as_rfc8785(value: Any) -> None:
+    _same_as_reference(value)
+
+
+@settings(max_examples=800, deadline=None)
+@given(_json_odd)
+def test_subclasses_tuples_and_boundaries_same_bytes_as_rfc8785(value: Any) -> None:
+    _same_as_reference(value)
+
+
+@settings(max_examples=800, deadline=None)
+@given(_audit_entry)
+def test_audit_entries_same_bytes_as_rfc8785(value: Any) -> None:
+    _same_as_reference(value)
+
+
+def test_deep_nesting_goes_to_the_reference() -> None:
+    value: Any = "leaf"
+    for _ in range(70):
+        value = {"k": [value]}
+    assert canonical_json(value) == rfc8785.dumps(value)
 
 
 def test_known_differences_fall_back_to_the_reference() -> None:
@@ -60,6 +133,9 @@ def test_known_differences_fall_back_to_the_reference() -> None:
 
 
 def test_audit_entry_shape() -> None:
+    assert canonical_json({"id": uuid.UUID(int=1).hex, "e": _Colour.RED}) == rfc8785.dumps(
+        {"id": uuid.UUID(int=1).hex, "e": _Colour.RED}
+    )
     entry = {"seq": 7, "ts": "2026-11-24T01:02:03.456789Z", "actor": "u-1", "meta": {"latency_ms": 1.23},
              "prev": "ab" * 32, "ip": None, "ok": True, "list": [1, "x", None]}
     assert canonical_json(entry) == rfc8785.dumps(entry)
