@@ -193,11 +193,33 @@ def test_a_row_the_database_refuses_rolls_the_whole_batch_back(app: Flask, datab
     assert log.verify().ok
 
 
-def test_duplicates_within_and_across_batches(app: Flask) -> None:
+def test_duplicates_within_and_across_batches(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     log = audit_log(app)
+    look_ups: list[int] = []
+    real = log._existing_event_ids
+
+    def counting(conn: Any, ids: list[str]) -> set[str]:
+        look_ups.append(len(ids))
+        return real(conn, ids)
+
+    monkeypatch.setattr(log, "_existing_event_ids", counting)
     first = awkward_event(0)
     result = log.append([first, awkward_event(1), first])
     assert (result.accepted, result.duplicates) == (2, 1)
+    assert look_ups == []  # no duplicate in the log: written without looking ids up
+    # A resent event among new ones: the unique constraint refuses the first attempt, which rolls back
+    # whole; the retry looks ids up and appends the new ones, gapless.
+    again = [awkward_event(2), first, awkward_event(3)]
+    result = log.append(again)
+    assert (result.accepted, result.duplicates) == (2, 1)
+    assert result.seqs == {again[0].event_id: 2, again[2].event_id: 3}
+    assert look_ups == [3]
+    # For a while after a duplicate, batches look ids up first (a retrying shipper resends a backlog).
     result = log.append([first])
     assert (result.accepted, result.duplicates) == (0, 1)
-    assert log.verify().ok and log.verify().size == 2
+    assert look_ups == [3, 1]
+    log._look_up_until = 0.0
+    assert log.append([awkward_event(4)]).accepted == 1
+    assert look_ups == [3, 1]
+    report = log.verify()
+    assert report.ok and report.size == 5

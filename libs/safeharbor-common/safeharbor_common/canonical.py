@@ -45,7 +45,12 @@ def _fast_path_safe(value: Any, depth: int) -> bool:
             # ASCII keys sort the same by code point (Python) and by UTF-16 unit (RFC 8785).
             if type(k) is not str or not k.isascii():
                 return False
-            if not (v is None or type(v) in _PLAIN or _fast_path_safe(v, depth + 1)):
+            if v is None or type(v) in _PLAIN:
+                continue
+            if type(v) is int:
+                if not -_MAX_SAFE_INTEGER <= v <= _MAX_SAFE_INTEGER:
+                    return False
+            elif not _fast_path_safe(v, depth + 1):
                 return False
         return True
     if kind is list or kind is tuple:
