@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from typing import Any
 
 from flask import Flask
@@ -182,3 +183,11 @@ def test_health_and_openapi(client: FlaskClient) -> None:
     assert client.get("/readyz").status_code == 200
     doc: dict[str, Any] = client.get("/openapi.json").get_json()
     assert "/v1/audit/entries" in doc["paths"] and "/internal/v1/audit/events" in doc["paths"]
+
+
+def test_event_ids_are_normalised_before_dedupe(ingest: Ingest) -> None:
+    canonical = str(uuid.uuid4())
+    spellings = [canonical.upper(), canonical.replace("-", ""), "{" + canonical + "}", "urn:uuid:" + canonical]
+    assert ingest([make_event(event_id=canonical)]).get_json()["accepted"] == 1
+    body = ingest([make_event(event_id=s) for s in spellings]).get_json()
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (0, 4, [])

@@ -20,6 +20,7 @@ import cProfile
 import io
 import json
 import multiprocessing as mp
+import os
 import pstats
 import sys
 import threading
@@ -32,6 +33,42 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import BenchStack, ForeignCpu, fmt, log, median, wait_quiet, write_result
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_group(audit_pid: int) -> dict[str, float]:
+    """CPU seconds so far of: emitter processes (this script's children), audit-service (its gunicorn tree),
+    PostgreSQL (processes named postgres, i.e. also other users' queries) and everything else."""
+    table: dict[int, tuple[int, str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                raw = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            head, rest = raw.rsplit(")", 1)
+            fields = rest.split()
+            table[int(entry)] = (int(fields[1]), head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / CLK)
+
+    def tree(root: int) -> set[int]:
+        found, changed = {root}, True
+        while changed:
+            changed = False
+            for pid, (ppid, _, _) in table.items():
+                if ppid in found and pid not in found:
+                    found.add(pid)
+                    changed = True
+        return found
+
+    audit = tree(audit_pid)
+    emitters = tree(os.getpid()) - audit - {os.getpid()}
+    groups = {"emitters": 0.0, "audit_service": 0.0, "postgres": 0.0, "other": 0.0}
+    for pid, (_, name, cpu) in table.items():
+        group = ("emitters" if pid in emitters else "audit_service" if pid in audit
+                 else "postgres" if name == "postgres" else "other")
+        groups[group] += cpu
+    return groups
 
 IDENTITIES = ("gateway", "auth", "keydir", "push")
 BATCH = 500
@@ -83,6 +120,8 @@ def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int) -> di
         child.start()
         children.append(child)
     time.sleep(1.0)  # children import and open their outboxes before the clock starts
+    audit_pid = bench.stack.processes["audit"].pid
+    cpu_before = cpu_by_group(audit_pid)
     started = time.perf_counter()
     go.set()
     target = base + per * emitters
@@ -94,14 +133,17 @@ def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int) -> di
             break
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
+    cpu_after = cpu_by_group(audit_pid)  # emitters still alive (flush/close): their CPU is counted
     reports = [out.get(timeout=120) for _ in children]
     for child in children:
         child.join(timeout=60)
     if size < target:
         raise RuntimeError(f"only {size - base} of {per * emitters} events committed in time")
     emit_rate = per * emitters / max(r["emit_s"] for r in reports)
+    # Microseconds of CPU per event, by process group: where the 2 cores went during the run.
+    cpu_us = {k: (cpu_after[k] - cpu_before[k]) / (per * emitters) * 1e6 for k in cpu_before}
     return {"events": per * emitters, "seconds": elapsed, "events_per_s": per * emitters / elapsed,
-            "emit_only_events_per_s": emit_rate}
+            "emit_only_events_per_s": emit_rate, "cpu_us_per_event": cpu_us}
 
 
 def wire_event(source: str, i: int) -> dict[str, Any]:
@@ -223,7 +265,8 @@ def main() -> int:
                     r["foreign_cores"] = others.stop()
                     res["end_to_end"].setdefault(str(n), []).append(r)
                     log(f"{backend} run {run + 1}: {n} emitter(s) {fmt(r['events_per_s'], 0)} events/s end to end "
-                        f"(emit into outbox alone {fmt(r['emit_only_events_per_s'], 0)}/s)")
+                        f"(emit into outbox alone {fmt(r['emit_only_events_per_s'], 0)}/s; CPU µs/event "
+                        + ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_us_per_event"].items()) + ")")
                 wait_quiet()
                 others = ForeignCpu().start()
                 r = ingest_only(bench, events=args.events)
@@ -256,6 +299,12 @@ def main() -> int:
         m = res["median"]
         print(f"| {backend} | " + " | ".join(fmt(m[f'end_to_end_{n}'], 0) for n in emitter_counts)
               + f" | {fmt(m['ingest_only'], 0)} | {fmt(m['store_only'], 0)} |")
+    print("\nCPU per event end to end (µs, medians; PostgreSQL includes other users' queries):")
+    for backend, res in results.items():
+        for n, runs in res["end_to_end"].items():
+            groups = runs[0]["cpu_us_per_event"]
+            print(f"  {backend}, {n} emitter(s): " + ", ".join(
+                f"{g} {median([r['cpu_us_per_event'][g] for r in runs]):.0f}" for g in groups))
     canon = canonical_cost()
     print(f"\ncanonical JSON of one stored entry: rfc8785 {fmt(canon['rfc8785_per_s'], 0)}/s, "
           f"json.dumps(sort_keys) {fmt(canon['json_dumps_sorted_per_s'], 0)}/s "
