@@ -46,6 +46,15 @@ class AuditEventIn(BaseModel):
         except ValueError as exc:
             raise ValueError("event_id must be a UUID") from exc
 
+    @field_validator("source", "actor", "role", "resource", "outcome", "request_id")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # These are indexed columns; PostgreSQL text cannot hold NUL, so such an event would fail its whole
+        # batch (and its emitter would resend that batch forever). Refused here, on its own.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
     @field_validator("ts")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:

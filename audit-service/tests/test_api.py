@@ -191,3 +191,12 @@ def test_event_ids_are_normalised_before_dedupe(ingest: Ingest) -> None:
     assert ingest([make_event(event_id=canonical)]).get_json()["accepted"] == 1
     body = ingest([make_event(event_id=s) for s in spellings]).get_json()
     assert (body["accepted"], body["duplicates"], body["rejected"]) == (0, 4, [])
+
+
+def test_nul_in_an_indexed_field_rejects_that_event_only(ingest: Ingest) -> None:
+    # PostgreSQL text cannot hold NUL: without this the whole batch failed, and was resent forever.
+    response = ingest([make_event(actor="a\x00b"), make_event(), make_event(meta={"note": "x\x00y"})])
+    body = response.get_json()
+    assert response.status_code == 200
+    assert (body["accepted"], [r["index"] for r in body["rejected"]]) == (2, [0])
+    assert body["rejected"][0]["reason"].startswith("actor:")
