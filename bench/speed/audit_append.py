@@ -37,9 +37,9 @@ from common import BenchStack, ForeignCpu, fmt, log, median, wait_quiet, write_r
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_group(audit_pid: int) -> dict[str, float]:
-    """CPU seconds so far of: emitter processes (this script's children), audit-service (its gunicorn tree),
-    PostgreSQL (processes named postgres, i.e. also other users' queries) and everything else."""
+def cpu_snapshot(audit_pid: int) -> dict[int, tuple[str, float]]:
+    """pid -> (group, CPU seconds so far): emitter processes (this script's children), audit-service (its
+    gunicorn tree), PostgreSQL (processes named postgres, so also other users' queries), everything else."""
     table: dict[int, tuple[int, str, float]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -63,12 +63,18 @@ def cpu_by_group(audit_pid: int) -> dict[str, float]:
 
     audit = tree(audit_pid)
     emitters = tree(os.getpid()) - audit - {os.getpid()}
+    return {pid: ("emitters" if pid in emitters else "audit_service" if pid in audit
+                  else "postgres" if name == "postgres" else "other", cpu)
+            for pid, (_, name, cpu) in table.items()}
+
+
+def cpu_by_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per group between two snapshots (processes that exited meanwhile are not counted)."""
     groups = {"emitters": 0.0, "audit_service": 0.0, "postgres": 0.0, "other": 0.0}
-    for pid, (_, name, cpu) in table.items():
-        group = ("emitters" if pid in emitters else "audit_service" if pid in audit
-                 else "postgres" if name == "postgres" else "other")
-        groups[group] += cpu
+    for pid, (group, cpu) in after.items():
+        groups[group] += max(0.0, cpu - before.get(pid, (group, 0.0))[1])
     return groups
+
 
 IDENTITIES = ("gateway", "auth", "keydir", "push")
 BATCH = 500
@@ -121,7 +127,7 @@ def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int) -> di
         children.append(child)
     time.sleep(1.0)  # children import and open their outboxes before the clock starts
     audit_pid = bench.stack.processes["audit"].pid
-    cpu_before = cpu_by_group(audit_pid)
+    cpu_before = cpu_snapshot(audit_pid)
     started = time.perf_counter()
     go.set()
     target = base + per * emitters
@@ -133,7 +139,7 @@ def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int) -> di
             break
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
-    cpu_after = cpu_by_group(audit_pid)  # emitters still alive (flush/close): their CPU is counted
+    cpu_after = cpu_snapshot(audit_pid)  # emitters still alive (flush/close): their CPU is counted
     reports = [out.get(timeout=120) for _ in children]
     for child in children:
         child.join(timeout=60)
@@ -141,7 +147,7 @@ def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int) -> di
         raise RuntimeError(f"only {size - base} of {per * emitters} events committed in time")
     emit_rate = per * emitters / max(r["emit_s"] for r in reports)
     # Microseconds of CPU per event, by process group: where the 2 cores went during the run.
-    cpu_us = {k: (cpu_after[k] - cpu_before[k]) / (per * emitters) * 1e6 for k in cpu_before}
+    cpu_us = {k: v / (per * emitters) * 1e6 for k, v in cpu_by_group(cpu_before, cpu_after).items()}
     return {"events": per * emitters, "seconds": elapsed, "events_per_s": per * emitters / elapsed,
             "emit_only_events_per_s": emit_rate, "cpu_us_per_event": cpu_us}
 
