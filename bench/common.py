@@ -480,6 +480,37 @@ class ForeignCpu:
         return used / max(1e-6, time.monotonic() - self._t0)
 
 
+class ComponentCpu:
+    """CPU seconds used by named process trees (a service's gunicorn master and workers, nginx, ...).
+
+    CPU per request is robust where latency on a shared 2-core VM is not: it does not depend on what the
+    scheduler did meanwhile, only on the work each component does.
+    """
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self.roots = roots
+
+    def snapshot(self) -> dict[str, float]:
+        table = _proc_table()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        used: dict[str, float] = {}
+        roots = set(self.roots.values())
+        for name, root in self.roots.items():
+            total, todo = 0.0, [root]
+            while todo:
+                pid = todo.pop()
+                total += table.get(pid, (0, 0.0))[1]
+                todo.extend(child for child in children.get(pid, []) if child not in roots)
+            used[name] = total
+        return used
+
+    @staticmethod
+    def per_request_us(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+        return {name: round((after[name] - before[name]) / max(1, requests) * 1e6, 1) for name in before}
+
+
 def wait_quiet(threshold_cores: float = 0.25, max_wait: float = 120.0) -> float:
     """Waits until other users' processes use less than `threshold_cores` over a second (bounded)."""
     deadline = time.monotonic() + max_wait

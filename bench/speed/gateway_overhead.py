@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import BENCH, BenchStack, ForeignCpu, fmt, log, median, wait_quiet, write_result, wrk
+from common import BENCH, BenchStack, ComponentCpu, ForeignCpu, fmt, log, median, wait_quiet, write_result, wrk
 
 
 def start_nginx(upstream_port: int) -> tuple[subprocess.Popen[bytes], int, Path]:
@@ -55,6 +56,12 @@ def start_nginx(upstream_port: int) -> tuple[subprocess.Popen[bytes], int, Path]
     raise RuntimeError("nginx did not start: " + (tmp / "error.log").read_text()[-500:])
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this script's finished children (each wrk run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
@@ -86,19 +93,30 @@ def main() -> int:
                     raise RuntimeError(f"{name}: {url} answered {status}")
                 wrk(url, connections=4, seconds=2, headers=headers)
             bench.wait_outboxes_empty()
+            # CPU per request of each part, the audit pipeline included: a gateway run is charged until
+            # its events are committed by audit-service (the outboxes drained).
+            cpu = ComponentCpu({"gateway": bench.stack.processes["gateway"].pid,
+                                service: bench.stack.processes[service].pid,
+                                "audit": bench.stack.processes["audit"].pid,
+                                "nginx": nginx.pid})
             runs: dict[str, dict[int, list[dict[str, float]]]] = {t: {c: [] for c in concurrencies} for t in targets}
             for run in range(args.runs):
                 for c in concurrencies:
                     for name, url in targets.items():
                         wait_quiet()
                         others = ForeignCpu().start()
+                        before = {**cpu.snapshot(), "wrk": _children_cpu()}
                         result = wrk(url, connections=c, seconds=args.seconds, headers=headers)
-                        runs[name][c].append({**result.as_dict(), "foreign_cores": others.stop()})
+                        foreign = others.stop()
+                        if name == "gateway":
+                            bench.wait_outboxes_empty()
+                        used = ComponentCpu.per_request_us(before, {**cpu.snapshot(), "wrk": _children_cpu()},
+                                                           result.requests)
+                        runs[name][c].append({**result.as_dict(), "foreign_cores": foreign,
+                                              **{f"cpu_us:{part}": us for part, us in used.items()}})
                         log(f"run {run + 1} c={c:<3} {name:<8} {fmt(result.rps, 0):>7} req/s  "
                             f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  non-2xx {result.non_2xx}  "
                             f"others used {runs[name][c][-1]['foreign_cores']:.2f} cores")
-                        if name == "gateway":
-                            bench.wait_outboxes_empty()
         finally:
             os.killpg(nginx.pid, signal.SIGTERM)
             nginx.wait(timeout=10)
@@ -119,6 +137,14 @@ def main() -> int:
                 if t == "gateway" else ("", "")
             print(f"| {c} | {t} | {fmt(med[t]['rps'], 0)} | {med[t]['p50_ms']:.2f} | {med[t]['p99_ms']:.2f} | "
                   f"{extra[0]} | {extra[1]} |")
+    parts = sorted({k for t in runs for c in concurrencies for r in runs[t][c] for k in r if k.startswith("cpu_us:")})
+    print("\nCPU per request, µs (medians; the gateway's audit events charged until audit-service committed them)")
+    print("| concurrency | path | " + " | ".join(p.removeprefix("cpu_us:") for p in parts) + " | total |")
+    print("|---|---|" + "---|" * (len(parts) + 1))
+    for c in concurrencies:
+        for t in runs:
+            values = [median([r[p] for r in runs[t][c]]) for p in parts]
+            print(f"| {c} | {t} | " + " | ".join(f"{v:,.0f}" for v in values) + f" | {sum(values):,.0f} |")
     write_result(f"gateway_overhead-{args.backend}", {
         "path": args.path, "service": service, "seconds": args.seconds, "runs": args.runs,
         "workers_per_service": 2, "summary": summary, "raw": runs,
