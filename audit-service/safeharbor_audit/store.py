@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safeharbor_common import checkpoint as cp
 from safeharbor_common import merkle
 from safeharbor_common.canonical import canonical_json
-from sqlalchemy import Connection, Engine, Row, Table, and_, insert, or_, select, update
+from sqlalchemy import Connection, Engine, LargeBinary, Row, Table, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .errors import LogStateError
@@ -160,10 +160,12 @@ def _bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...]) -> It
         return
     # Values sqlite3 cannot store as given (DateTime is text on SQLite) go through the column type's own
     # bind processor, so they are stored exactly as SQLAlchemy stores (and compares) them elsewhere.
+    # LargeBinary's only wraps bytes in sqlite3.Binary (a memoryview): the same BLOB, so it is skipped.
     converted = [
         (i, process)
         for i, name in enumerate(columns)
-        if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        if not isinstance(table.c[name].type, LargeBinary)
+        and (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
     ]
     if converted:
         fixed: list[tuple[Any, ...]] = []

@@ -94,6 +94,9 @@ def test_rows_store_exactly_the_given_values(app: Flask) -> None:
     with log.engine.connect() as conn:
         since = datetime(2026, 11, 24, 10, 0, 3, tzinfo=UTC).replace(tzinfo=None)
         count = conn.execute(select(func.count()).where(audit_entries.c.ts >= since)).scalar_one()
+        if conn.dialect.name == "sqlite":  # bytes went in as given: BLOBs, as SQLAlchemy would store them
+            kinds = conn.exec_driver_sql("SELECT DISTINCT typeof(canonical), typeof(hash) FROM audit_entries").all()
+            assert [tuple(k) for k in kinds] == [("blob", "blob")]
     assert count == len(events) - 3
     assert log.verify().ok
 
