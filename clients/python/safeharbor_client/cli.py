@@ -2,7 +2,7 @@
 
     safeharbor login dr-chen                  password (and one-time code) prompted; TOTP enrolment guided
     safeharbor whoami                         user, role, session countdown, this device's key
-    safeharbor keys init [--pq] | rotate | backup | restore | show [USER_ID ...]
+    safeharbor keys init [--pq] | rotate | backup | restore | show [USER_ID ...] | monitor
     safeharbor channels list | open TYPE MEMBER_ID [MEMBER_ID ...] [--name NAME]
     safeharbor send CID "text"                (or "-" to read the text from stdin)
     safeharbor read CID [--limit N]           decrypted, with the sender's verification
@@ -12,7 +12,8 @@
 Global options: --gateway (SAFEHARBOR_GATEWAY, default http://127.0.0.1:8080), --state-dir (SAFEHARBOR_HOME,
 default ~/.safeharbor), --stream-url (STREAM_CHAT_URL), --json. Secrets for scripts: SAFEHARBOR_PASSWORD,
 SAFEHARBOR_OTP, SAFEHARBOR_BACKUP_PASSWORD (otherwise prompted, never echoed).
-Exit codes: 0 ok, 1 error, 2 usage, 3 log in again, 4 a message or log failed verification.
+Exit codes: 0 ok, 1 error, 2 usage, 3 log in again, 4 a message or log failed verification,
+5 `keys monitor` found a key for this device that this device never made.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .client import AuditVerificationFailed, SafeHarborClient
+from .client import ALARM, OTHER_DEVICE, THIS_DEVICE, AuditVerificationFailed, KeyMonitorReport, SafeHarborClient
 from .errors import (
     DirectoryError,
     LoginRequired,
@@ -34,7 +35,9 @@ from .errors import (
 )
 from .state import default_state_dir
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOGIN, EXIT_UNVERIFIED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOGIN, EXIT_UNVERIFIED, EXIT_KEY_ALARM = 0, 1, 2, 3, 4, 5
+STATUS_LABELS = {THIS_DEVICE: "this device", OTHER_DEVICE: "other device: confirm",
+                 ALARM: "ALARM: not made here"}
 
 
 class Cli:
@@ -134,6 +137,8 @@ class Cli:
             self.emit(f"Restored {restored['restored']} key(s); this device is {restored['device_id']}"
                       + (" (newly registered)." if restored["registered"] else "."), restored)
             return EXIT_OK
+        if action == "monitor":
+            return self._monitor(self.client.monitor_keys())
         users = self.args.users or [self.client.user_id]
         found = self.client.lookup_keys(users)
         own = self.client.show_keys() if users == [self.client.user_id] else None
@@ -160,6 +165,29 @@ class Cli:
         lines.append("(every key proven in the directory's signed, consistent log)")
         self.emit("\n".join(lines), data)
         return EXIT_OK
+
+    def _monitor(self, report: KeyMonitorReport) -> int:
+        header = ("device", "version", "fingerprint", "created", "status", "revoked")
+        rows = [(k.device_id, str(k.version), k.fingerprint, k.key.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                 STATUS_LABELS[k.status],
+                 f"{k.revoked_at:%Y-%m-%d %H:%M:%S} ({k.revocation_reason})" if k.revoked_at else "-")
+                for k in report.keys]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                 for row in [header, *rows]]
+        lines.append(f"({len(report.keys)} key record(s) ever published for you, every one proven in the "
+                     f"directory's log of size {report.checkpoint_size}, consistent with what this client saw before)")
+        if report.other_devices:
+            lines.append("Other devices: check each is one of yours (compare fingerprints on that device); if one "
+                         "is not, revoke it and change your password.")
+        if report.alarms:
+            lines.append(f"ALARM: {len(report.alarms)} key record(s) claim this device ({report.device_id}) with a "
+                         "key it never made. Someone else holds a key in your name: revoke this device, change "
+                         "your password, tell your security officer.")
+        self.emit("\n".join(lines), {"user_id": report.user_id, "device_id": report.device_id,
+                                     "checkpoint_size": report.checkpoint_size, "alarm": bool(report.alarms),
+                                     "keys": [k.as_dict() for k in report.keys]})
+        return EXIT_KEY_ALARM if report.alarms else EXIT_OK
 
     def _key_result(self, verb: str, result: Any) -> int:
         pair = result.pair
@@ -241,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--pq", action="store_true")
     show = keys_sub.add_parser("show", help="device keys with fingerprints (yours, or the users given)")
     show.add_argument("users", nargs="*")
+    keys_sub.add_parser("monitor", help="every key ever published for you: this device, other devices, alarms")
     channels = sub.add_parser("channels")
     ch_sub = channels.add_subparsers(dest="channels_action", required=True)
     ch_sub.add_parser("list")

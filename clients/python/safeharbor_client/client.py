@@ -27,7 +27,7 @@ import requests
 
 from . import backup as backup_mod
 from . import envelope as env
-from .directory import DirectoryVerifier, UserKeys, key_valid_at, verify_chain
+from .directory import DirectoryVerifier, PublishedLeaf, UserKeys, key_valid_at, verify_chain
 from .errors import (
     ApiError,
     BackupError,
@@ -147,6 +147,65 @@ class KeyInitResult:
     fingerprint: str
     pq_published: bool
     note: str | None = None
+
+
+# What `monitor_keys` says of each key record ever published for the user.
+THIS_DEVICE = "this_device"  # made here: this device's id and a key pair this device's keyring holds
+OTHER_DEVICE = "other_device"  # another device id of this user: the user confirms it is one of theirs
+ALARM = "alarm"  # this device's id with a key this device never made
+
+
+@dataclass(frozen=True)
+class MonitoredKey:
+    """One key record published for this user, proven in the log, with what this device makes of it."""
+
+    key: VerifiedKey
+    leaf_index: int | None
+    status: str  # THIS_DEVICE, OTHER_DEVICE or ALARM
+    published_at: str | None = None
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = None
+
+    @property
+    def device_id(self) -> str:
+        return self.key.ref.device_id
+
+    @property
+    def version(self) -> int:
+        return self.key.ref.version
+
+    @property
+    def fingerprint(self) -> str:
+        return self.key.fingerprint
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "version": self.version,
+            "fingerprint": self.fingerprint,
+            "created_at": format_time(self.key.created_at),
+            "status": self.status,
+            "revoked_at": format_time(self.revoked_at) if self.revoked_at else None,
+            "revocation_reason": self.revocation_reason,
+            "leaf_index": self.leaf_index,
+            "published_at": self.published_at,
+        }
+
+
+@dataclass(frozen=True)
+class KeyMonitorReport:
+    user_id: str
+    device_id: str | None  # this device (None before `keys init` / `keys restore`)
+    checkpoint_size: int
+    keys: tuple[MonitoredKey, ...]
+
+    @property
+    def alarms(self) -> list[MonitoredKey]:
+        return [k for k in self.keys if k.status == ALARM]
+
+    @property
+    def other_devices(self) -> list[MonitoredKey]:
+        return [k for k in self.keys if k.status == OTHER_DEVICE]
 
 
 @dataclass
@@ -554,6 +613,54 @@ class SafeHarborClient:
             })
         return out
 
+    def monitor_keys(self) -> KeyMonitorReport:
+        """Every key record ever published for this user (`GET /v1/keys/{user_id}/audit`, all pages), each
+        proven in a checkpoint consistent with the remembered one, chain-checked, and classified against this
+        device's keyring (which holds every key pair this device generated, by version): THIS_DEVICE,
+        OTHER_DEVICE (for the user to confirm) or ALARM (this device's id with a key it never made).
+        Revocations (log-signed leaves) mark the versions they end."""
+        ring = self._keyring()
+        directory = self._directory()
+        leaves: list[PublishedLeaf] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            body = self._authed("GET", f"/v1/keys/{ring.user_id}/audit", params={"cursor": cursor} if cursor else None)
+            leaves.extend(directory.verify_user_audit(body, user_id=ring.user_id))
+            following = body.get("next_cursor")
+            if not following:
+                break
+            cursor = str(following)
+            if cursor in seen:
+                raise KeyRecordInvalid("the directory's monitoring pages loop")
+            seen.add(cursor)
+        keys = [leaf for leaf in leaves if not leaf.is_revocation]
+        verify_chain([leaf.entry.key for leaf in keys])
+        by_ref = {leaf.entry.key.ref: leaf for leaf in keys}
+        revocations: dict[str, PublishedLeaf] = {}  # device id -> its revocation (one per device)
+        for leaf in leaves:
+            if not leaf.is_revocation:
+                continue
+            revoked = leaf.entry.key
+            listed = by_ref.get(revoked.ref)
+            if listed is None or listed.entry.key.record.get("sig_pub") != revoked.record.get("sig_pub"):
+                raise KeyRecordInvalid(f"leaf {leaf.entry.leaf_index} revokes a key the directory never listed")
+            revocations.setdefault(revoked.ref.device_id, leaf)
+        out = []
+        for leaf in keys:
+            key = leaf.entry.key
+            revocation = revocations.get(key.ref.device_id)
+            if revocation is not None and revocation.entry.key.ref.version < key.ref.version:
+                revocation = None  # revoking a device ends the version it names and the earlier ones only
+            out.append(MonitoredKey(
+                key=key, leaf_index=leaf.entry.leaf_index, status=_classify(ring, key), published_at=leaf.appended_at,
+                revoked_at=revocation.revoked_at if revocation else None,
+                revocation_reason=revocation.revocation_reason if revocation else None,
+            ))
+        last = directory.last_checkpoint
+        return KeyMonitorReport(user_id=ring.user_id, device_id=ring.device_id,
+                                checkpoint_size=last.size if last else 0, keys=tuple(out))
+
     def revoke_device(self, device_id: str, reason: str) -> dict[str, Any]:
         return dict(self._authed("POST", f"/v1/keys/{self.user_id}/devices/{device_id}/revoke",
                                  json={"reason": reason}))
@@ -679,6 +786,15 @@ class SafeHarborClient:
                 f"{report.get('problem') or 'no reason given'})"
             )
         return report
+
+
+def _classify(ring: Keyring, key: VerifiedKey) -> str:
+    if ring.device_id is None or key.ref.device_id != ring.device_id:
+        return OTHER_DEVICE
+    made = ring.get(key.ref)
+    if made is not None and made.sig_pub == key.record.get("sig_pub") and made.enc_pub == key.record.get("enc_pub"):
+        return THIS_DEVICE
+    return ALARM
 
 
 def _fp(pair: DeviceKeyPair) -> str:

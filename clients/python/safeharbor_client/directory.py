@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from safeharbor_common import merkle
 from safeharbor_common.canonical import canonical_json
 from safeharbor_common.checkpoint import Checkpoint, NoteError, VerifierKeyError, parse_verifier_key, verify_checkpoint
+from safeharbor_common.encoding import EncodingError, b64url_decode
 
 from .errors import (
     ApiError,
@@ -29,7 +31,7 @@ from .errors import (
     KeyRecordInvalid,
     SenderKeyNotValid,
 )
-from .keys import DeviceRef, VerifiedKey, verify_record
+from .keys import DeviceRef, VerifiedKey, parse_time, verify_record
 
 # Allowed clock difference between a device and the directory when checking key validity at a time.
 KEY_TIME_SKEW = timedelta(minutes=5)
@@ -50,6 +52,21 @@ class UserKeys:
     @property
     def keys(self) -> list[VerifiedKey]:
         return [d.key for d in self.devices]
+
+
+@dataclass(frozen=True)
+class PublishedLeaf:
+    """One proven leaf of a user's monitoring list (`GET /v1/keys/{user_id}/audit`): a key record as
+    published, or the log-signed revocation of one (`revoked_at` set)."""
+
+    entry: DeviceEntry
+    appended_at: str | None = None
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = None
+
+    @property
+    def is_revocation(self) -> bool:
+        return self.revoked_at is not None
 
 
 class DirectoryVerifier:
@@ -178,6 +195,45 @@ class DirectoryVerifier:
         key = verify_record(record, user_id=user_id, revoked_at=revoked)
         leaf_index = item.get("leaf_index")
         return DeviceEntry(key=key, leaf_index=leaf_index if isinstance(leaf_index, int) else None)
+
+    def verify_revocation(self, leaf: Mapping[str, Any]) -> datetime:
+        """A revocation leaf is signed by the log's own key (the checkpoint key): admins and deprovisioning
+        revoke too. Returns its `revoked_at`."""
+        public = parse_verifier_key(self.verifier_key).public_key
+        body = {k: v for k, v in leaf.items() if k != "log_signature"}
+        signature = leaf.get("log_signature")
+        try:
+            public.verify(b64url_decode(signature) if isinstance(signature, str) else b"", canonical_json(body))
+            return parse_time(str(leaf.get("revoked_at")))
+        except (InvalidSignature, EncodingError, ValueError) as exc:
+            raise KeyRecordInvalid(f"a revocation leaf is not signed by the directory's log key: {exc}") from exc
+
+    def verify_user_audit(self, body: Mapping[str, Any], *, user_id: str) -> list[PublishedLeaf]:
+        """One page of `GET /v1/keys/{user_id}/audit`: its checkpoint (consistent with memory), then every
+        leaf's inclusion proof, self-signature and, for revocations, the log's signature."""
+        note = body.get("checkpoint")
+        leaves = body.get("leaves")
+        if not isinstance(note, str) or not isinstance(leaves, list):
+            raise DirectoryProofInvalid("the key monitoring answer has no checkpoint or no leaves")
+        checkpoint = self.verify_checkpoint(note)
+        out: list[PublishedLeaf] = []
+        for item in leaves:
+            if not isinstance(item, Mapping) or not isinstance(item.get("record"), Mapping):
+                raise KeyRecordInvalid("a key monitoring entry has no record")
+            entry = self.verify_device(item, user_id=user_id, checkpoint=checkpoint)
+            record = item["record"]
+            # The leaf's own content says what it is; the server's `kind` label must agree.
+            revocation = "revoked_at" in record
+            if item.get("kind") != ("revocation" if revocation else "key"):
+                raise KeyRecordInvalid(f"leaf {entry.leaf_index} is labelled {item.get('kind')!r}")
+            appended = item.get("appended_at") if isinstance(item.get("appended_at"), str) else None
+            if revocation:
+                reason = record.get("reason")
+                out.append(PublishedLeaf(entry, appended, self.verify_revocation(record),
+                                         str(reason) if reason is not None else None))
+            else:
+                out.append(PublishedLeaf(entry, appended))
+        return out
 
     def verify_lookup(self, body: Mapping[str, Any], wanted: Sequence[str]) -> dict[str, UserKeys]:
         """A `GET /v1/keys?users=` answer: checkpoint, then every device of every user asked for."""

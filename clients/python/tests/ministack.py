@@ -18,6 +18,8 @@ import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask, Response, jsonify, request
+from safeharbor_client import backup as backup_mod
+from safeharbor_client.client import SafeHarborClient
 from safeharbor_common.encoding import b64url_encode
 from safeharbor_common.service_identity import generate_keypair
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -212,6 +214,18 @@ class MiniStack:
                             content_type=upstream.headers.get("Content-Type"))
 
         return app
+
+
+def make(stack: MiniStack, root: Path, name: str, **kw: Any) -> SafeHarborClient:
+    """A client of the stack with its state in `root / name` (fast backup KDF)."""
+    return SafeHarborClient(stack.gateway_url, state_dir=root / name, stream_url=stack.stream_url,
+                            kdf=backup_mod.MIN_KDF, **kw)
+
+
+def logged_in(stack: MiniStack, root: Path, name: str, user: str) -> SafeHarborClient:
+    client = make(stack, root, name)
+    client.login(user, stack.users[user]["password"])
+    return client
 
 
 class _Err(Exception):

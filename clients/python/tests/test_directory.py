@@ -125,3 +125,35 @@ def test_included_but_badly_signed_record_refused():
     log.append(record)
     with pytest.raises(KeyRecordInvalid):
         _verifier(log).verify_lookup(log.lookup(["alice"]), ["alice"])
+
+
+def test_monitoring_page_checks_kind_and_revocation_signature():
+    """`verify_user_audit`: a revocation leaf must carry the log key's signature and be labelled as one."""
+    from safeharbor_common.encoding import b64url_encode
+
+    record = registered("alice").record
+    assert record is not None
+
+    def log_with_revocation(signer: Ed25519PrivateKey | None = None) -> FakeLog:
+        log = FakeLog()
+        body = {**record, "revoked_at": "2030-01-01T00:00:00Z", "reason": "lost", "revoked_by": "user"}
+        log.append(record)
+        log.append({**body, "log_signature": b64url_encode((signer or log.key).sign(canonical_json(body)))})
+        return log
+
+    def page(log: FakeLog, kinds: tuple[str, ...] = ("key", "revocation")) -> dict[str, Any]:
+        leaves = [{"leaf_index": i, "kind": kind, "record": leaf,
+                   "inclusion_proof": [h.hex() for h in log.tree.inclusion_proof(i)]}
+                  for i, (kind, leaf) in enumerate(zip(kinds, log.leaves, strict=True))]
+        return {"leaves": leaves, "checkpoint": log.checkpoint()}
+
+    log = log_with_revocation()
+    leaves = _verifier(log).verify_user_audit(page(log), user_id="alice")
+    assert [leaf.is_revocation for leaf in leaves] == [False, True] and leaves[1].revocation_reason == "lost"
+    with pytest.raises(KeyRecordInvalid):  # a revocation passed off as a key record
+        _verifier(log).verify_user_audit(page(log, ("key", "key")), user_id="alice")
+    with pytest.raises(KeyRecordInvalid):  # another user's leaf in alice's list
+        _verifier(log).verify_user_audit(page(log), user_id="bob")
+    forged = log_with_revocation(Ed25519PrivateKey.generate())  # in the log, not signed by the log's key
+    with pytest.raises(KeyRecordInvalid):
+        _verifier(forged).verify_user_audit(page(forged), user_id="alice")

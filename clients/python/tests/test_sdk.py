@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,7 @@ import requests
 pytest.importorskip("safeharbor_keydir")
 pytest.importorskip("stream_emulator")
 
-from ministack import MiniStack
-from safeharbor_client import backup as backup_mod
+from ministack import MiniStack, logged_in, make
 from safeharbor_client.cli import EXIT_LOGIN, EXIT_OK, EXIT_UNVERIFIED
 from safeharbor_client.cli import main as cli_main
 from safeharbor_client.client import SafeHarborClient
@@ -35,31 +33,6 @@ from safeharbor_common.checkpoint import sign_checkpoint, split_note
 from safeharbor_common.encoding import b64url_decode, b64url_encode
 
 PASSWORD = "river stone candle 7"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniStack]:
-    running = MiniStack(root=tmp_path_factory.mktemp("ministack")).start()
-    for name, role in (("doc", "clinician"), ("pat", "patient"), ("sam", "billing"), ("kim", "patient")):
-        running.add_user(name, role)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("clients")
-
-
-def make(stack: MiniStack, root: Path, name: str, **kw: Any) -> SafeHarborClient:
-    return SafeHarborClient(stack.gateway_url, state_dir=root / name, stream_url=stack.stream_url,
-                            kdf=backup_mod.MIN_KDF, **kw)
-
-
-def logged_in(stack: MiniStack, root: Path, name: str, user: str) -> SafeHarborClient:
-    client = make(stack, root, name)
-    client.login(user, stack.users[user]["password"])
-    return client
 
 
 @pytest.fixture(scope="module")
