@@ -19,7 +19,7 @@ run_pytest() {  # label, args...
 
 if [ "$what" = all ] || [ "$what" = unit ]; then
   for pkg in libs/safeharbor-common gateway auth-service keydir-service audit-service \
-             push-config-service tools/stream-emulator clients/python; do
+             push-config-service tools/stream-emulator tools/devstack clients/python; do
     [ -d "$pkg/tests" ] && run_pytest "unit: $pkg" "$pkg/tests"
   done
 fi

@@ -3,6 +3,9 @@
 Settings: GATEWAY_PORT (8080); <SERVICE>_DATABASE_URL (AUTH_, KEYDIR_, AUDIT_, PUSH_) and REDIS_URL to use
 PostgreSQL and Redis instead; STREAM_API_KEY / STREAM_API_SECRET / STREAM_CHAT_URL / STREAM_EMULATOR;
 SAFEHARBOR_DEMO_PASSWORD (demo users' password in dev mode).
+To run a second stack beside `make run` (tools/devstack/tests does): SAFEHARBOR_VAR_DIR (default <root>/var:
+secrets, SQLite files, logs, emulator state), AUTH_PORT / KEYDIR_PORT / AUDIT_PORT / PUSH_PORT (8101, 8102,
+8103, 8104), STREAM_EMULATOR_PORT (8190); SAFEHARBOR_WORKERS (gunicorn workers per service, 2).
 """
 from __future__ import annotations
 
@@ -20,12 +23,17 @@ DEFAULT_DEMO_PASSWORD = "Harbor-demo-2026"
 
 def main() -> int:
     root = Path(os.environ.get("SAFEHARBOR_ROOT", Path.cwd())).resolve()
-    var_dir = root / "var"
+    var_dir = Path(os.environ.get("SAFEHARBOR_VAR_DIR") or root / "var").resolve()
     secrets = load_or_create(var_dir / "dev-secrets.json")
     env_mode = os.environ.get("SAFEHARBOR_ENV", "dev")
 
-    ports = {spec.name: spec.default_port for spec in SERVICES}
-    ports["gateway"] = int(os.environ.get("GATEWAY_PORT", "8080"))
+    try:
+        ports = {
+            spec.name: int(os.environ.get(f"{spec.name.upper()}_PORT") or spec.default_port) for spec in SERVICES
+        }
+    except ValueError as exc:
+        print(f"A <SERVICE>_PORT setting is not a port number: {exc}", file=sys.stderr)
+        return 2
     database_urls = {
         spec.name: os.environ.get(f"{spec.name.upper()}_DATABASE_URL") or f"sqlite:///{var_dir / spec.name}.db"
         for spec in SERVICES
