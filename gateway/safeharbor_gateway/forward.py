@@ -179,9 +179,10 @@ class Forwarder:
 
     def _rate_limit(self, environ: dict[str, Any], claims: SessionClaims | None) -> None:
         limiter = self.limiter
-        wait = limiter.check("ip", environ.get("REMOTE_ADDR") or "unknown", limiter.per_ip)
-        if wait is None and claims is not None:
-            wait = limiter.check("user", claims.sub, limiter.per_user)
+        hits = [("ip", environ.get("REMOTE_ADDR") or "unknown", limiter.per_ip)]
+        if claims is not None:
+            hits.append(("user", claims.sub, limiter.per_user))
+        wait = limiter.check_all(hits)
         if wait is not None:
             raise RateLimited(retry_after=wait)
 

@@ -1,7 +1,7 @@
 """Per-IP and per-user request limits at the gateway.
 
 Fixed one-second-aligned windows. With Redis configured the counters are shared by every worker and
-replica (one pipelined INCR+EXPIRE per key); without it, or while Redis is unreachable, each worker
+replica (a request's IP and user counters in one pipelined round trip); without it, or while Redis is unreachable, each worker
 counts for itself (the limit then applies per worker: a documented, conservative degradation).
 """
 from __future__ import annotations
@@ -47,22 +47,25 @@ class RedisCounter:
         self._client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
         self._retry_at = 0.0
 
-    def hit(self, key: str, window_s: int) -> tuple[int, int] | None:
+    def hit_all(self, keys: list[tuple[str, int]]) -> list[tuple[int, int]] | None:
+        """Counts a hit on every (key, window) in one round trip; None while Redis is unreachable."""
         if time.monotonic() < self._retry_at:
             return None
         now = int(time.time())
-        window = now - now % window_s
-        redis_key = f"safeharbor:rl:{key}:{window}"
+        windows = [now - now % window_s for _, window_s in keys]
         try:
             pipe = self._client.pipeline(transaction=False)
-            pipe.incr(redis_key)
-            pipe.expire(redis_key, window_s + 1)
-            count, _ = pipe.execute()
+            for (key, window_s), window in zip(keys, windows, strict=True):
+                redis_key = f"safeharbor:rl:{key}:{window}"
+                pipe.incr(redis_key)
+                pipe.expire(redis_key, window_s + 1)
+            replies = pipe.execute()
         except Exception:  # noqa: BLE001 - fall back to local counting, retry Redis shortly
             self._retry_at = time.monotonic() + 2.0
             _log.warning("rate-limit store unreachable; counting locally")
             return None
-        return int(count), window + window_s - now
+        return [(int(replies[2 * i]), window + window_s - now)
+                for i, ((_, window_s), window) in enumerate(zip(keys, windows, strict=True))]
 
 
 class RateLimiter:
@@ -74,9 +77,15 @@ class RateLimiter:
 
     def check(self, scope: str, subject: str, limit: Limit) -> int | None:
         """None when allowed, else the seconds to wait."""
-        key = f"{scope}:{subject}"
-        result = self._redis.hit(key, limit.window_s) if self._redis else None
-        if result is None:
-            result = self._local.hit(key, limit.window_s)
-        count, resets_in = result
-        return None if count <= limit.requests else max(1, resets_in)
+        return self.check_all([(scope, subject, limit)])
+
+    def check_all(self, hits: list[tuple[str, str, Limit]]) -> int | None:
+        """Counts one request against every (scope, subject, limit) at once (one Redis round trip);
+        None when all allow it, else the longest wait."""
+        keys = [(f"{scope}:{subject}", limit.window_s) for scope, subject, limit in hits]
+        results = self._redis.hit_all(keys) if self._redis else None
+        if results is None:
+            results = [self._local.hit(key, window_s) for key, window_s in keys]
+        waits = [max(1, resets_in) for (count, resets_in), (_, _, limit) in zip(results, hits, strict=True)
+                 if count > limit.requests]
+        return max(waits) if waits else None
