@@ -1,8 +1,9 @@
 """Per-IP and per-user request limits at the gateway.
 
 Fixed one-second-aligned windows. With Redis configured the counters are shared by every worker and
-replica (a request's IP and user counters in one pipelined round trip); without it, or while Redis is unreachable, each worker
-counts for itself (the limit then applies per worker: a documented, conservative degradation).
+replica (a request's IP and user counters in one pipelined round trip); without it, or while Redis is
+unreachable, each worker counts for itself (the limit then applies per worker: a documented, conservative
+degradation).
 """
 from __future__ import annotations
 
