@@ -331,6 +331,15 @@ def test_cli_reads_and_verifies(world: World, conversation: dict[str, Any], monk
     rows = json.loads(out[-1])
     assert rows[-1]["verified"] and rows[-1]["text"] == "Sent from the command line."
     assert any(r["verified"] and "potassium" in r["text"] for r in rows)
+    # Every key ever published for the patient, proven through the real gateway and directory: this new
+    # device's own key, the phone's (and any other device's) listed for the patient to confirm, no alarm.
+    out.clear()
+    assert cli_main([*base, "--json", "keys", "monitor"], out=out.append) == EXIT_OK
+    report = json.loads(out[-1])
+    statuses = {(k["device_id"], k["status"]) for k in report["keys"]}
+    phone = conversation["pat"].state.load_keyring(world.patient.user_id).device_id
+    assert (report["device_id"], "this_device") in statuses and (phone, "other_device") in statuses
+    assert not report["alarm"] and report["checkpoint_size"] >= len(report["keys"])
 
 
 def test_auditor_verifies_the_audit_log(world: World, admin_token: str) -> None:
