@@ -13,10 +13,9 @@ from __future__ import annotations
 import http
 import json
 import logging
-import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -35,10 +34,9 @@ from safeharbor_common.errors import (
     ServiceUnavailable,
     SessionRevoked,
     Unauthenticated,
-    error_body,
 )
 from safeharbor_common.service_identity import ServiceTokenSigner
-from safeharbor_common.tokens import SCOPE_MFA_ENROLLMENT, SessionClaims, TokenVerifier
+from safeharbor_common.tokens import SCOPE_MFA_ENROLLMENT, SessionClaims, TokenVerifier, bearer_from_header
 
 from .headers import HSTS, SECURITY_HEADERS, downstream_response_headers, upstream_request_headers
 from .proxy import UpstreamPool
@@ -52,7 +50,6 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 # The gateway's own paths; everything else is forwarded or refused here.
 LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 UNAUDITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 # "." and ".." segments, literal or percent-encoded: a service might resolve them past the route checked here.
 _DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in http.HTTPStatus}
@@ -127,8 +124,7 @@ class Forwarder:
     def forward(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
         started = time.perf_counter()
         method = environ.get("REQUEST_METHOD", "GET")
-        incoming_id = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming_id if _REQUEST_ID.match(incoming_id) else os.urandom(16).hex()
+        request_id = web.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         origin = environ.get("HTTP_ORIGIN")
         route: Route | None = None
         claims: SessionClaims | None = None
@@ -141,16 +137,18 @@ class Forwarder:
                 route, known = self.routes.match(method, path)
                 if route is None:
                     raise MethodNotAllowed() if known else NotFound()
-                if _DOT_SEGMENT.search(path) or _DOT_SEGMENT.search(_raw_path(environ, path)):
+                target = _raw_path(environ, path)
+                if _DOT_SEGMENT.search(path) or _DOT_SEGMENT.search(target):
                     raise InvalidRequest("The path must not contain '.' or '..' segments.")
                 if not route.public:
                     claims = self._authorise(route, environ.get("HTTP_AUTHORIZATION", ""))
                 self._rate_limit(environ, claims)
-                status, headers, body = self._send(environ, method, path, route, request_id)
+                status, headers, body = self._send(environ, method, target, route, request_id)
         except SafeHarborError as exc:
             status, headers, body = self._error(exc, request_id)
         except Exception as exc:  # noqa: BLE001 - one JSON shape for every failure, never a stack trace
-            status, headers, body = self._unexpected(exc, request_id)
+            status, payload, extra = web.unexpected_error(exc, request_id)
+            status, headers, body = _json_answer(status, payload, list(extra.items()))
         headers.append((web.REQUEST_ID_HEADER, request_id))
         self._decorate(headers, origin)
         self._record(environ, method, path, route, claims, status, request_id, started)
@@ -158,9 +156,8 @@ class Forwarder:
         return body
 
     def _authorise(self, route: Route, authorization: str) -> SessionClaims:
-        scheme, _, value = authorization.partition(" ")
-        token = value.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_from_header(authorization)
+        if token is None:
             raise Unauthenticated()
         self.revocations.ensure_started()
         claims = self.verifier.verify(token)
@@ -186,24 +183,23 @@ class Forwarder:
         if wait is not None:
             raise RateLimited(retry_after=wait)
 
-    def _send(self, environ: dict[str, Any], method: str, path: str, route: Route,
+    def _send(self, environ: dict[str, Any], method: str, target: str, route: Route,
               request_id: str) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
         body = self._read_body(environ, method)
         headers = upstream_request_headers(_incoming_headers(environ))
         headers.update(self.signer.headers_for(route.service))
         headers[web.CLIENT_IP_HEADER] = environ.get("REMOTE_ADDR") or ""
         headers[web.REQUEST_ID_HEADER] = request_id
-        url = self.settings.upstreams[route.service] + _raw_path(environ, path)
+        url = self.settings.upstreams[route.service] + target
         query = environ.get("QUERY_STRING")
         if query:
             url += "?" + query
         answer = self.upstreams.send(method=method, url=url, headers=headers, body=body)
-        # The service echoes the request id; the gateway adds its own (the same value) to every answer.
-        out = [pair for pair in downstream_response_headers(answer.headers) if pair[0].lower() != "x-request-id"]
+        out = downstream_response_headers(answer.headers)
         if isinstance(answer.body, bytes):
             out.append(("Content-Length", str(len(answer.body))))
             return answer.status, out, [answer.body]
-        return answer.status, out, _Streamed(answer.body)
+        return answer.status, out, answer.body  # a generator: the WSGI server's close() ends the upstream read
 
     def _read_body(self, environ: dict[str, Any], method: str) -> bytes | None:
         length_text = environ.get("CONTENT_LENGTH") or ""
@@ -216,8 +212,7 @@ class Forwarder:
                 raise InvalidRequest("Content-Length must be a number.")
             if int(length_text) > limit:
                 raise PayloadTooLarge()
-        data: bytes = environ["wsgi.input"].read(limit + 1) if not length_text else \
-            environ["wsgi.input"].read(int(length_text))
+        data: bytes = environ["wsgi.input"].read(int(length_text) if length_text else limit + 1)
         if len(data) > limit:
             raise PayloadTooLarge()
         return data
@@ -237,14 +232,6 @@ class Forwarder:
     @staticmethod
     def _error(exc: SafeHarborError, request_id: str) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
         return _json_answer(exc.status, exc.body(request_id), list(exc.headers.items()))
-
-    def _unexpected(self, exc: Exception, request_id: str) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
-        if web.is_store_unavailable(exc):
-            _log.warning("store unavailable", extra={"fields": {"request_id": request_id,
-                                                                "exc_type": type(exc).__name__}})
-            return self._error(ServiceUnavailable("A data store is unavailable; try again shortly."), request_id)
-        _log.error("unhandled error", exc_info=exc, extra={"fields": {"request_id": request_id}})
-        return _json_answer(500, error_body("internal_error", "Internal error.", request_id), [])
 
     def _decorate(self, headers: list[tuple[str, str]], origin: str | None) -> None:
         present = {name.lower() for name, _ in headers}
@@ -289,21 +276,6 @@ class Forwarder:
             )
         except Exception:  # noqa: BLE001 - an audit failure is logged loudly, the answer still goes out
             _log.exception("audit emit failed", extra={"fields": {"request_id": request_id}})
-
-
-class _Streamed:
-    """A streamed upstream body for the WSGI server, closing the upstream connection when done."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._chunks
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
 
 
 def _json_answer(status: int, payload: dict[str, Any],

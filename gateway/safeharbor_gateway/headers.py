@@ -49,9 +49,10 @@ def upstream_request_headers(incoming: list[tuple[str, str]]) -> dict[str, str]:
     return kept
 
 
+# Not relayed from a service's answer: hop-by-hop, what the WSGI server sets, and the request id (the
+# gateway adds its own, the same value, to every answer).
+_NOT_RELAYED = HOP_BY_HOP | {"content-encoding", "server", "date", "x-request-id"}
+
+
 def downstream_response_headers(upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [
-        (name, value)
-        for name, value in upstream
-        if name.lower() not in HOP_BY_HOP and name.lower() not in ("content-encoding", "server", "date")
-    ]
+    return [(name, value) for name, value in upstream if name.lower() not in _NOT_RELAYED]

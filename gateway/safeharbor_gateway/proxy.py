@@ -131,11 +131,11 @@ class UpstreamPool:
     def send(self, *, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamAnswer:
         origin, target = self._split(url)
         request = self._encode(method, target, origin, headers, body)
-        reused = True
         while True:
             conn = self._checkout(origin)
+            reused = conn is not None
             if conn is None:
-                conn, reused = self._open(origin), False
+                conn = self._open(origin)
             try:
                 return self._exchange(origin, conn, request, head_only=method == "HEAD")
             except UpstreamError as exc:

@@ -194,8 +194,12 @@ def _claims_from_payload(payload: dict[str, Any]) -> SessionClaims:
 
 
 def bearer_token() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+    return bearer_from_header(request.headers.get("Authorization", ""))
+
+
+def bearer_from_header(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value, or None."""
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()

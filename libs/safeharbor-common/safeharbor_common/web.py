@@ -99,10 +99,24 @@ class _Metrics:
 def request_id() -> str:
     rid = g.get("request_id")
     if rid is None:
-        incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        rid = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
-        g.request_id = rid
+        rid = g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
     return cast(str, rid)
+
+
+def request_id_from(incoming: str) -> str:
+    """The caller's request id when it is well formed, else a new one."""
+    return incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+
+
+def unexpected_error(exc: BaseException, rid: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, body, headers) for an exception no handler claimed, logged without its message."""
+    if is_store_unavailable(exc):
+        # The database or Redis is down or restarting: a clean, retryable 503, not a 500.
+        _log.warning("store unavailable", extra={"fields": {"request_id": rid, "exc_type": type(exc).__name__}})
+        unavailable = ServiceUnavailable("A data store is unavailable; try again shortly.")
+        return unavailable.status, unavailable.body(rid), unavailable.headers
+    _log.error("unhandled error", exc_info=exc, extra={"fields": {"request_id": rid}})
+    return 500, error_body("internal_error", "Internal error.", rid), {}
 
 
 def client_ip() -> str | None:
@@ -213,14 +227,10 @@ def init_app(
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        if is_store_unavailable(exc):
-            # The database or Redis is down or restarting: a clean, retryable 503, not a 500.
-            _log.warning("store unavailable", extra={"fields": {"request_id": request_id(),
-                                                                "exc_type": type(exc).__name__}})
-            return error_response(ServiceUnavailable("A data store is unavailable; try again shortly."))
-        _log.error("unhandled error", exc_info=exc, extra={"fields": {"request_id": request_id()}})
-        response = jsonify(error_body("internal_error", "Internal error.", request_id()))
-        response.status_code = 500
+        status, body, headers = unexpected_error(exc, request_id())
+        response = jsonify(body)
+        response.status_code = status
+        response.headers.update(headers)
         return response
 
     @app.get("/healthz")
