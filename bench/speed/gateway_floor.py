@@ -1,9 +1,11 @@
-"""The gateway's own cost, apart from the stack: the real gateway app under gunicorn in front of a
-fixed-answer upstream, side by side with a hello-world WSGI app under the same gunicorn settings (the
-floor any gunicorn-served Python component pays) and the fixed upstream alone.
+"""The gateway's own cost, apart from the stack: the real gateway app in front of a fixed-answer upstream,
+side by side with a hello-world WSGI app under the same server settings (the floor any Python component
+served that way pays) and the fixed upstream alone, each under every server of `--servers`: gunicorn's
+gthread worker (what the stack runs today) and granian (a Rust HTTP server running the same WSGI app in
+its blocking threads; installed by `bench/setup.sh`).
 
     .venv/bin/python bench/speed/gateway_floor.py [--runs 3] [--seconds 5] [--concurrency 1,8]
-        [--threads 8] [--no-audit]
+        [--threads 8] [--no-audit] [--servers gunicorn,granian]
 
 The upstream is a tiny asyncio HTTP/1.1 server (keep-alive, fixed JSON answers, ~0.1 ms) that also
 serves the revocation feed and accepts the audit shipper's batches, so what is measured is the gateway:
@@ -87,6 +89,23 @@ def _token_and_jwks() -> tuple[str, str]:
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "bench"}), json.dumps({"keys": [jwk]})
 
 
+def _server_command(server: str, threads: int, app_dir: Path) -> list[str]:
+    """One worker of the named WSGI server, `threads` threads running the app, keep-alive on."""
+    if server == "gunicorn":
+        return [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread",
+                "--threads", str(threads), "--keep-alive", "30", "--chdir", str(app_dir)]
+    if server == "granian":
+        return [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
+                "--blocking-threads", str(threads), "--no-ws", "--http", "1", "--working-dir", str(app_dir)]
+    raise SystemExit(f"unknown server {server!r} (gunicorn, granian)")
+
+
+def _bind(server: str, port: int) -> list[str]:
+    if server == "gunicorn":
+        return ["--bind", f"127.0.0.1:{port}"]
+    return ["--host", "127.0.0.1", "--port", str(port)]
+
+
 def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
     import socket
 
@@ -108,6 +127,8 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--no-audit", action="store_true")
+    parser.add_argument("--servers", default="gunicorn,granian",
+                        help="WSGI servers to run the gateway and the hello-world app under, side by side")
     args = parser.parse_args()
     from safeharbor_common.service_identity import generate_keypair
     from safeharbor_devstack import free_port
@@ -118,32 +139,35 @@ def main() -> int:
     (tmp / "bench_gateway.py").write_text(GATEWAY)
     token, jwks = _token_and_jwks()
     seed, pub = generate_keypair()
-    ports = {"upstream": free_port(), "gateway": free_port(), "hello": free_port()}
+    ports = {"upstream": free_port()}
     upstream_url = f"http://127.0.0.1:{ports['upstream']}"
     env = {**os.environ, "PYTHONPATH": str(tmp), "BENCH_JWKS": jwks, "BENCH_AUDIT": "0" if args.no_audit else "1",
            "SERVICE_PRIVATE_KEY": seed, "SERVICE_PUBLIC_KEYS": f"gateway={pub}",
            "AUTH_SERVICE_URL": upstream_url, "KEYDIR_SERVICE_URL": upstream_url, "AUDIT_SERVICE_URL": upstream_url,
            "PUSH_SERVICE_URL": upstream_url, "AUDIT_OUTBOX_PATH": str(tmp / "outbox-gateway.db"),
            "RATE_LIMIT_PER_IP": "100000000", "RATE_LIMIT_PER_USER": "100000000", "LOG_LEVEL": "INFO"}
-    gunicorn = [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread",
-                "--threads", str(args.threads), "--keep-alive", "30", "--chdir", str(tmp)]
-    processes = {
+    servers = args.servers.split(",")
+    processes: dict[str, subprocess.Popen[bytes]] = {
         "upstream": subprocess.Popen([sys.executable, str(tmp / "bench_upstream.py"), str(ports["upstream"])],
                                      start_new_session=True),
-        "gateway": subprocess.Popen([*gunicorn, "--bind", f"127.0.0.1:{ports['gateway']}", "bench_gateway:app"],
-                                    env=env, cwd=ROOT, start_new_session=True,
-                                    stderr=open(tmp / "gateway.log", "wb")),  # noqa: SIM115 - lives with it
-        "hello": subprocess.Popen([*gunicorn, "--bind", f"127.0.0.1:{ports['hello']}", "bench_hello:app"],
-                                  env=env, cwd=ROOT, start_new_session=True),
     }
+    targets = {"fixed upstream alone": "upstream"}
+    for server in servers:
+        for app in ("hello", "gateway"):
+            name = f"{app}-{server}"
+            ports[name] = free_port()
+            processes[name] = subprocess.Popen(
+                [*_server_command(server, args.threads, tmp), *_bind(server, ports[name]), f"bench_{app}:app"],
+                env=env, cwd=ROOT, start_new_session=True,
+                stderr=open(tmp / f"{name}.log", "wb"))  # noqa: SIM115 - lives with it
+            label = "hello-world WSGI (the floor)" if app == "hello" else "gateway -> fixed upstream"
+            targets[f"{label}, {server}"] = name
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    targets = {"fixed upstream alone": "upstream", "hello-world WSGI (gunicorn floor)": "hello",
-               "gateway -> fixed upstream": "gateway"}
     headers = {"Authorization": f"Bearer {token}"}
     runs: dict[str, dict[int, list[dict[str, float]]]] = {t: {c: [] for c in concurrencies} for t in targets}
     try:
-        for port, process in zip(ports.values(), processes.values(), strict=True):
-            _wait_port(port, process)
+        for name, process in processes.items():
+            _wait_port(ports[name], process)
         cpu = ComponentCpu({name: process.pid for name, process in processes.items()})
         for name in targets.values():
             wrk(f"http://127.0.0.1:{ports[name]}/v1/auth/me", connections=4, seconds=2, headers=headers)
@@ -169,7 +193,7 @@ def main() -> int:
             process.wait(timeout=15)
 
     summary = []
-    print(f"\ngunicorn gthread, 1 worker, {args.threads} threads")
+    print(f"\n1 worker, {args.threads} threads (gunicorn gthread; granian blocking threads)")
     print("| concurrency | what | req/s | p50 ms | p99 ms | CPU µs/request |")
     print("|---|---|---|---|---|---|")
     for c in concurrencies:
@@ -179,7 +203,7 @@ def main() -> int:
             print(f"| {c} | {target} | {med['rps']:,.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} | "
                   f"{med['cpu_us']:,.0f} |")
     write_result("gateway_floor" + ("-no-audit" if args.no_audit else ""), {
-        "threads": args.threads, "seconds": args.seconds, "runs": args.runs, "audit": not args.no_audit,
+        "threads": args.threads, "servers": servers, "seconds": args.seconds, "runs": args.runs, "audit": not args.no_audit,
         "summary": summary, "raw": runs,
     })
     return 0
