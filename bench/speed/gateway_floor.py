@@ -89,21 +89,26 @@ def _token_and_jwks() -> tuple[str, str]:
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "bench"}), json.dumps({"keys": [jwk]})
 
 
-def _server_command(server: str, threads: int, app_dir: Path) -> list[str]:
-    """One worker of the named WSGI server, `threads` threads running the app, keep-alive on."""
+SERVERS = ("gunicorn", "granian")
+
+
+def _server_command(server: str, *, threads: int, app_dir: Path, port: int) -> list[str]:
+    """One worker of the named WSGI server on 127.0.0.1:`port`, `threads` threads running the app, keep-alive on."""
     if server == "gunicorn":
         return [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread",
-                "--threads", str(threads), "--keep-alive", "30", "--chdir", str(app_dir)]
-    if server == "granian":
-        return [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
-                "--blocking-threads", str(threads), "--no-ws", "--http", "1", "--working-dir", str(app_dir)]
-    raise SystemExit(f"unknown server {server!r} (gunicorn, granian)")
+                "--threads", str(threads), "--keep-alive", "30", "--chdir", str(app_dir),
+                "--bind", f"127.0.0.1:{port}"]
+    return [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
+            "--blocking-threads", str(threads), "--no-ws", "--http", "1", "--working-dir", str(app_dir),
+            "--host", "127.0.0.1", "--port", str(port)]
 
 
-def _bind(server: str, port: int) -> list[str]:
-    if server == "gunicorn":
-        return ["--bind", f"127.0.0.1:{port}"]
-    return ["--host", "127.0.0.1", "--port", str(port)]
+def _server_list(text: str) -> list[str]:
+    servers = text.split(",")
+    unknown = [server for server in servers if server not in SERVERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown server {unknown[0]!r} (known: {', '.join(SERVERS)})")
+    return servers
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -127,7 +132,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--no-audit", action="store_true")
-    parser.add_argument("--servers", default="gunicorn,granian",
+    parser.add_argument("--servers", type=_server_list, default=list(SERVERS),
                         help="WSGI servers to run the gateway and the hello-world app under, side by side")
     args = parser.parse_args()
     from safeharbor_common.service_identity import generate_keypair
@@ -146,7 +151,7 @@ def main() -> int:
            "AUTH_SERVICE_URL": upstream_url, "KEYDIR_SERVICE_URL": upstream_url, "AUDIT_SERVICE_URL": upstream_url,
            "PUSH_SERVICE_URL": upstream_url, "AUDIT_OUTBOX_PATH": str(tmp / "outbox-gateway.db"),
            "RATE_LIMIT_PER_IP": "100000000", "RATE_LIMIT_PER_USER": "100000000", "LOG_LEVEL": "INFO"}
-    servers = args.servers.split(",")
+    servers: list[str] = args.servers
     processes: dict[str, subprocess.Popen[bytes]] = {
         "upstream": subprocess.Popen([sys.executable, str(tmp / "bench_upstream.py"), str(ports["upstream"])],
                                      start_new_session=True),
@@ -157,7 +162,7 @@ def main() -> int:
             name = f"{app}-{server}"
             ports[name] = free_port()
             processes[name] = subprocess.Popen(
-                [*_server_command(server, args.threads, tmp), *_bind(server, ports[name]), f"bench_{app}:app"],
+                [*_server_command(server, threads=args.threads, app_dir=tmp, port=ports[name]), f"bench_{app}:app"],
                 env=env, cwd=ROOT, start_new_session=True,
                 stderr=open(tmp / f"{name}.log", "wb"))  # noqa: SIM115 - lives with it
             label = "hello-world WSGI (the floor)" if app == "hello" else "gateway -> fixed upstream"
