@@ -1,4 +1,4 @@
-"""auth-service in the real stack (gunicorn, 2 workers, through the gateway): MFA enrolment, refresh,
+"""auth-service in the real stack (granian, 2 workers, through the gateway): MFA enrolment, refresh,
 admin revocation and deactivation seen by the gateway within 1 s, lockout shared across workers, key
 rotation with pre-publishing."""
 from __future__ import annotations

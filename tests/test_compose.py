@@ -1,12 +1,16 @@
 """docker-compose.yml checked without a Docker engine: build contexts, Dockerfiles, settings, exposure."""
 from __future__ import annotations
 
+import json
 import re
+import shlex
+import string
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from safeharbor_common import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -60,9 +64,32 @@ def test_build_context_and_dockerfile_exist(name: str) -> None:
     assert dockerfile.is_file()
     text = dockerfile.read_text()
     assert re.search(r"^USER (?!root)", text, re.MULTILINE), "must run as a non-root user"
-    assert "HEALTHCHECK" in text and "gunicorn" in text and "python:3.11-slim" in text
+    assert "HEALTHCHECK" in text and "python:3.11-slim" in text
     for copied in re.findall(r"^COPY (\S+)", text, re.MULTILINE):
         assert (ROOT / copied).exists(), f"{dockerfile} copies missing {copied}"
+
+
+def _served_command(dockerfile: str) -> list[str]:
+    """The CMD of a Dockerfile as an argument list (a `sh -c "exec ..."` form with its ENV values filled in)."""
+    match = re.search(r"^CMD (\[.*\])$", dockerfile.replace("\\\n", " "), re.MULTILINE)
+    assert match, "no CMD in exec form"
+    args: list[str] = json.loads(match.group(1))
+    if args[:2] == ["sh", "-c"]:
+        env = dict(re.findall(r"^ENV (\w+)=(\S+)$", dockerfile, re.MULTILINE))
+        args = shlex.split(string.Template(args[2]).substitute(env).removeprefix("exec "))
+    return args
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGES))
+def test_each_service_is_served_by_the_shared_launcher_on_its_exposed_port(name: str) -> None:
+    text = (ROOT / SERVICES[name]["build"]["dockerfile"]).read_text()
+    args = _served_command(text)
+    assert args[:3] == ["python", "-m", "safeharbor_common.serving"] and "command" not in SERVICES[name]
+    settings = serving.settings_from(args[3:], {})  # the launcher's own parser accepts the arguments
+    assert settings.target == f"{PACKAGES[name].split('/')[1]}.app:create_app" and settings.host == "0.0.0.0"
+    port = dict(re.findall(r"^ENV (\w+)=(\S+)$", text, re.MULTILINE)).get("PORT", str(settings.port))
+    assert f"EXPOSE {settings.port}" in text and port == str(settings.port)
+    assert f"127.0.0.1:{settings.port}/healthz" in text or "127.0.0.1:%s/healthz" in text  # probes that port
 
 
 def test_every_service_is_deployed() -> None:

@@ -1,4 +1,4 @@
-"""keydir-service through the real stack (gateway, auth, keydir with 2 gunicorn workers, audit):
+"""keydir-service through the real stack (gateway, auth, keydir with 2 server workers, audit):
 registration with proofs, a registration race across workers, batch lookup with an unknown user, backups,
 deprovisioning via auth-service, consistency between checkpoints, audit events.
 
@@ -76,7 +76,7 @@ def test_keys_through_the_stack(api: Api, admin_token: str) -> None:
     assert api.call("POST", "/v1/keys", token=bob_token, json=record).status_code == 403
     assert api.call("POST", "/v1/keys", json=body).status_code == 401
 
-    # A race across gunicorn workers: eight version-1 registrations of one device, one winner.
+    # A race across server workers: eight version-1 registrations of one device, one winner.
     contenders = [_record(bob.user_id, "laptop", Ed25519PrivateKey.generate()) for _ in range(8)]
     barrier = threading.Barrier(len(contenders))
     statuses: list[int] = [0] * len(contenders)

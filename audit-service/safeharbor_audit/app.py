@@ -1,4 +1,4 @@
-"""Application factory (gunicorn: `safeharbor_audit.app:create_app()`)."""
+"""Application factory (served by `python -m safeharbor_common.serving safeharbor_audit.app:create_app`)."""
 
 from __future__ import annotations
 

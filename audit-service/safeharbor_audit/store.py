@@ -2,7 +2,7 @@
 
 Sequencing: every append runs in one database transaction that first locks the single `log_head` row
 (`SELECT ... FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so appends from any number of
-threads, gunicorn workers and replicas are serialised by the database: one order, no gaps, no forks.
+threads, server workers and replicas are serialised by the database: one order, no gaps, no forks.
 Inside a process, concurrent appends are combined (group commit): whoever holds the process's append lock
 takes every batch queued meanwhile and commits them in one transaction. A batch is acknowledged only
 after its transaction commits, and everything (entries, tree nodes, head, checkpoint) commits together,

@@ -1,4 +1,4 @@
-"""Application factory (gunicorn: `safeharbor_auth.app:create_app()`)."""
+"""Application factory (served by `python -m safeharbor_common.serving safeharbor_auth.app:create_app`)."""
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,6 @@
 """Durable retries for work outside our database (Stream, keydir): the deprovisioning job runner.
 
-A job row is claimed with a conditional UPDATE (status pending, due, lease free) so several gunicorn
+A job row is claimed with a conditional UPDATE (status pending, due, lease free) so several server
 workers and replicas can run the loop without running a job twice at the same moment; a crashed claimer's
 lease simply runs out. Failures back off exponentially with jitter up to JOB_BACKOFF_MAX. Jobs are
 idempotent (revoke, deactivate, reactivate), so a rare double run after a lease timeout is harmless.
@@ -165,7 +165,7 @@ class JobRunner:
     # -- the background loop ------------------------------------------------------------------------
 
     def ensure_started(self) -> None:
-        """Starts this process's loop once (after gunicorn's fork: never in the master)."""
+        """Starts this process's loop once (after the server's fork: never in its main process)."""
         if self._pid == os.getpid():
             return
         with self._lock:

@@ -92,7 +92,7 @@ def test_production_refuses_weak_argon2(env: dict[str, str]) -> None:
         create_app({"ENVIRON": dict(env, SAFEHARBOR_ENV="production")})
 
 
-def test_missing_data_key_stops_gunicorn_start(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+def test_missing_data_key_stops_the_server_start(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("AUTH_DATA_KEY")
     with pytest.raises(SystemExit):

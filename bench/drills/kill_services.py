@@ -8,9 +8,9 @@ Load: `--threads` clients through the gateway (key lookups and registrations, `m
 push status and audit reads as admin, channel filter), recording every status, error code and
 X-Request-ID, and every acknowledged write (key registrations, users created).
 For each of audit, keydir, push, auth, emulator (Stream) and gateway:
-1. SIGKILL one gunicorn worker: its master starts a new one by itself; the service must answer again
+1. SIGKILL one server worker (granian): its main process starts a new one by itself; the service must answer again
    within 30 s.
-2. SIGKILL the whole service (master and workers), keep it down `--down` seconds (auth: past the
+2. SIGKILL the whole service (main process and workers), keep it down `--down` seconds (auth: past the
    gateway's 5 s revocation-staleness limit, so the fail-closed 503 shows), then start it again as a
    supervisor (compose `restart: always`, Kubernetes) would; everything must answer again within 30 s
    without touching any other process.
@@ -157,7 +157,7 @@ class Load:
             return Counter((a, s, c) for t, a, s, c in self.events if t >= since)
 
 
-def gunicorn_workers(master_pid: int) -> list[int]:
+def server_workers(master_pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master_pid)], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
 
@@ -322,15 +322,15 @@ def main() -> int:
                 phase("kill -9 emulator (Stream)", kill_emulator, down=args.down, restart=stack.start_emulator)
                 continue
             master = stack.processes[name]
-            workers = gunicorn_workers(master.pid)
+            workers = server_workers(master.pid)
 
             def kill_worker(pid: int = workers[0]) -> str:
                 os.kill(pid, signal.SIGKILL)
                 return f"worker {pid}"
 
-            phase(f"kill -9 one {name} worker", kill_worker, down=3.0)  # the master forks a new one
+            phase(f"kill -9 one {name} worker", kill_worker, down=3.0)  # granian's main process starts a new one
             down = max(args.down, 7.0) if name == "auth" else args.down
-            phase(f"kill -9 {name} (master + workers)", lambda n=name: (stack.kill(n, signal.SIGKILL), "all")[1],
+            phase(f"kill -9 {name} (main process + workers)", lambda n=name: (stack.kill(n, signal.SIGKILL), "all")[1],
                   down=down, restart=lambda n=name: (stack.start_service(n), stack.wait_ready(n, timeout=60)))
 
         if args.backend == "postgres" and args.postgres != "skip":
@@ -362,9 +362,9 @@ def main() -> int:
         time.sleep(3)
         load.stop()
         log(f"load stopped: {len(load.events)} answers, {len(load.registered)} acknowledged registrations")
-        gateway_down = [p for p in report["phases"] if p["phase"] == "kill -9 gateway (master + workers)"]
+        gateway_down = [p for p in report["phases"] if p["phase"] == "kill -9 gateway (main process + workers)"]
         transport_outside = [t for t in load.transport if t[1] not in {
-            "kill -9 gateway (master + workers)", "kill -9 one gateway worker"}]
+            "kill -9 gateway (main process + workers)", "kill -9 one gateway worker"}]
         if transport_outside:
             problems.append(f"{len(transport_outside)} transport errors while the gateway was up: "
                             f"{Counter((p, e) for _, p, e in transport_outside)}")

@@ -4,7 +4,7 @@
         [--emitters 1,4] [--profile]
 
 End to end = emitter process calls `AuditEmitter.emit()` (durable SQLite outbox) → its shipper thread →
-`POST /internal/v1/audit/events` on audit-service (gunicorn, 2 workers) → group commit → committed entry.
+`POST /internal/v1/audit/events` on audit-service (granian, 2 workers) → group commit → committed entry.
 The clock runs from the first emit until audit-service's `log_head.size` counts every event (read from its
 database). Several emitters are separate processes with their own identity and outbox, like services.
 
@@ -41,7 +41,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 
 def cpu_snapshot(audit_pid: int) -> dict[int, tuple[str, float]]:
     """pid -> (group, CPU seconds so far): emitter processes (this script's children), audit-service (its
-    gunicorn tree), PostgreSQL (processes named postgres, so also other users' queries), everything else."""
+    server's process tree), PostgreSQL (processes named postgres, so also other users' queries), everything else."""
     table: dict[int, tuple[int, str, float]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():

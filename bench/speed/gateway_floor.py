@@ -1,8 +1,9 @@
 """The gateway's own cost, apart from the stack: the real gateway app in front of a fixed-answer upstream,
 side by side with a hello-world WSGI app under the same server settings (the floor any Python component
 served that way pays) and the fixed upstream alone, each under every server of `--servers`: gunicorn's
-gthread worker (what the stack runs today) and granian (a Rust HTTP server running the same WSGI app in
-its blocking threads; installed by `bench/setup.sh`).
+gthread worker (what the stack ran before; installed by `bench/setup.sh`) and granian (a Rust HTTP server
+running the same WSGI app in its blocking threads: what every service runs under now, through
+`safeharbor_common.serving`, with the same settings as here).
 
     .venv/bin/python bench/speed/gateway_floor.py [--runs 3] [--seconds 5] [--concurrency 1,8]
         [--threads 8] [--no-audit] [--servers gunicorn,granian]

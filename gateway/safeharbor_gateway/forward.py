@@ -50,7 +50,8 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 # The gateway's own paths; everything else is forwarded or refused here.
 LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 UNAUDITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-# "." and ".." segments, literal or percent-encoded: a service might resolve them past the route checked here.
+# "." and ".." segments of the decoded path (and dots still encoded after it, sent double-encoded): a service
+# might resolve them past the route checked here.
 _DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in http.HTTPStatus}
 _JSON = "application/json"
@@ -137,9 +138,9 @@ class Forwarder:
                 route, known = self.routes.match(method, path)
                 if route is None:
                     raise MethodNotAllowed() if known else NotFound()
-                target = _raw_path(environ, path)
-                if _DOT_SEGMENT.search(path) or _DOT_SEGMENT.search(target):
+                if _DOT_SEGMENT.search(path):
                     raise InvalidRequest("The path must not contain '.' or '..' segments.")
+                target = _upstream_path(path)
                 if not route.public:
                     claims = self._authorise(route, environ.get("HTTP_AUTHORIZATION", ""))
                 self._rate_limit(environ, claims)
@@ -293,10 +294,15 @@ def _incoming_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
     return headers
 
 
-def _raw_path(environ: dict[str, Any], path: str) -> str:
-    """The path as the client sent it (percent-encoding kept), to forward byte for byte."""
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if raw and raw.startswith("/"):
-        return str(raw).partition("?")[0]
-    # PEP 3333: PATH_INFO holds the decoded bytes as latin-1 characters.
-    return quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=~")
+def _upstream_path(path: str) -> str:
+    """The path to forward: the one the routes were checked against, percent-encoded again.
+
+    Never the raw request line: granian (what the gateway runs under) hands over only the decoded
+    PATH_INFO, and forwarding exactly what was checked means a service cannot route an encoded slash or
+    dot differently from the gateway (`/v1/keys/a%2Fb` is checked, and forwarded, as `/v1/keys/a/b`).
+    """
+    try:
+        raw = path.encode("latin-1")  # PEP 3333: PATH_INFO holds the decoded bytes as latin-1 characters
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest("The path is not a valid request path.") from exc
+    return quote(raw, safe="/:@!$&'()*+,;=~")

@@ -54,7 +54,7 @@ class RevocationList:
         return time.monotonic() - self._last_fresh <= self._max_staleness
 
     def ensure_started(self) -> None:
-        """Starts the background readers in this worker (after gunicorn's fork), once."""
+        """Starts the background readers in this worker (after the server's fork), once."""
         if self._started:
             return
         with self._start_lock:

@@ -44,6 +44,7 @@ def _upstream_app(state: FakeUpstream) -> Flask:
         record = {
             "path": "/" + path,
             "query": request.query_string.decode(),
+            "target": request.environ.get("RAW_URI"),  # the request line's path as it arrived, undecoded
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body": request.get_data(as_text=True),
         }

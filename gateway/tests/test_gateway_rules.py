@@ -1,6 +1,7 @@
 """Routing, identity-header stripping, role rules, revocation, limits and upstream failures."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -8,6 +9,7 @@ import pytest
 from conftest import FakeUpstream, Signer
 from safeharbor_common.service_identity import ServiceTokenVerifier, parse_public_keys
 from safeharbor_gateway.app import create_app
+from werkzeug.test import EnvironBuilder
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -247,9 +249,28 @@ def test_dot_segments_are_refused_before_any_service(client: Any, signer: Signer
     assert upstream.seen == []
 
 
-def test_path_is_forwarded_as_the_client_encoded_it(client: Any, signer: Signer) -> None:
-    seen = client.get("/v1/users/dr%20chen%3Ax?fields=a%26b", headers=_auth(signer.token(role="admin"))).get_json()
-    assert seen["path"] == "/v1/users/dr chen:x" and seen["query"] == "fields=a%26b"
+@pytest.mark.parametrize(("sent", "forwarded", "path"), [
+    ("/v1/users/dr%20chen%3Ax", "/v1/users/dr%20chen:x", "/v1/users/dr chen:x"),
+    ("/v1/users/100%25", "/v1/users/100%25", "/v1/users/100%"),
+    ("/v1/users/%C3%A9t%C3%A9", "/v1/users/%C3%A9t%C3%A9", "/v1/users/\u00e9t\u00e9"),
+    # An encoded slash is checked as a slash, so it is forwarded as one: the service routes what was checked.
+    ("/v1/keys/a%2Fb", "/v1/keys/a/b", "/v1/keys/a/b"),
+])
+def test_path_is_forwarded_as_checked_encoded_again(client: Any, signer: Signer, sent: str, forwarded: str,
+                                                     path: str) -> None:
+    seen = client.get(f"{sent}?fields=a%26b", headers=_auth(signer.token(role="admin"))).get_json()
+    assert seen["target"] == f"{forwarded}?fields=a%26b"
+    assert seen["path"] == path and seen["query"] == "fields=a%26b"
+
+
+def test_a_path_that_is_not_bytes_is_refused(client: Any, signer: Signer, upstream: FakeUpstream) -> None:
+    # PEP 3333 servers hand PATH_INFO over as latin-1 characters; anything else is not a request path.
+    environ = EnvironBuilder(path="/v1/users/x", headers=_auth(signer.token(role="admin"))).get_environ()
+    environ["PATH_INFO"] = "/v1/users/\u4e2d"
+    seen: list[str] = []
+    body = b"".join(client.application(environ, lambda status, headers, exc_info=None: seen.append(status)))
+    assert seen == ["400 Bad Request"] and json.loads(body)["error"]["code"] == "invalid_request"
+    assert upstream.seen == []
 
 
 def test_gateway_own_paths_carry_security_headers_and_are_audited(client: Any, events: list[dict[str, Any]]) -> None:

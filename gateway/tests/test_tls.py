@@ -1,4 +1,5 @@
-"""TLS when a certificate is given: the real gunicorn setup serves HTTPS with TLS 1.2 as the floor."""
+"""TLS when a certificate is given: the gateway under the real launcher (granian, as the Dockerfile runs it)
+serves HTTPS with TLS 1.2 as the floor, from a key in SEC1 form (rewritten to PKCS#8) or PKCS#8."""
 from __future__ import annotations
 
 import datetime
@@ -17,10 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from safeharbor_common.service_identity import generate_keypair
-from safeharbor_gateway import gunicorn_conf
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
+def _self_signed(tmp: Path, key_form: serialization.PrivateFormat) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
@@ -33,14 +33,8 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     )
     cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, key_form, serialization.NoEncryption()))
     return cert_path, key_path
-
-
-def test_ssl_context_hook_sets_tls12_floor() -> None:
-    context = gunicorn_conf.ssl_context(None, lambda: ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
-    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
 
 
 def _free_port() -> int:
@@ -49,17 +43,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def https_gateway(tmp_path: Path) -> Any:
-    cert, key = _self_signed(tmp_path)
+@pytest.fixture(params=[serialization.PrivateFormat.TraditionalOpenSSL, serialization.PrivateFormat.PKCS8],
+                ids=["sec1-key", "pkcs8-key"])
+def https_gateway(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    cert, key = _self_signed(tmp_path, request.param)
     seed, _ = generate_keypair()
     port = _free_port()
-    env = {**os.environ, "GATEWAY_BIND": "127.0.0.1", "GATEWAY_PORT": str(port), "GATEWAY_WORKERS": "1",
-           "TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key), "SERVICE_PRIVATE_KEY": seed,
+    env = {**os.environ, "TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key), "SERVICE_PRIVATE_KEY": seed,
            "AUDIT_OUTBOX_PATH": str(tmp_path / "outbox.db"), "AUTH_SERVICE_URL": "http://127.0.0.1:9"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:safeharbor_gateway.gunicorn_conf",
-         "safeharbor_gateway.app:create_app()"],
+        [sys.executable, "-m", "safeharbor_common.serving", "safeharbor_gateway.app:create_app",
+         "--port", str(port), "--workers", "1", "--threads", "2"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
@@ -68,10 +62,11 @@ def https_gateway(tmp_path: Path) -> Any:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             break
         except OSError:
+            assert process.poll() is None, "the gateway exited"
             time.sleep(0.2)
     yield port, cert
     process.terminate()
-    process.wait(timeout=10)
+    process.wait(timeout=20)
 
 
 def _handshake(port: int, cert: Path, maximum: ssl.TLSVersion | None) -> tuple[str | None, bytes]:
@@ -92,7 +87,7 @@ def test_https_served_with_tls12_and_13(https_gateway: tuple[int, Path]) -> None
     port, cert = https_gateway
     version, response = _handshake(port, cert, None)
     assert version == "TLSv1.3" and b" 200 " in response.split(b"\r\n")[0]
-    assert b"Strict-Transport-Security" in response
+    assert b"strict-transport-security:" in response.lower()  # granian sends header names in lower case
     version, _ = _handshake(port, cert, ssl.TLSVersion.TLSv1_2)
     assert version == "TLSv1.2"
 

@@ -2,7 +2,7 @@
 
 Sequencing: every change to the directory runs in one database transaction that first locks the single
 `log_head` row (`SELECT ... FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so registrations,
-rotations and revocations from any number of threads, gunicorn workers and replicas are serialised by the
+rotations and revocations from any number of threads, server workers and replicas are serialised by the
 database: one order, no gaps, no forks. The same transaction writes the leaves, the new perfect-subtree
 nodes, the head and a checkpoint signed over the new root, so a crash at any moment leaves either the old
 or the new consistent log, and the latest checkpoint always covers every committed leaf.

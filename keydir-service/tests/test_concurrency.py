@@ -24,7 +24,7 @@ def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Ke
     url = request.getfixturevalue("pg_url") if request.param == "postgres" else f"sqlite:///{tmp_path}/race.db"
     migrate(url)
     env = make_env(url, tmp_path)
-    apps = [build_app(env), build_app(env)]  # two "gunicorn workers": separate engines and pools
+    apps = [build_app(env), build_app(env)]  # two server workers: separate engines and pools
     yield env, apps
     for app in apps:
         app.extensions["audit"].close()

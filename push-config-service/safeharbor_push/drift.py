@@ -1,7 +1,7 @@
 """The periodic drift check: one background thread per process, one checking process per deployment.
 
 Every PUSH_DRIFT_INTERVAL seconds each worker tries to take (or renew) the "drift-checker" lease row;
-only the holder reads Stream and records drift, so several gunicorn workers and replicas do not all
+only the holder reads Stream and records drift, so several server workers and replicas do not all
 call Stream or emit duplicate events. A dead holder's lease expires and another process takes over.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `emit()` commits the event to a local SQLite file (WAL) before it returns, so an event whose request was
 acknowledged survives a crash or kill -9 of this process and any outage of audit-service. A shipper thread
-per process claims batches (a lease, so several gunicorn workers sharing one outbox file don't send the
+per process claims batches (a lease, so several server workers sharing one outbox file don't send the
 same rows), posts them to audit-service's internal ingestion endpoint with this service's identity,
 deletes them only after a 2xx, and backs off exponentially with jitter on failure. audit-service dedupes
 by `event_id`, so a batch resent after a lost answer is recorded once.
@@ -411,7 +411,7 @@ def init_app(app: Any) -> AuditEmitter:
     Keys: AUDIT_OUTBOX_PATH (default var/outbox-<service>.db), AUDIT_SERVICE_URL (default loopback 8103;
     empty disables shipping), SERVICE_NAME, optional AUDIT_OUTBOX_SYNC ("full" to fsync every event);
     the signer is app.extensions["service_signer"]. The shipper starts in the serving process on the first
-    request or emit (never in a gunicorn master before the fork).
+    request or emit (never in a server main process before the fork).
     """
     config = app.config
     signer = app.extensions.get("service_signer")

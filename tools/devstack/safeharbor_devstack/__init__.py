@@ -1,4 +1,5 @@
-"""Runs the SafeHarbor services as local gunicorn processes: `make run` and the integration suite."""
+"""Runs the SafeHarbor services as local processes (granian, through safeharbor_common.serving): `make run`
+and the integration suite."""
 from .stack import SERVICES, ServiceSpec, Stack, StackSettings, free_port
 
 __all__ = ["SERVICES", "ServiceSpec", "Stack", "StackSettings", "free_port"]

@@ -5,7 +5,7 @@ PostgreSQL and Redis instead; STREAM_API_KEY / STREAM_API_SECRET / STREAM_CHAT_U
 SAFEHARBOR_DEMO_PASSWORD (demo users' password in dev mode).
 To run a second stack beside `make run` (tools/devstack/tests does): SAFEHARBOR_VAR_DIR (default <root>/var:
 secrets, SQLite files, logs, emulator state), AUTH_PORT / KEYDIR_PORT / AUDIT_PORT / PUSH_PORT (8101, 8102,
-8103, 8104), STREAM_EMULATOR_PORT (8190); SAFEHARBOR_WORKERS (gunicorn workers per service, 2).
+8103, 8104), STREAM_EMULATOR_PORT (8190); SAFEHARBOR_WORKERS (server worker processes per service, 2).
 """
 from __future__ import annotations
 

@@ -170,22 +170,16 @@ class Stack:
         command = [
             sys.executable,
             "-m",
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{port}",
+            "safeharbor_common.serving",  # granian, as in the Dockerfiles
+            f"{spec.package}.app:create_app",
+            "--port",
+            str(port),
             "--workers",
             str(self.settings.workers),
-            "--worker-class",
-            "gthread",
             "--threads",
             "8",
-            "--graceful-timeout",
+            "--graceful-seconds",
             "5",
-            "--timeout",
-            "60",
-            "--keep-alive",
-            "30",  # as the gateway's gunicorn_conf: pooled clients must not race a closing connection
-            f"{spec.package}.app:create_app()",
         ]
         self._spawn(name, command, self.env_for(name))
 

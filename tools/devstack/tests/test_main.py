@@ -58,7 +58,7 @@ def _descendants(root: int) -> dict[int, int]:
 
 def _left_running(known: dict[int, int], sessions: set[int]) -> list[str]:
     """Processes still alive (not zombies) that are one of `known`, or in one of the services' sessions
-    (a gunicorn worker re-parented to init after its master died)."""
+    (a server worker re-parented to init after its main process died)."""
     left = []
     for pid in _all_pids():
         stat = _proc_stat(pid)
@@ -167,7 +167,7 @@ def test_make_run_starts_stack_with_emulator_and_stops_on_ctrl_c(devstack: Run, 
 
     children = devstack.children = _descendants(process.pid)
     commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
-    assert sum(b"gunicorn" in c for c in commands) >= len(SERVICES), commands
+    assert sum(b"safeharbor_common.serving" in c for c in commands) >= len(SERVICES), commands
     assert any(b"stream_emulator" in c for c in commands), commands
     sessions = {pid for pid in children if (stat := _proc_stat(pid)) is not None and stat[2] == pid}
     assert len(sessions) == len(SERVICES) + 1  # every service and the emulator lead a session of their own
