@@ -334,7 +334,7 @@ def record_stream_webhook(
     request_info: Mapping[str, Any] = info if isinstance(info, Mapping) else {}
     meta = _ids_only(payload)
     meta.update({"webhook_id": dedupe_key[:128], "body_sha256": body_sha256})
-    if attempt and attempt.isdigit():
+    if attempt and attempt.isascii() and attempt.isdigit() and len(attempt) <= 9:  # "³".isdigit() is True
         meta["attempt"] = int(attempt)
     cid = payload.get("cid")
     event = NewEvent(

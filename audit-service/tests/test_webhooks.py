@@ -8,6 +8,7 @@ import hmac
 import json
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -70,6 +71,19 @@ def test_signed_webhook_recorded_with_ids_only(app: Flask, client: FlaskClient, 
     for secret_text in (b"Jane Roe", b"HIV", b"Dr Chen", b"198.51.100.77"):
         assert secret_text not in dump
     assert entry["ip"] == "198.51.100.77"  # auditors can still read it, decrypted
+
+
+@pytest.mark.parametrize(("attempt", "recorded"), [("2", 2), ("\u00b3", None), ("9" * 5000, None), ("-1", None)])
+def test_attempt_header_recorded_only_when_a_small_number(client: FlaskClient, audit_env: AuditEnv, attempt: str,
+                                                           recorded: int | None) -> None:
+    # "\u00b3" (superscript three, as a latin-1 header value) passes str.isdigit() but not int(): not a 500.
+    body = json.dumps(MESSAGE_EVENT).encode()
+    response = client.post("/v1/webhooks/stream", data=body, environ_overrides={"HTTP_X_WEBHOOK_ATTEMPT": attempt},
+                           headers={"X-Signature": sign(body), "X-Webhook-Id": "wh-attempt",
+                                    "Content-Type": "application/json"})
+    assert response.status_code == 200
+    [entry] = entries(client, audit_env, action="stream.message.new")
+    assert entry["meta"].get("attempt") == recorded
 
 
 def test_bad_signature_refused(client: FlaskClient, audit_env: AuditEnv) -> None:

@@ -209,7 +209,8 @@ class Forwarder:
             return None if method in ("GET", "HEAD", "DELETE") else b""
         limit = self.settings.max_body
         if length_text:
-            if not length_text.isdigit():
+            # isdigit alone takes "³", which int() refuses; 18 digits bound the conversion.
+            if not (length_text.isascii() and length_text.isdigit()) or len(length_text) > 18:
                 raise InvalidRequest("Content-Length must be a number.")
             if int(length_text) > limit:
                 raise PayloadTooLarge()

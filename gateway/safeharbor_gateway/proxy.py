@@ -289,5 +289,7 @@ class UpstreamPool:
 def _content_length(headers: list[tuple[str, str]]) -> int | None:
     for name, value in headers:
         if name.lower() == "content-length":
-            return int(value) if value.strip().isdigit() else None
+            digits = value.strip()
+            # isdigit alone takes "³", which int() refuses; 18 digits bound the conversion.
+            return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
     return None

@@ -189,6 +189,19 @@ def test_oversized_body_refused(client: Any, signer: Signer, upstream: FakeUpstr
     assert len(upstream.seen) == before  # nothing reached the service
 
 
+@pytest.mark.parametrize("length", ["\u00b3", "9" * 19, "-1", "1e3"])
+def test_content_length_that_is_not_a_small_number_is_refused(client: Any, signer: Signer, upstream: FakeUpstream,
+                                                              length: str) -> None:
+    # "\u00b3" (a latin-1 header value) passes str.isdigit() but not int(): a 400, never a 500.
+    environ = EnvironBuilder(path="/v1/keys", method="POST", data=b"{}", content_type="application/json",
+                             headers=_auth(signer.token())).get_environ()
+    environ["CONTENT_LENGTH"] = length
+    seen: list[str] = []
+    body = b"".join(client.application(environ, lambda status, headers, exc_info=None: seen.append(status)))
+    assert seen == ["400 Bad Request"] and json.loads(body)["error"]["code"] == "invalid_request"
+    assert upstream.seen == []
+
+
 def test_upstream_down_is_a_clean_503(gateway_config: dict[str, Any], signer: Signer) -> None:
     environ = {**gateway_config["ENVIRON"], "KEYDIR_SERVICE_URL": "http://127.0.0.1:9"}
     app = create_app({**gateway_config, "ENVIRON": environ})

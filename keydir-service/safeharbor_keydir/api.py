@@ -54,7 +54,7 @@ def _int_arg(name: str, *, default: int | None = None) -> int | None:
     text = request.args.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # isdigit alone takes "³", int() does not
         raise InvalidRequest(f"Query parameter '{name}' must be a non-negative integer.", extra={"field": name})
     return int(text)
 

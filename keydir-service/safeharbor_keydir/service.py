@@ -382,7 +382,7 @@ def _revoke_locked(
 def parse_cursor(text: str | None, name: str) -> int:
     if text is None or text == "":
         return 0
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # isdigit alone takes "³", int() does not
         raise InvalidRequest(
             f"Query parameter '{name}' must be a cursor from an earlier answer.", extra={"field": name}
         )

@@ -269,6 +269,12 @@ def test_change_feed(client: FlaskClient, keydir_env: KeydirEnv) -> None:
     assert client.get("/v1/keys/changes?since=3", headers=auth).get_json()["users"] == []
     assert client.get("/v1/keys/changes?since=99", headers=auth).get_json()["reset"] is True
     assert client.get("/v1/keys/changes?since=-1", headers=auth).status_code == 400
+    # "\u00b3" passes str.isdigit() but not int(); like any other non-cursor it is a 400, not a 500.
+    for bad in ("%C2%B3", "%D9%A3", "9" * 19):
+        answer = client.get(f"/v1/keys/changes?since={bad}", headers=auth)
+        assert answer.status_code == 400 and answer.get_json()["error"]["field"] == "since", bad
+        answer = client.get(f"/v1/keys/log/leaves?start={bad}", headers=auth)
+        assert answer.status_code == 400 and answer.get_json()["error"]["field"] == "start", bad
 
 
 def test_user_monitoring_lists_every_leaf(client: FlaskClient, keydir_env: KeydirEnv) -> None:

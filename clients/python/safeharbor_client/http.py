@@ -51,8 +51,9 @@ def api_error(response: requests.Response) -> e.ApiError:
         cls = e.FreshLoginRequired
     kwargs: dict[str, Any] = {"status": status, "code": code, "request_id": request_id, "details": details}
     if cls is e.RateLimited:
-        retry = response.headers.get("Retry-After")
-        kwargs["retry_after"] = int(retry) if retry and retry.isdigit() else None
+        retry = response.headers.get("Retry-After") or ""
+        # ASCII only: "³".isdigit() is True but int() refuses it. An HTTP date is not a number of seconds.
+        kwargs["retry_after"] = int(retry) if retry.isascii() and retry.isdigit() and len(retry) <= 9 else None
     return cls(message, **kwargs)
 
 
