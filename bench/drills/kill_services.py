@@ -162,6 +162,17 @@ def server_workers(master_pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def wait_replaced(master_pid: int, *, killed: int, count: int, timeout: float = 15.0) -> bool:
+    """True once the server's main process again has `count` workers, none of them the killed one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = server_workers(master_pid)
+        if len(workers) == count and killed not in workers:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def wait_healthy(api: Api, token: str, admin: str, timeout: float = 30.0) -> float:
     """Seconds until one request per service answers 2xx through the gateway."""
     started = time.monotonic()
@@ -329,6 +340,10 @@ def main() -> int:
                 return f"worker {pid}"
 
             phase(f"kill -9 one {name} worker", kill_worker, down=3.0)  # granian's main process starts a new one
+            replaced = wait_replaced(master.pid, killed=workers[0], count=len(workers))
+            log(f"{name}: {'a new worker replaced' if replaced else 'NO new worker replaced'} worker {workers[0]}")
+            if not replaced:
+                problems.append(f"{name}: killed worker {workers[0]} was not replaced ({len(workers)} expected)")
             down = max(args.down, 7.0) if name == "auth" else args.down
             phase(f"kill -9 {name} (main process + workers)", lambda n=name: (stack.kill(n, signal.SIGKILL), "all")[1],
                   down=down, restart=lambda n=name: (stack.start_service(n), stack.wait_ready(n, timeout=60)))
