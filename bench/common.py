@@ -34,6 +34,9 @@ RESULTS = BENCH / "results"
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # A Redis database of the machine's Redis that the integration suite (14) does not use.
 REDIS_BENCH_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+# A second stack beside the first (one per server compared, `gateway_overhead.py --servers`) gets its own.
+REDIS_BENCH_URL_2 = os.environ.get("BENCH_REDIS_URL_2", "redis://127.0.0.1:6379/12")
+SERVERS = ("granian", "gunicorn")  # granian: what the stack runs; gunicorn: what it ran before (bench/setup.sh)
 HIGH_LIMITS = {
     "RATE_LIMIT_PER_IP": "100000000",
     "RATE_LIMIT_PER_USER": "100000000",
@@ -141,7 +144,9 @@ class Databases:
 
 @dataclass
 class BenchStack:
-    """Every service and the Stream emulator as gunicorn processes on free loopback ports."""
+    """Every service and the Stream emulator as local processes on free loopback ports, each service under
+    `server`: granian through `safeharbor_common.serving` (what the stack runs), or gunicorn's gthread worker
+    with the settings the stack used before (for side-by-side comparisons only)."""
 
     backend: str = "sqlite"
     workers: int = 2
@@ -150,6 +155,7 @@ class BenchStack:
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     keep_logs: bool = bool(os.environ.get("KEEP_STACK_LOGS"))
     only: Sequence[str] | None = None  # start just these services (no emulator, no seeding)
+    server: str = "granian"
 
     def __post_init__(self) -> None:
         from safeharbor_devstack import SERVICES, Stack, StackSettings, free_port
@@ -177,7 +183,9 @@ class BenchStack:
             extra_env={**HIGH_LIMITS, **self.extra_env},
             service_env=self.service_env,
         )
-        self.stack = Stack(settings)
+        if self.server not in SERVERS:
+            raise ValueError(f"unknown server {self.server!r} (known: {', '.join(SERVERS)})")
+        self.stack = Stack(settings) if self.server == "granian" else _gunicorn_stack(settings)
         self.services = SERVICES
 
     def __enter__(self) -> BenchStack:
@@ -188,7 +196,7 @@ class BenchStack:
             import redis
 
             redis.Redis.from_url(self.redis_url).flushdb()
-        log(f"starting the stack ({self.backend}, {self.workers} workers per service) in {self.tmp}")
+        log(f"starting the stack ({self.backend}, {self.server}, {self.workers} workers per service) in {self.tmp}")
         try:
             if self.only:
                 for name in self.only:
@@ -211,7 +219,7 @@ class BenchStack:
     def close(self) -> None:
         self.stack.stop()
         self.databases.drop()
-        if self.redis_url == REDIS_BENCH_URL:
+        if self.redis_url in (REDIS_BENCH_URL, REDIS_BENCH_URL_2):
             import redis
 
             with contextlib.suppress(Exception):
@@ -520,3 +528,21 @@ def wait_quiet(threshold_cores: float = 0.25, max_wait: float = 120.0) -> float:
         load = probe.stop()
         if load < threshold_cores or time.monotonic() >= deadline:
             return load
+
+
+
+def _gunicorn_stack(settings: object) -> object:
+    """The devstack with every service under gunicorn's gthread worker, as it ran until commit 9f7e26b."""
+    from safeharbor_devstack import Stack
+    from safeharbor_devstack.stack import _spec
+
+    class GunicornStack(Stack):
+        def start_service(self, name: str) -> None:
+            spec = _spec(name)
+            command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.settings.ports[name]}",
+                       "--workers", str(self.settings.workers), "--worker-class", "gthread", "--threads", "8",
+                       "--graceful-timeout", "5", "--timeout", "60", "--keep-alive", "30",
+                       f"{spec.package}.app:create_app()"]
+            self._spawn(name, command, self.env_for(name))
+
+    return GunicornStack(settings)

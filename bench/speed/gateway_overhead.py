@@ -2,7 +2,10 @@
 nginx as a plain reverse proxy, under wrk at several concurrencies. Requests/s and p50/p99.
 
     .venv/bin/python bench/speed/gateway_overhead.py [--backend sqlite|postgres] [--runs 3] [--seconds 8]
-        [--concurrency 1,8,32,64] [--path /v1/auth/me]
+        [--concurrency 1,8,32,64] [--path /v1/auth/me] [--servers granian,gunicorn]
+
+`--servers granian,gunicorn` starts one stack per server (gunicorn from `bench/setup.sh`, with the
+settings the stack used before commit 9f7e26b) and interleaves their runs, for a ratio on one machine.
 
 Runs are interleaved (direct, gateway, nginx, direct, ...) so drifting background load hits all three;
 after every gateway run the audit outboxes drain before the next run starts. Medians of `--runs`.
@@ -10,6 +13,7 @@ after every gateway run the audit outboxes drain before the next run starts. Med
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -22,7 +26,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import BENCH, BenchStack, ComponentCpu, ForeignCpu, fmt, log, median, wait_quiet, write_result, wrk
+import requests
+from common import (
+    BENCH,
+    REDIS_BENCH_URL_2,
+    SERVERS,
+    BenchStack,
+    ComponentCpu,
+    ForeignCpu,
+    fmt,
+    log,
+    median,
+    wait_quiet,
+    write_result,
+    wrk,
+)
 
 
 def start_nginx(upstream_port: int) -> tuple[subprocess.Popen[bytes], int, Path]:
@@ -70,86 +88,121 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--path", default="/v1/auth/me")
     parser.add_argument("--user", default="pat")
+    parser.add_argument("--servers", type=_server_list, default=["granian"],
+                        help="one stack per server, runs interleaved (default granian; granian,gunicorn compares)")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     service = "keydir" if args.path.startswith("/v1/keys") else "auth"
+    paths = ("direct", "gateway", "nginx")
 
-    with BenchStack(backend=args.backend) as bench:
-        api = bench.api()
-        token = api.token(args.user)
-        headers = {"Authorization": f"Bearer {token}"}
-        nginx, nginx_port, nginx_tmp = start_nginx(int(bench.url(service).rsplit(":", 1)[1]))
-        try:
-            targets = {
-                "direct": bench.url(service) + args.path,
-                "gateway": bench.gateway_url + args.path,
-                "nginx": f"http://127.0.0.1:{nginx_port}" + args.path,
-            }
-            for name, url in targets.items():  # sanity and warm-up (JWKS fetch, token cache, pools)
-                import requests
-
-                status = requests.get(url, headers=headers, timeout=10).status_code
+    with contextlib.ExitStack() as cleanup:
+        targets: dict[tuple[str, str], str] = {}
+        cpu: dict[str, ComponentCpu] = {}
+        benches: dict[str, BenchStack] = {}
+        headers: dict[str, dict[str, str]] = {}
+        for index, server in enumerate(args.servers):
+            redis_url = "auto" if index == 0 or args.backend != "postgres" else REDIS_BENCH_URL_2
+            bench = benches[server] = cleanup.enter_context(
+                BenchStack(backend=args.backend, server=server, redis_url=redis_url))
+            headers[server] = {"Authorization": f"Bearer {bench.api().token(args.user)}"}
+            nginx, nginx_port, nginx_tmp = start_nginx(int(bench.url(service).rsplit(":", 1)[1]))
+            cleanup.callback(_stop_nginx, nginx, nginx_tmp)
+            urls = {"direct": bench.url(service) + args.path, "gateway": bench.gateway_url + args.path,
+                    "nginx": f"http://127.0.0.1:{nginx_port}" + args.path}
+            for name, url in urls.items():  # sanity and warm-up (JWKS fetch, token cache, pools)
+                status = requests.get(url, headers=headers[server], timeout=10).status_code
                 if status != 200:
-                    raise RuntimeError(f"{name}: {url} answered {status}")
-                wrk(url, connections=4, seconds=2, headers=headers)
+                    raise RuntimeError(f"{server} {name}: {url} answered {status}")
+                wrk(url, connections=4, seconds=2, headers=headers[server])
+                targets[(server, name)] = url
             bench.wait_outboxes_empty()
             # CPU per request of each part, the audit pipeline included: a gateway run is charged until
             # its events are committed by audit-service (the outboxes drained).
-            cpu = ComponentCpu({"gateway": bench.stack.processes["gateway"].pid,
-                                service: bench.stack.processes[service].pid,
-                                "audit": bench.stack.processes["audit"].pid,
-                                "nginx": nginx.pid})
-            runs: dict[str, dict[int, list[dict[str, float]]]] = {t: {c: [] for c in concurrencies} for t in targets}
-            for run in range(args.runs):
-                for c in concurrencies:
-                    for name, url in targets.items():
-                        wait_quiet()
-                        others = ForeignCpu().start()
-                        before = {**cpu.snapshot(), "wrk": _children_cpu()}
-                        result = wrk(url, connections=c, seconds=args.seconds, headers=headers)
-                        foreign = others.stop()
-                        if name == "gateway":
-                            bench.wait_outboxes_empty()
-                        used = ComponentCpu.per_request_us(before, {**cpu.snapshot(), "wrk": _children_cpu()},
-                                                           result.requests)
-                        runs[name][c].append({**result.as_dict(), "foreign_cores": foreign,
-                                              **{f"cpu_us:{part}": us for part, us in used.items()}})
-                        log(f"run {run + 1} c={c:<3} {name:<8} {fmt(result.rps, 0):>7} req/s  "
-                            f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  non-2xx {result.non_2xx}  "
-                            f"others used {runs[name][c][-1]['foreign_cores']:.2f} cores")
-        finally:
-            os.killpg(nginx.pid, signal.SIGTERM)
-            nginx.wait(timeout=10)
-            shutil.rmtree(nginx_tmp, ignore_errors=True)
+            cpu[server] = ComponentCpu({"gateway": bench.stack.processes["gateway"].pid,
+                                        service: bench.stack.processes[service].pid,
+                                        "audit": bench.stack.processes["audit"].pid,
+                                        "nginx": nginx.pid})
+        runs: dict[tuple[str, str], dict[int, list[dict[str, float]]]] = {
+            t: {c: [] for c in concurrencies} for t in targets}
+        for run in range(args.runs):
+            for c in concurrencies:
+                for (server, name), url in targets.items():
+                    wait_quiet()
+                    others = ForeignCpu().start()
+                    before = {**cpu[server].snapshot(), "wrk": _children_cpu()}
+                    result = wrk(url, connections=c, seconds=args.seconds, headers=headers[server])
+                    foreign = others.stop()
+                    if name == "gateway":
+                        benches[server].wait_outboxes_empty()
+                    used = ComponentCpu.per_request_us(before, {**cpu[server].snapshot(), "wrk": _children_cpu()},
+                                                       result.requests)
+                    runs[(server, name)][c].append({**result.as_dict(), "foreign_cores": foreign,
+                                                    **{f"cpu_us:{part}": us for part, us in used.items()}})
+                    log(f"run {run + 1} c={c:<3} {server:<8} {name:<8} {fmt(result.rps, 0):>7} req/s  "
+                        f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  non-2xx {result.non_2xx}  "
+                        f"others used {foreign:.2f} cores")
 
     summary = []
-    print("\n| concurrency | path | req/s | p50 ms | p99 ms | gateway p50 − direct p50 | gateway/nginx req/s |")
-    print("|---|---|---|---|---|---|---|")
-    for c in concurrencies:
-        med = {t: {k: median([r[k] for r in runs[t][c]]) for k in ("rps", "p50_ms", "p99_ms")} for t in runs}
-        errors = {t: sum(r["non_2xx"] + r["socket_errors"] for r in runs[t][c]) for t in runs}
-        row = {"concurrency": c, "median": med, "errors": errors,
-               "gateway_added_p50_ms": med["gateway"]["p50_ms"] - med["direct"]["p50_ms"],
-               "gateway_over_nginx_rps": med["gateway"]["rps"] / med["nginx"]["rps"]}
-        summary.append(row)
-        for t in runs:
-            extra = (f"{row['gateway_added_p50_ms']:+.2f} ms", f"{row['gateway_over_nginx_rps']:.2f}") \
-                if t == "gateway" else ("", "")
-            print(f"| {c} | {t} | {fmt(med[t]['rps'], 0)} | {med[t]['p50_ms']:.2f} | {med[t]['p99_ms']:.2f} | "
-                  f"{extra[0]} | {extra[1]} |")
+    print("\n| server | concurrency | path | req/s | p50 ms | p99 ms | gateway p50 − direct p50 "
+          "| gateway/nginx req/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for server in args.servers:
+        for c in concurrencies:
+            med = {t: {k: median([r[k] for r in runs[(server, t)][c]]) for k in ("rps", "p50_ms", "p99_ms")}
+                   for t in paths}
+            errors = {t: sum(r["non_2xx"] + r["socket_errors"] for r in runs[(server, t)][c]) for t in paths}
+            row = {"server": server, "concurrency": c, "median": med, "errors": errors,
+                   "gateway_added_p50_ms": med["gateway"]["p50_ms"] - med["direct"]["p50_ms"],
+                   "gateway_over_nginx_rps": med["gateway"]["rps"] / med["nginx"]["rps"]}
+            summary.append(row)
+            for t in paths:
+                extra = (f"{row['gateway_added_p50_ms']:+.2f} ms", f"{row['gateway_over_nginx_rps']:.2f}") \
+                    if t == "gateway" else ("", "")
+                print(f"| {server} | {c} | {t} | {fmt(med[t]['rps'], 0)} | {med[t]['p50_ms']:.2f} | "
+                      f"{med[t]['p99_ms']:.2f} | {extra[0]} | {extra[1]} |")
     parts = sorted({k for t in runs for c in concurrencies for r in runs[t][c] for k in r if k.startswith("cpu_us:")})
     print("\nCPU per request, µs (medians; the gateway's audit events charged until audit-service committed them)")
-    print("| concurrency | path | " + " | ".join(p.removeprefix("cpu_us:") for p in parts) + " | total |")
-    print("|---|---|" + "---|" * (len(parts) + 1))
-    for c in concurrencies:
-        for t in runs:
-            values = [median([r[p] for r in runs[t][c]]) for p in parts]
-            print(f"| {c} | {t} | " + " | ".join(f"{v:,.0f}" for v in values) + f" | {sum(values):,.0f} |")
-    write_result(f"gateway_overhead-{args.backend}", {
-        "path": args.path, "service": service, "seconds": args.seconds, "runs": args.runs,
-        "workers_per_service": 2, "summary": summary, "raw": runs,
+    print("| server | concurrency | path | " + " | ".join(p.removeprefix("cpu_us:") for p in parts) + " | total |")
+    print("|---|---|---|" + "---|" * (len(parts) + 1))
+    for server in args.servers:
+        for c in concurrencies:
+            for t in paths:
+                values = [median([r[p] for r in runs[(server, t)][c]]) for p in parts]
+                print(f"| {server} | {c} | {t} | " + " | ".join(f"{v:,.0f}" for v in values)
+                      + f" | {sum(values):,.0f} |")
+    if len(args.servers) > 1:
+        first, *others = args.servers
+        print(f"\nSide by side (ratio {first} / other, same run):")
+        for other in others:
+            for c in concurrencies:
+                mine = {r["server"]: r for r in summary if r["concurrency"] == c}
+                a, o = mine[first], mine[other]
+                gateway_ratio = a["median"]["gateway"]["rps"] / o["median"]["gateway"]["rps"]
+                direct_ratio = a["median"]["direct"]["rps"] / o["median"]["direct"]["rps"]
+                print(f"  vs {other}, c={c}: gateway req/s {gateway_ratio:.2f}x, direct req/s {direct_ratio:.2f}x, "
+                      f"gateway added p50 {a['gateway_added_p50_ms']:+.2f} vs {o['gateway_added_p50_ms']:+.2f} ms")
+    suffix = "" if args.servers == ["granian"] else "-" + "-".join(args.servers)
+    name = f"gateway_overhead-{args.backend}{suffix}"
+    write_result(name, {
+        "path": args.path, "service": service, "seconds": args.seconds, "runs": args.runs, "servers": args.servers,
+        "workers_per_service": 2, "summary": summary,
+        "raw": {f"{server}:{t}": per_c for (server, t), per_c in runs.items()},
     })
     return 0
+
+
+def _server_list(text: str) -> list[str]:
+    servers = text.split(",")
+    unknown = [server for server in servers if server not in SERVERS]
+    if unknown or len(set(servers)) != len(servers):
+        raise argparse.ArgumentTypeError(f"servers must be distinct names of: {', '.join(SERVERS)}")
+    return servers
+
+
+def _stop_nginx(nginx: subprocess.Popen[bytes], nginx_tmp: Path) -> None:
+    os.killpg(nginx.pid, signal.SIGTERM)
+    nginx.wait(timeout=10)
+    shutil.rmtree(nginx_tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
