@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +98,20 @@ def test_outage_delays_but_loses_nothing(tmp_path: Path, fake: FakeAuditService)
     emitter = make_emitter(tmp_path / "outbox.db", fake.url)
     ids = [emitter.emit(action="a", actor="u", outcome="success") for _ in range(200)]
     time.sleep(0.3)
-    assert fake.events == {} and emitter.pending() == 200
+    assert fake.events == {} and emitter.pending() == 200 and not emitter.is_empty()
     fake.failing = False
     assert emitter.flush(10)
-    assert set(fake.events) == set(ids)
+    assert set(fake.events) == set(ids) and emitter.is_empty() and emitter.pending() == 0
+    emitter.close()
+
+
+def test_event_timestamp_is_rfc3339_utc_with_microseconds(tmp_path: Path) -> None:
+    emitter = make_emitter(tmp_path / "outbox.db", None)
+    emitter.emit(action="a", actor="u", outcome="success")
+    [body] = [row[0] for row in sqlite3.connect(tmp_path / "outbox.db").execute("SELECT body FROM outbox")]
+    ts = json.loads(body)["ts"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", ts), ts
+    assert abs(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() - time.time()) < 5
     emitter.close()
 
 
