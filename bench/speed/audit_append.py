@@ -1,7 +1,7 @@
 """Audit append: durable events per second, end to end, on SQLite and PostgreSQL, one and several emitters.
 
     .venv/bin/python bench/speed/audit_append.py [--backend sqlite,postgres] [--events 20000] [--runs 3]
-        [--emitters 1,4] [--profile]
+        [--emitters 1,4] [--profile] [--server granian|gunicorn] [--in-flight N]
 
 End to end = emitter process calls `AuditEmitter.emit()` (durable SQLite outbox) → its shipper thread →
 `POST /internal/v1/audit/events` on audit-service (granian, 2 workers) → group commit → committed entry.
@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import BenchStack, ForeignCpu, fmt, log, median, wait_quiet, write_result
+from common import SERVERS, BenchStack, ForeignCpu, fmt, log, median, wait_quiet, write_result
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -97,13 +97,15 @@ def event_fields(i: int) -> dict[str, Any]:
     }
 
 
-def emitter_child(identity: str, seed: str, outbox: str, url: str, count: int, go: Any, out: Any) -> None:
-    from safeharbor_common.audit_emitter import AuditEmitter
+def emitter_child(identity: str, seed: str, outbox: str, url: str, count: int, go: Any, out: Any,
+                  in_flight: int | None) -> None:
+    from safeharbor_common.audit_emitter import AuditEmitter, ShipperSettings
     from safeharbor_common.service_identity import ServiceTokenSigner, load_private_key
 
     signer = ServiceTokenSigner(name=identity, private_key=load_private_key(seed))
     emitter = AuditEmitter(outbox_path=outbox, source=identity, service_url=url,
-                           token_provider=lambda: signer.token_for("audit"))
+                           token_provider=lambda: signer.token_for("audit"),
+                           **({"settings": ShipperSettings(in_flight=in_flight)} if in_flight else {}))
     go.wait()
     started = time.perf_counter()
     for i in range(count):
@@ -114,7 +116,8 @@ def emitter_child(identity: str, seed: str, outbox: str, url: str, count: int, g
     out.put({"identity": identity, "emit_s": emitted, "drained": drained})
 
 
-def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int) -> dict[str, Any]:
+def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int,
+               in_flight: int | None = None) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     go, out = ctx.Event(), ctx.Queue()
     per = events // emitters
@@ -124,7 +127,8 @@ def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int) -> di
         identity = IDENTITIES[k]
         seed = bench.secrets[f"{identity.upper()}_SERVICE_PRIVATE_KEY"]
         outbox = str(bench.tmp / f"bench-outbox-{identity}-{run}.db")
-        child = ctx.Process(target=emitter_child, args=(identity, seed, outbox, bench.url("audit"), per, go, out))
+        child = ctx.Process(target=emitter_child, args=(identity, seed, outbox, bench.url("audit"), per, go, out,
+                                                          in_flight))
         child.start()
         children.append(child)
     time.sleep(1.0)  # children import and open their outboxes before the clock starts
@@ -258,18 +262,22 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--emitters", default="1,4")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--in-flight", type=int, default=None,
+                        help="batches in flight per emitter process (default: the emitter's own, 2)")
+    parser.add_argument("--server", default="granian", choices=SERVERS,
+                        help="what serves audit-service (gunicorn: the former settings, from bench/setup.sh)")
     args = parser.parse_args()
     emitter_counts = [int(e) for e in args.emitters.split(",")]
     results: dict[str, Any] = {}
     for backend in args.backend.split(","):
-        with BenchStack(backend=backend, only=["audit"]) as bench:
+        with BenchStack(backend=backend, only=["audit"], server=args.server) as bench:
             res: dict[str, Any] = {"end_to_end": {}, "ingest_only": [], "store_only": []}
             ingest_only(bench, events=2000)  # warm-up
             for run in range(args.runs):
                 for n in emitter_counts:
                     wait_quiet()
                     others = ForeignCpu().start()
-                    r = end_to_end(bench, emitters=n, events=args.events, run=run)
+                    r = end_to_end(bench, emitters=n, events=args.events, run=run, in_flight=args.in_flight)
                     r["foreign_cores"] = others.stop()
                     res["end_to_end"].setdefault(str(n), []).append(r)
                     log(f"{backend} run {run + 1}: {n} emitter(s) {fmt(r['events_per_s'], 0)} events/s end to end "
@@ -318,7 +326,9 @@ def main() -> int:
           f"canonical_json {fmt(canon['canonical_json_per_s'], 0)}/s, "
           f"bare json.dumps(sort_keys) {fmt(canon['json_dumps_sorted_per_s'], 0)}/s "
           f"(identical bytes: {canon['identical_bytes']})")
-    write_result("audit_append", {"events_per_run": args.events, "runs": args.runs, "results": results,
+    write_result("audit_append", {"events_per_run": args.events, "runs": args.runs, "server": args.server,
+                                  "in_flight": args.in_flight,
+                                  "results": results,
                                   "canonical_json": canon})
     return 0
 

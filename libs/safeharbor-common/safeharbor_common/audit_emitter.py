@@ -1,11 +1,13 @@
 """Audit emitting that loses nothing: a durable SQLite outbox and a background shipper.
 
 `emit()` commits the event to a local SQLite file (WAL) before it returns, so an event whose request was
-acknowledged survives a crash or kill -9 of this process and any outage of audit-service. A shipper thread
-per process claims batches (a lease, so several server workers sharing one outbox file don't send the
-same rows), posts them to audit-service's internal ingestion endpoint with this service's identity,
-deletes them only after a 2xx, and backs off exponentially with jitter on failure. audit-service dedupes
-by `event_id`, so a batch resent after a lost answer is recorded once.
+acknowledged survives a crash or kill -9 of this process and any outage of audit-service. Shipper threads
+(two per process by default, each with one batch in flight) claim batches (a lease, so threads and several
+server workers sharing one outbox file never send the same rows), post them to audit-service's internal
+ingestion endpoint with this service's identity, delete them only after a 2xx, and back off exponentially
+with jitter on failure. audit-service dedupes by `event_id`, so a batch resent after a lost answer is
+recorded once. Batches in flight at once may be committed in either order: the log's order is
+audit-service's, by arrival, as it already was across server workers.
 
 Choice on the hot path: a direct, synchronous INSERT+COMMIT per event (WAL, synchronous=NORMAL) costs
 tens of microseconds and keeps the guarantee trivially. A queue and writer thread with group commit would
@@ -77,6 +79,9 @@ class ShipperSettings:
     backoff_initial: float = 0.2
     backoff_max: float = 30.0
     request_timeout: float = 10.0
+    # Shipper threads per process, each with its own batch in flight: while audit-service commits one
+    # batch, the next is already being parsed by its other worker. Leases keep their batches disjoint.
+    in_flight: int = 2
 
 
 # Built once: json.dumps with these arguments builds the same encoder on every call.
@@ -120,7 +125,8 @@ class AuditEmitter:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pid = -1
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._shipped_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._batch_size = self.settings.batch_size
@@ -213,8 +219,10 @@ class AuditEmitter:
                 return
             self._stop = threading.Event()
             self._wake = threading.Event()
-            self._thread = threading.Thread(target=self._run, name="audit-shipper", daemon=True)
-            self._thread.start()
+            self._threads = [threading.Thread(target=self._run, name=f"audit-shipper-{n}", daemon=True)
+                             for n in range(max(1, self.settings.in_flight))]
+            for thread in self._threads:
+                thread.start()
             self._pid = os.getpid()
 
     def _claim(self, conn: sqlite3.Connection, limit: int) -> tuple[float, list[tuple[int, str, str]]]:
@@ -270,7 +278,8 @@ class AuditEmitter:
             raise
         if reasons:
             _log.error("audit events rejected", extra={"fields": {"count": len(reasons)}})
-        self.shipped += len(batch) - len(reasons)
+        with self._shipped_lock:
+            self.shipped += len(batch) - len(reasons)
         return len(batch)
 
     def _release(self, conn: sqlite3.Connection, ids: list[int], stamp: float) -> None:
@@ -364,12 +373,13 @@ class AuditEmitter:
             time.sleep(0.02)
 
     def close(self, timeout: float = 5.0) -> None:
-        thread = self._thread
-        if thread is not None and self._pid == os.getpid():
+        if self._threads and self._pid == os.getpid():
             self._stop.set()
             self._wake.set()
-            thread.join(timeout)
-        self._thread = None
+            deadline = time.monotonic() + timeout
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
         self._pid = -1
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:

@@ -68,6 +68,34 @@ class FakeAuditService:
         self.server.shutdown()
 
 
+def test_two_batches_in_flight_each_event_once(tmp_path: Path, fake: FakeAuditService) -> None:
+    # A slow audit-service: one process's shippers keep two batches in flight, never the same events.
+    in_flight, most = [0], [0]
+    original = fake.server.app.view_functions["ingest"]
+
+    def slow_ingest() -> Any:
+        with fake.lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.1)
+        try:
+            return original()
+        finally:
+            with fake.lock:
+                in_flight[0] -= 1
+
+    fake.server.app.view_functions["ingest"] = slow_ingest
+    emitter = AuditEmitter(outbox_path=tmp_path / "outbox.db", source="test", service_url=fake.url,
+                           settings=ShipperSettings(batch_size=50, linger_seconds=0.0, idle_poll_seconds=0.05))
+    ids = [emitter.emit(action="a", actor="u", outcome="success") for _ in range(600)]
+    assert emitter.flush(30)
+    assert set(fake.events) == set(ids) and fake.deliveries == 600  # nothing sent twice
+    assert most[0] == 2 and emitter.shipped == 600
+    shippers = [t for t in threading.enumerate() if t.name.startswith("audit-shipper")]
+    emitter.close()
+    assert shippers and not [t for t in shippers if t.is_alive()]  # close() stops every shipper thread
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeAuditService]:
     service = FakeAuditService()
