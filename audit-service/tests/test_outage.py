@@ -28,19 +28,9 @@ def free_port() -> int:
 
 def start_server(env: AuditEnv, port: int, log_path: Path) -> subprocess.Popen[bytes]:
     environ = {**os.environ, **env.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "4",
-        "safeharbor_audit.app:create_app()",
+    command = [  # as the Dockerfile serves it: granian through the shared launcher, 2 workers
+        sys.executable, "-m", "safeharbor_common.serving", "safeharbor_audit.app:create_app",
+        "--port", str(port), "--workers", "2", "--threads", "4",
     ]
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(command, env=environ, stdout=log_file, stderr=log_file, start_new_session=True)
