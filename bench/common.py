@@ -5,6 +5,7 @@ both in count and in time. Only loopback addresses are ever a target.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -37,6 +38,15 @@ REDIS_BENCH_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 # A second stack beside the first (one per server compared, `gateway_overhead.py --servers`) gets its own.
 REDIS_BENCH_URL_2 = os.environ.get("BENCH_REDIS_URL_2", "redis://127.0.0.1:6379/12")
 SERVERS = ("granian", "gunicorn")  # granian: what the stack runs; gunicorn: what it ran before (bench/setup.sh)
+
+
+def server_list(text: str) -> list[str]:
+    """argparse type of `--servers`: distinct names from SERVERS, comma-separated."""
+    servers = text.split(",")
+    if any(server not in SERVERS for server in servers) or len(set(servers)) != len(servers):
+        raise argparse.ArgumentTypeError(f"servers must be distinct names of: {', '.join(SERVERS)}")
+    return servers
+
 HIGH_LIMITS = {
     "RATE_LIMIT_PER_IP": "100000000",
     "RATE_LIMIT_PER_USER": "100000000",
@@ -528,7 +538,6 @@ def wait_quiet(threshold_cores: float = 0.25, max_wait: float = 120.0) -> float:
         load = probe.stop()
         if load < threshold_cores or time.monotonic() >= deadline:
             return load
-
 
 
 def _gunicorn_stack(settings: object) -> object:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from safeharbor_common import merkle
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
+from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 from safeharbor_common.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sqlalchemy import Row
 
@@ -334,8 +334,9 @@ def record_stream_webhook(
     request_info: Mapping[str, Any] = info if isinstance(info, Mapping) else {}
     meta = _ids_only(payload)
     meta.update({"webhook_id": dedupe_key[:128], "body_sha256": body_sha256})
-    if attempt and attempt.isascii() and attempt.isdigit() and len(attempt) <= 9:  # "³".isdigit() is True
-        meta["attempt"] = int(attempt)
+    attempt_number = parse_decimal(attempt, max_digits=9) if attempt else None
+    if attempt_number is not None:
+        meta["attempt"] = attempt_number
     cid = payload.get("cid")
     event = NewEvent(
         event_id=event_id,

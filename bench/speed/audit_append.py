@@ -105,7 +105,7 @@ def emitter_child(identity: str, seed: str, outbox: str, url: str, count: int, g
     signer = ServiceTokenSigner(name=identity, private_key=load_private_key(seed))
     emitter = AuditEmitter(outbox_path=outbox, source=identity, service_url=url,
                            token_provider=lambda: signer.token_for("audit"),
-                           **({"settings": ShipperSettings(in_flight=in_flight)} if in_flight else {}))
+                           settings=ShipperSettings(in_flight=in_flight) if in_flight else None)
     go.wait()
     started = time.perf_counter()
     for i in range(count):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import ROOT, ComponentCpu, ForeignCpu, log, median, wait_quiet, write_result, wrk
+from common import ROOT, ComponentCpu, ForeignCpu, log, median, server_list, wait_quiet, write_result, wrk
 
 UPSTREAM = textwrap.dedent('''
     import asyncio, sys
@@ -90,9 +90,6 @@ def _token_and_jwks() -> tuple[str, str]:
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "bench"}), json.dumps({"keys": [jwk]})
 
 
-SERVERS = ("gunicorn", "granian")
-
-
 def _server_command(server: str, *, threads: int, app_dir: Path, port: int) -> list[str]:
     """One worker of the named WSGI server on 127.0.0.1:`port`, `threads` threads running the app, keep-alive on."""
     if server == "gunicorn":
@@ -102,14 +99,6 @@ def _server_command(server: str, *, threads: int, app_dir: Path, port: int) -> l
     return [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
             "--blocking-threads", str(threads), "--no-ws", "--http", "1", "--working-dir", str(app_dir),
             "--host", "127.0.0.1", "--port", str(port)]
-
-
-def _server_list(text: str) -> list[str]:
-    servers = text.split(",")
-    unknown = [server for server in servers if server not in SERVERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown server {unknown[0]!r} (known: {', '.join(SERVERS)})")
-    return servers
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -133,7 +122,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--no-audit", action="store_true")
-    parser.add_argument("--servers", type=_server_list, default=list(SERVERS),
+    parser.add_argument("--servers", type=server_list, default=["gunicorn", "granian"],
                         help="WSGI servers to run the gateway and the hello-world app under, side by side")
     args = parser.parse_args()
     from safeharbor_common.service_identity import generate_keypair
@@ -209,7 +198,8 @@ def main() -> int:
             print(f"| {c} | {target} | {med['rps']:,.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} | "
                   f"{med['cpu_us']:,.0f} |")
     write_result("gateway_floor" + ("-no-audit" if args.no_audit else ""), {
-        "threads": args.threads, "servers": servers, "seconds": args.seconds, "runs": args.runs, "audit": not args.no_audit,
+        "threads": args.threads, "servers": servers, "seconds": args.seconds, "runs": args.runs,
+        "audit": not args.no_audit,
         "summary": summary, "raw": runs,
     })
     return 0

@@ -30,13 +30,13 @@ import requests
 from common import (
     BENCH,
     REDIS_BENCH_URL_2,
-    SERVERS,
     BenchStack,
     ComponentCpu,
     ForeignCpu,
     fmt,
     log,
     median,
+    server_list,
     wait_quiet,
     write_result,
     wrk,
@@ -88,7 +88,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--path", default="/v1/auth/me")
     parser.add_argument("--user", default="pat")
-    parser.add_argument("--servers", type=_server_list, default=["granian"],
+    parser.add_argument("--servers", type=server_list, default=["granian"],
                         help="one stack per server, runs interleaved (default granian; granian,gunicorn compares)")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
@@ -189,14 +189,6 @@ def main() -> int:
         "raw": {f"{server}:{t}": per_c for (server, t), per_c in runs.items()},
     })
     return 0
-
-
-def _server_list(text: str) -> list[str]:
-    servers = text.split(",")
-    unknown = [server for server in servers if server not in SERVERS]
-    if unknown or len(set(servers)) != len(servers):
-        raise argparse.ArgumentTypeError(f"servers must be distinct names of: {', '.join(SERVERS)}")
-    return servers
 
 
 def _stop_nginx(nginx: subprocess.Popen[bytes], nginx_tmp: Path) -> None:

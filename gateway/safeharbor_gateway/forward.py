@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from safeharbor_common import web
 from safeharbor_common.audit_emitter import AuditEmitter
+from safeharbor_common.encoding import parse_decimal
 from safeharbor_common.errors import (
     Forbidden,
     InvalidRequest,
@@ -208,13 +209,15 @@ class Forwarder:
         if not length_text and not chunked:
             return None if method in ("GET", "HEAD", "DELETE") else b""
         limit = self.settings.max_body
+        read_size = limit + 1  # chunked: one byte past the limit tells an oversized body
         if length_text:
-            # isdigit alone takes "³", which int() refuses; 18 digits bound the conversion.
-            if not (length_text.isascii() and length_text.isdigit()) or len(length_text) > 18:
+            length = parse_decimal(length_text, max_digits=18)
+            if length is None:
                 raise InvalidRequest("Content-Length must be a number.")
-            if int(length_text) > limit:
+            if length > limit:
                 raise PayloadTooLarge()
-        data: bytes = environ["wsgi.input"].read(int(length_text) if length_text else limit + 1)
+            read_size = length
+        data: bytes = environ["wsgi.input"].read(read_size)
         if len(data) > limit:
             raise PayloadTooLarge()
         return data

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httptools
+from safeharbor_common.encoding import parse_decimal
 from safeharbor_common.errors import ServiceUnavailable
 
 WHOLE_BODY_LIMIT = 256 * 1024
@@ -289,7 +290,5 @@ class UpstreamPool:
 def _content_length(headers: list[tuple[str, str]]) -> int | None:
     for name, value in headers:
         if name.lower() == "content-length":
-            digits = value.strip()
-            # isdigit alone takes "³", which int() refuses; 18 digits bound the conversion.
-            return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
+            return parse_decimal(value.strip(), max_digits=18)
     return None

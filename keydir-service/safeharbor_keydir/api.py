@@ -5,6 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from safeharbor_common import web
+from safeharbor_common.encoding import parse_decimal
 from safeharbor_common.errors import Forbidden, InvalidRequest
 from safeharbor_common.roles import Role
 from safeharbor_common.service_identity import require_service
@@ -54,9 +55,10 @@ def _int_arg(name: str, *, default: int | None = None) -> int | None:
     text = request.args.get(name)
     if text is None or text == "":
         return default
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # isdigit alone takes "³", int() does not
+    number = parse_decimal(text, max_digits=18)
+    if number is None:
         raise InvalidRequest(f"Query parameter '{name}' must be a non-negative integer.", extra={"field": name})
-    return int(text)
+    return number
 
 
 def _published(result: service.Published, key: str = "record") -> dict[str, Any]:

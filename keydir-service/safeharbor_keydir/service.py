@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
+from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 from safeharbor_common.errors import InvalidRequest
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -382,11 +382,12 @@ def _revoke_locked(
 def parse_cursor(text: str | None, name: str) -> int:
     if text is None or text == "":
         return 0
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # isdigit alone takes "³", int() does not
+    cursor = parse_decimal(text, max_digits=18)
+    if cursor is None:
         raise InvalidRequest(
             f"Query parameter '{name}' must be a cursor from an earlier answer.", extra={"field": name}
         )
-    return int(text)
+    return cursor
 
 
 def changes(*, log: TransparencyLog, since: int, limit: int = MAX_CHANGES_PAGE) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
+from safeharbor_common.encoding import parse_decimal
 
 from . import errors as e
 
@@ -51,9 +52,8 @@ def api_error(response: requests.Response) -> e.ApiError:
         cls = e.FreshLoginRequired
     kwargs: dict[str, Any] = {"status": status, "code": code, "request_id": request_id, "details": details}
     if cls is e.RateLimited:
-        retry = response.headers.get("Retry-After") or ""
-        # ASCII only: "³".isdigit() is True but int() refuses it. An HTTP date is not a number of seconds.
-        kwargs["retry_after"] = int(retry) if retry.isascii() and retry.isdigit() and len(retry) <= 9 else None
+        # An HTTP date, or anything but a plain number of seconds, leaves it unknown.
+        kwargs["retry_after"] = parse_decimal(response.headers.get("Retry-After") or "", max_digits=9)
     return cls(message, **kwargs)
 
 

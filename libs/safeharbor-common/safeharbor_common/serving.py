@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,7 +68,7 @@ def scrub_request_variables(environ: MutableMapping[str, str]) -> list[str]:
     return names
 
 
-def settings_from(argv: Sequence[str] | None, environ: MutableMapping[str, str]) -> ServeSettings:
+def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> ServeSettings:
     parser = argparse.ArgumentParser(prog="python -m safeharbor_common.serving",
                                      description="Serve a SafeHarbor service under granian.")
     parser.add_argument("target", help="application factory, e.g. safeharbor_gateway.app:create_app")

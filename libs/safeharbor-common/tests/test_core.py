@@ -10,7 +10,7 @@ from flask import Flask
 from pydantic import BaseModel
 from safeharbor_common import service_identity, web
 from safeharbor_common.config import ConfigError, EnvReader, Secret
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
+from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 from safeharbor_common.errors import Conflict, LockedOut
 from safeharbor_common.service_identity import (
     ServiceTokenSigner,
@@ -178,3 +178,10 @@ def test_health_metrics_openapi() -> None:
     assert b"http_requests_total" in client.get("/metrics").data
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"].startswith("3.") and "/things" in doc["paths"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [("0", 0), ("123", 123), ("9" * 9, 999_999_999), ("9" * 10, None),
+                                                ("", None), ("\u00b3", None), ("\u0663", None), ("-1", None),
+                                                ("1e3", None), (" 1", None)])
+def test_parse_decimal_takes_ascii_digits_only(text: str, expected: int | None) -> None:
+    assert parse_decimal(text, max_digits=9) == expected
