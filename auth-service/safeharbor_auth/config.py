@@ -13,6 +13,8 @@ SERVICE_NAME = "auth"
 DEFAULT_DATABASE_URL = "sqlite:///var/auth.db"
 # Automatic logoff (trust rule 3): the access token lives as long as the idle timeout, never above 30 min.
 MAX_IDLE_TIMEOUT = 1800
+# Issue 14: a token replaced by refresh is refused at most this many seconds later.
+MAX_REFRESH_GRACE = 5
 # OWASP Password Storage Cheat Sheet, argon2id: m=19 MiB, t=2, p=1 is the floor in production.
 OWASP_MIN_MEMORY_KIB = 19 * 1024
 OWASP_MIN_TIME_COST = 2
@@ -82,6 +84,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Sessions
         "SESSION_IDLE_TIMEOUT": idle,
         "SESSION_MAX_LIFETIME": lifetime,
+        # A refreshed token keeps working this long for requests already in flight, then it is retired.
+        "SESSION_REFRESH_GRACE": env.int("SESSION_REFRESH_GRACE", 5, minimum=0, maximum=MAX_REFRESH_GRACE),
         "SIGNING_KEY_PREPUBLISH": env.int("SIGNING_KEY_PREPUBLISH", 12, minimum=0, maximum=3600),
         # Passwords
         "ARGON2_MEMORY_KIB": memory_kib,

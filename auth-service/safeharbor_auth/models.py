@@ -62,6 +62,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)  # stored lower-case
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
+    # Whole epoch second before which this user's Stream tokens are revoked; new ones are issued no earlier.
+    stream_tokens_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | deactivated
     password_hash: Mapped[str] = mapped_column(String(255))
     mfa_enrolled: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -101,6 +103,23 @@ class Session(Base):
     revoke_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     break_glass_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     break_glass_cid: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class RetiredToken(Base):
+    """An access token replaced by refresh: refused from `refuse_from` (the end of a short grace for
+    requests in flight) until `expires_at`; presenting it later is reuse and ends the session."""
+
+    __tablename__ = "retired_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    retired_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    refuse_from: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The token that replaced it, so a refresh retried within the grace gets the same one (no fork).
+    successor_jti: Mapped[str] = mapped_column(String(64))
+    successor_iat: Mapped[int] = mapped_column(Integer)
+    successor_exp: Mapped[int] = mapped_column(Integer)
 
 
 class SigningKey(Base):
@@ -173,6 +192,7 @@ __all__ = [
     "Job",
     "LoginThrottle",
     "RecoveryCode",
+    "RetiredToken",
     "Session",
     "SigningKey",
     "User",

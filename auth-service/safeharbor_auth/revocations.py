@@ -1,7 +1,8 @@
 """The revocation feed the gateway reads (trust rule 3: ended sessions refused within 1 s).
 
 The feed is the sessions table itself: rows revoked after the cursor whose tokens could still be valid,
-`until` being the last `exp` issued for the session. The cursor is a time in milliseconds set a few seconds
+`until` being the last `exp` issued for the session, and tokens retired by refresh (`retired`, by jti,
+refused from the end of their grace). The cursor is a time in milliseconds set a few seconds
 behind the newest answer, so a revocation whose transaction committed late (another worker, another
 replica, a slightly different clock) is still delivered; the gateway's set is idempotent, so repeats cost
 nothing. With Redis each revocation is also published at once on `safeharbor:revocations`.
@@ -15,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from .models import Session
+from .models import RetiredToken, Session
 
 REDIS_CHANNEL = "safeharbor:revocations"
 CURSOR_OVERLAP_MS = 5000
@@ -45,11 +46,23 @@ def feed(engine: Engine, *, since_ms: int, leeway: int, now: datetime | None = N
     )
     if since is not None:
         query = query.where(Session.revoked_at >= since)
+    retired_query = select(
+        RetiredToken.jti, RetiredToken.session_id, RetiredToken.refuse_from, RetiredToken.expires_at
+    ).where(RetiredToken.expires_at > now - timedelta(seconds=leeway))
+    if since is not None:
+        retired_query = retired_query.where(RetiredToken.retired_at >= since)
     with engine.connect() as conn:
         rows = conn.execute(query.order_by(Session.revoked_at)).all()
+        retired = conn.execute(retired_query.order_by(RetiredToken.retired_at)).all()
     cursor = max(since_ms, int(now.timestamp() * 1000) - CURSOR_OVERLAP_MS)
     return {
         "revoked": [{"sid": r.id, "until": rfc3339(r.token_expires_at + timedelta(seconds=leeway))} for r in rows],
+        # Tokens replaced by refresh (the session lives on): refused by jti from the end of their grace.
+        "retired": [
+            {"jti": r.jti, "sid": r.session_id, "from": rfc3339(r.refuse_from),
+             "until": rfc3339(r.expires_at + timedelta(seconds=leeway))}
+            for r in retired
+        ],
         "cursor": str(cursor),
     }
 

@@ -151,8 +151,16 @@ class RevokedItem(BaseModel):
     until: str
 
 
+class RetiredItem(BaseModel):
+    jti: str
+    sid: str
+    from_: str = Field(alias="from")
+    until: str
+
+
 class RevocationFeed(BaseModel):
     revoked: list[RevokedItem]
+    retired: list[RetiredItem] = []
     cursor: str
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,7 +44,7 @@ from .errors import (
     UsernameTaken,
     UserNotFound,
 )
-from .models import BreakGlass, Job, RecoveryCode, Session, User
+from .models import BreakGlass, Job, RecoveryCode, RetiredToken, Session, User
 from .passwords import check_policy
 from .revocations import feed, rfc3339
 
@@ -108,20 +109,31 @@ def session_read(s: Session, *, now: datetime | None = None) -> dict[str, Any]:
 class IssuedToken:
     token: str
     expires_at: datetime
+    jti: str
+    iat: int
 
 
-def _issue_token(svc: AuthServices, *, session: Session, user: User, now: datetime) -> IssuedToken:
-    """Signs an access token: exp = min(now + idle timeout, the session's absolute end)."""
+def _issue_token(
+    svc: AuthServices, *, session: Session, user: User, now: datetime, again: RetiredToken | None = None
+) -> IssuedToken:
+    """Signs an access token: exp = min(now + idle timeout, the session's absolute end).
+
+    `again`: sign once more the token that replaced this retired one (same jti, iat and exp), for a refresh
+    retried within the grace.
+    """
     iat = int(now.timestamp())
     # Rounded up to the second, so the idle window is never shorter than configured.
     exp = min(math.ceil(now.timestamp() + svc.idle_timeout), math.ceil(session.absolute_expires_at.timestamp()))
+    jti = uuid.uuid4().hex
+    if again is not None:
+        jti, iat, exp = again.successor_jti, again.successor_iat, again.successor_exp
     claims: dict[str, Any] = {
         "iss": svc.config["JWT_ISSUER"],
         "aud": svc.config["JWT_AUDIENCE"],
         "sub": user.id,
         "iat": iat,
         "exp": exp,
-        "jti": uuid.uuid4().hex,
+        "jti": jti,
         "sid": session.id,
         "role": user.role,
         "scope": session.scope,
@@ -134,7 +146,7 @@ def _issue_token(svc: AuthServices, *, session: Session, user: User, now: dateti
         claims["bg_cid"] = session.break_glass_cid or ""
     expires_at = datetime.fromtimestamp(exp, UTC)
     session.token_expires_at = max(session.token_expires_at, expires_at)
-    return IssuedToken(token=svc.keys.sign(claims), expires_at=expires_at)
+    return IssuedToken(token=svc.keys.sign(claims), expires_at=expires_at, jti=jti, iat=iat)
 
 
 def whole_second_after(now: datetime, seconds: int) -> datetime:
@@ -346,11 +358,32 @@ def current(claims: SessionClaims) -> tuple[Session, User]:
             raise SessionRevoked()
         if session.absolute_expires_at <= now:
             raise SessionExpired()
-        if session.last_seen + LAST_SEEN_GRANULARITY < now:
+        retired = db.get(RetiredToken, claims.jti)
+        reused = retired is not None and retired.refuse_from <= now
+        if not reused and session.last_seen + LAST_SEEN_GRANULARITY < now:
             db.execute(update(Session).where(Session.id == session.id).values(last_seen=now))
             db.commit()
             session.last_seen = now
+    if reused:
+        _token_reused(session=session, user=user, jti=claims.jti)
     return session, user
+
+
+def _token_reused(*, session: Session, user: User, jti: str) -> None:
+    """A token replaced by refresh came back after its grace: it was copied. End the session (every token
+    of it, the thief's and the owner's) and raise the alarm."""
+    audit.record(
+        action="auth.session.token_reuse",
+        actor=user.id,
+        role=user.role,
+        resource=f"session:{session.id}",
+        outcome="failure",
+        # "alert" is not yet a severity the audit schema accepts (issue 15 owns it): high + meta.alert.
+        severity="high",
+        meta={"session_id": session.id, "jti": jti, "alert": True},
+    )
+    revoke_sessions(ids=[session.id], reason="token_reuse", actor="svc:auth", actor_role=None)
+    raise SessionRevoked()
 
 
 def refresh(*, claims: SessionClaims) -> dict[str, Any]:
@@ -359,15 +392,40 @@ def refresh(*, claims: SessionClaims) -> dict[str, Any]:
     now = utcnow()
     if session.scope == SCOPE_MFA_ENROLLMENT:
         raise Forbidden("Enrolment sessions cannot be refreshed.")
+    try:
+        fresh, token = _rotate(svc, claims=claims, session_id=session.id, user=user, now=now)
+    except IntegrityError:
+        # A concurrent refresh with the same token retired it first: answer with its successor.
+        fresh, token = _rotate(svc, claims=claims, session_id=session.id, user=user, now=now)
+    return _session_response(svc, session=fresh, user=user, token=token)
+
+
+def _rotate(
+    svc: AuthServices, *, claims: SessionClaims, session_id: str, user: User, now: datetime
+) -> tuple[Session, IssuedToken]:
+    """Issues the next token and retires the presented one (refused after the grace, reuse after that)."""
     with _db(svc) as db, db.begin():
-        fresh = db.get(Session, session.id, with_for_update=True)
+        fresh = db.get(Session, session_id, with_for_update=True)
         if fresh is None or fresh.revoked_at is not None:
             raise SessionRevoked()
         if fresh.absolute_expires_at <= now:
             raise SessionExpired()
         fresh.last_seen = now
-        token = _issue_token(svc, session=fresh, user=user, now=now)
-    return _session_response(svc, session=fresh, user=user, token=token)
+        retired = db.get(RetiredToken, claims.jti)
+        token = _issue_token(svc, session=fresh, user=user, now=now, again=retired)
+        if retired is None:
+            grace = timedelta(seconds=int(svc.config["SESSION_REFRESH_GRACE"]))
+            db.add(RetiredToken(
+                jti=claims.jti, session_id=fresh.id, retired_at=now, refuse_from=now + grace,
+                expires_at=datetime.fromtimestamp(claims.exp, UTC), successor_jti=token.jti,
+                successor_iat=token.iat, successor_exp=int(token.expires_at.timestamp()),
+            ))
+            db.flush()
+            if random.random() < 0.01:  # keep the table small: a retired token past its exp needs no record
+                db.execute(delete(RetiredToken).where(
+                    RetiredToken.expires_at < now - timedelta(seconds=svc.leeway + 60)
+                ))
+    return fresh, token
 
 
 def me(*, claims: SessionClaims) -> dict[str, Any]:

@@ -1,0 +1,81 @@
+"""Issue 14, finding 1: refresh rotates the access token, retires the old one after a short grace, and a
+retired token presented again revokes the whole session (reuse detection), audited as an alert."""
+from __future__ import annotations
+
+import jwt
+from flask import Flask
+
+from .conftest import AppFactory, Factory, Peers, audit_of, bearer, error_code
+
+
+def _claims(token: str) -> dict:  # type: ignore[type-arg]
+    return dict(jwt.decode(token, options={"verify_signature": False}))
+
+
+def _refresh(factory: Factory, token: str) -> str:
+    response = factory.client.post("/v1/auth/refresh", headers=bearer(token))
+    assert response.status_code == 200, response.get_json()
+    return str(response.get_json()["access_token"])
+
+
+def test_refreshed_token_is_retired_and_its_reuse_ends_the_session(make_app: AppFactory) -> None:
+    app = make_app(SESSION_REFRESH_GRACE="0")
+    factory = Factory(app)
+    account = factory.user(role="patient")
+    first = factory.login(account)["access_token"]
+    second = _refresh(factory, first)
+    assert _claims(second)["jti"] != _claims(first)["jti"]
+    assert factory.client.get("/v1/auth/me", headers=bearer(second)).status_code == 200
+
+    # The old token is retired (grace 0): presenting it is reuse, which ends the session for everyone.
+    reused = factory.client.post("/v1/auth/refresh", headers=bearer(first))
+    assert reused.status_code == 401 and error_code(reused) == "session_revoked"
+    after = factory.client.get("/v1/auth/me", headers=bearer(second))
+    assert after.status_code == 401 and error_code(after) == "session_revoked"
+    alerts = audit_of(app).of("auth.session.token_reuse")
+    assert len(alerts) == 1
+    assert alerts[0]["severity"] == "high" and alerts[0]["meta"]["alert"] is True
+    assert alerts[0]["meta"]["session_id"] == _claims(first)["sid"]
+    revokes = audit_of(app).of("auth.session.revoke")
+    assert any(e["meta"]["reason"] == "token_reuse" for e in revokes)
+
+
+def test_retired_token_works_during_the_grace_and_a_retried_refresh_gets_the_same_successor(
+    factory: Factory,
+) -> None:
+    account = factory.user(role="patient")
+    first = factory.login(account)["access_token"]
+    second = _refresh(factory, first)
+    # In flight: the previous token still works for a few seconds...
+    assert factory.client.get("/v1/auth/me", headers=bearer(first)).status_code == 200
+    # ...and a retried refresh with it (the answer was lost) returns the same successor, not a fork.
+    again = _refresh(factory, first)
+    assert _claims(again)["jti"] == _claims(second)["jti"]
+    third = _refresh(factory, second)
+    assert _claims(third)["jti"] not in {_claims(first)["jti"], _claims(second)["jti"]}
+
+
+def test_grace_is_at_most_five_seconds(make_app: AppFactory) -> None:
+    import pytest
+    from safeharbor_common.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        make_app(SESSION_REFRESH_GRACE="6")
+
+
+def test_feed_lists_retired_tokens_for_the_other_verifiers(make_app: AppFactory, peers: Peers) -> None:
+    app: Flask = make_app(SESSION_REFRESH_GRACE="2")
+    factory = Factory(app)
+    account = factory.user(role="patient")
+    body = factory.login(account)
+    _refresh(factory, body["access_token"])
+    feed = factory.client.get("/internal/v1/revocations?since=0", headers=peers.gateway_headers()).get_json()
+    retired = {item["jti"]: item for item in feed["retired"]}
+    old = _claims(body["access_token"])
+    assert old["jti"] in retired
+    item = retired[old["jti"]]
+    assert item["sid"] == body["session_id"]
+    # Refused from the end of the grace until the token would have expired anyway.
+    assert item["from"] <= item["until"]
+    # The session itself is alive: not in the revoked list.
+    assert body["session_id"] not in {i["sid"] for i in feed["revoked"]}
