@@ -24,6 +24,14 @@ if [ "$what" = all ] || [ "$what" = unit ]; then
   done
 fi
 
+# JavaScript: the browser SDK's tests (Python's vectors, interop both ways with the Python SDK).
+if [ "$what" = all ] || [ "$what" = unit ] || [ "$what" = js ]; then
+  echo "=== unit: clients/js"
+  if bash scripts/setup-frontend.sh && SAFEHARBOR_PYTHON="$PWD/$PY" npm test --silent -w clients/js; then :; else
+    failed+=("unit: clients/js")
+  fi
+fi
+
 if [ "$what" = all ] || [ "$what" = integration ]; then
   run_pytest "integration: sqlite" tests --backend=sqlite
   if "$PY" scripts/check_services.py; then
