@@ -196,9 +196,10 @@ def revoke_session(user_id: str, session_id: str) -> Response:
 
 
 @bp.get("/internal/v1/revocations")
-@api_doc(summary="Sessions ended before their tokens expire (gateway)", response_model=schemas.RevocationFeed,
+@api_doc(summary="Sessions ended and tokens retired before they expire (gateway and every verifying service)",
+         response_model=schemas.RevocationFeed,
          query={"since": "cursor from the previous answer; 0 or absent for all still relevant"}, auth="service")
-@require_service("gateway")
+@require_service("gateway", "keydir", "audit", "push")
 def revocations() -> Response:
     try:
         since = parse_cursor(request.args.get("since"))
