@@ -44,6 +44,7 @@ def build_log(config: Mapping[str, Any]) -> AuditLog:
         signing_key=config["AUDIT_SIGNING_KEY"],
         origin=config["AUDIT_LOG_ORIGIN"],
         checkpoint_interval=float(config["AUDIT_CHECKPOINT_INTERVAL"]),
+        verify_workers=int(config.get("AUDIT_VERIFY_WORKERS", 1)),
     )
 
 

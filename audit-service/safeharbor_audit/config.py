@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,6 +69,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "AUDIT_DATA_KEYS_PREVIOUS": parse_previous_data_keys(env.optional_str("AUDIT_DATA_KEYS_PREVIOUS")),
         "AUDIT_CHECKPOINT_INTERVAL": env.float("AUDIT_CHECKPOINT_INTERVAL", 2.0, minimum=0.05),
         "AUDIT_RETENTION_DAYS": env.int("AUDIT_RETENTION_DAYS", MIN_RETENTION_DAYS, minimum=MIN_RETENTION_DAYS),
+        # Processes a verification of a large log uses (ranges of 65,536 entries each); default: every core.
+        "AUDIT_VERIFY_WORKERS": env.int("AUDIT_VERIFY_WORKERS", os.cpu_count() or 1, minimum=1, maximum=64),
         "AUDIT_INGEST_MAX_EVENTS": env.int("AUDIT_INGEST_MAX_EVENTS", 1000, minimum=1, maximum=10_000),
         "STREAM_API_SECRET": env.optional_secret("STREAM_API_SECRET"),
         "MAX_CONTENT_LENGTH": env.int("MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024),

@@ -148,6 +148,7 @@ class VerifyResponse(BaseModel):
     first_bad_seq: int | None
     problem: str | None
     checkpoints_checked: int
+    bad_checkpoint: int | None = None
 
 
 class WebhookResponse(BaseModel):

@@ -22,7 +22,8 @@ from .errors import BadWebhookSignature
 from .models import audit_entries
 from .phi import PhiDecryptionError
 from .schemas import AuditEventIn
-from .store import AppendResult, AuditLog, NewEvent, VerifyReport, naive_utc
+from .store import AppendResult, AuditLog, NewEvent, naive_utc
+from .verify import VerifyReport
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100

@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from .errors import LogStateError
 from .models import audit_entries, checkpoints, log_head, merkle_nodes
 from .phi import PhiCipher
+from .verify import RANGE_LEVEL, VerifyReport, verify_log
 
 _log = logging.getLogger("safeharbor.audit.store")
 
@@ -93,28 +94,6 @@ class _Pending:
     events: Sequence[NewEvent]
     result: AppendResult | None = None
     error: BaseException | None = None
-
-
-@dataclass
-class VerifyReport:
-    ok: bool
-    size: int
-    root: bytes
-    checkpoint_size: int | None
-    first_bad_seq: int | None
-    problem: str | None = None
-    checkpoints_checked: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "size": self.size,
-            "root": self.root.hex(),
-            "checkpoint_size": self.checkpoint_size,
-            "first_bad_seq": self.first_bad_seq,
-            "problem": self.problem,
-            "checkpoints_checked": self.checkpoints_checked,
-        }
 
 
 _copy_types: dict[tuple[str, tuple[str, ...]], list[str]] = {}
@@ -188,6 +167,7 @@ class AuditLog:
         signing_key: Ed25519PrivateKey,
         origin: str,
         checkpoint_interval: float = 2.0,
+        verify_workers: int = 1,
     ) -> None:
         self.engine = engine
         self.cipher = cipher
@@ -195,6 +175,7 @@ class AuditLog:
         self.origin = origin
         self.key_name = origin  # C2SP convention: the log's key is named after its origin
         self.checkpoint_interval = checkpoint_interval
+        self.verify_workers = verify_workers
         self.verifier_key = cp.verifier_key_string(self.key_name, signing_key.public_key())
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
@@ -443,141 +424,16 @@ class AuditLog:
 
     # -- verification -------------------------------------------------------------------------------
 
-    def verify(self, *, trusted_checkpoints: Sequence[str] = (), chunk: int = 5000) -> VerifyReport:
-        """Recompute chain and tree from the stored entries; check head and every signed checkpoint.
-
-        Names the first bad sequence number: the first entry missing, out of place, edited (its hash, its
-        `prev` link or its indexed columns disagree) or, when an entry was rewritten with recomputed
-        hashes, the first one not covered by a signed checkpoint that still matches.
-        """
-        head = self.head()
-        with self.engine.connect() as conn:
-            stored = list(conn.execute(select(checkpoints.c.size, checkpoints.c.note).order_by(checkpoints.c.size)))
-        notes = [(int(s), str(n)) for s, n in stored] + [(-1, t) for t in trusted_checkpoints]
-        signed: list[cp.Checkpoint] = []
-        for _size, note in notes:
-            try:
-                signed.append(cp.verify_checkpoint(note, self.verifier_key, origin=self.origin))
-            except cp.NoteError:
-                return VerifyReport(
-                    False, 0, merkle.EMPTY_ROOT, None, None, "a stored checkpoint has a bad signature"
-                )
-        wanted_sizes = {c.size for c in signed}
-        roots_at: dict[int, bytes] = {0: merkle.EMPTY_ROOT} if 0 in wanted_sizes else {}
-
-        pruned_before = int(head.pruned_before)
-        compact = (
-            merkle.CompactRange.from_nodes(pruned_before, self.read_nodes) if pruned_before else merkle.CompactRange()
+    def verify(
+        self, *, trusted_checkpoints: Sequence[str] = (), workers: int | None = None, range_level: int | None = None
+    ) -> VerifyReport:
+        """Recompute chain and tree from the stored rows; check every node, the head and every signed
+        checkpoint (`verify.verify_log`). Names the first bad sequence number; never raises for what is stored."""
+        return verify_log(
+            self.engine,
+            verifier_key=self.verifier_key,
+            origin=self.origin,
+            trusted_checkpoints=trusted_checkpoints,
+            workers=self.verify_workers if workers is None else workers,
+            range_level=RANGE_LEVEL if range_level is None else range_level,
         )
-        prev = GENESIS_PREV if pruned_before == 0 else self._anchor_hash(pruned_before)
-        first_bad: int | None = None
-        problem: str | None = None
-        expected = pruned_before
-        after = pruned_before - 1
-        while first_bad is None:
-            with self.engine.connect() as conn:
-                rows = list(
-                    conn.execute(
-                        select(audit_entries)
-                        # Only what the head read above covers: appends committed during the scan are
-                        # the next verification's business, not a discrepancy.
-                        .where(audit_entries.c.seq > after, audit_entries.c.seq < int(head.size))
-                        .order_by(audit_entries.c.seq)
-                        .limit(chunk)
-                    )
-                )
-            if not rows:
-                break
-            for row in rows:
-                problem = self._check_row(row, expected, prev)
-                if problem is not None:
-                    first_bad = expected
-                    break
-                compact.append(merkle.leaf_hash(bytes(row.hash)))
-                if compact.size in wanted_sizes:
-                    roots_at[compact.size] = compact.root()
-                prev = bytes(row.hash)
-                expected += 1
-            after = int(rows[-1].seq)
-        good_size = expected  # entries [0, good_size) verified as a chain
-
-        def mark(seq: int, why: str) -> None:
-            nonlocal first_bad, problem
-            if first_bad is None or seq < first_bad:
-                first_bad, problem = seq, why
-
-        if first_bad is None and int(head.size) > good_size:
-            mark(good_size, "entries missing at the end of the log (truncated)")
-        if first_bad is None:
-            # Entries past the head as it is now cannot come from an append (entries and head commit
-            # together): somebody wrote them behind the sequencer's back.
-            # One statement, one snapshot: the head and the entries it is compared with are read together.
-            head_size = select(log_head.c.size).where(log_head.c.id == 1).scalar_subquery()
-            with self.engine.connect() as conn:
-                stray = conn.execute(
-                    select(audit_entries.c.seq, head_size)
-                    .where(audit_entries.c.seq >= head_size)
-                    .order_by(audit_entries.c.seq)
-                    .limit(1)
-                ).one_or_none()
-            if stray is not None:
-                mark(int(stray[1]), "entries beyond the log head")
-        matched_up_to = pruned_before
-        for checkpoint in sorted(signed, key=lambda c: c.size):
-            if checkpoint.size > good_size:
-                mark(good_size, f"a signed checkpoint covers {checkpoint.size} entries; only {good_size} verify")
-                break
-            if roots_at.get(checkpoint.size) != checkpoint.root:
-                mark(matched_up_to, f"the tree disagrees with the signed checkpoint of size {checkpoint.size}")
-                break
-            matched_up_to = checkpoint.size
-        latest = max(signed, key=lambda c: c.size) if signed else None
-        return VerifyReport(
-            ok=first_bad is None,
-            size=good_size,
-            root=compact.root(),
-            checkpoint_size=latest.size if latest else None,
-            first_bad_seq=first_bad,
-            problem=problem,
-            checkpoints_checked=len(signed),
-        )
-
-    def _anchor_hash(self, pruned_before: int) -> bytes:
-        """After pruning, the hash of the last pruned entry, kept in the first retained entry's `prev`."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(audit_entries.c.canonical).where(audit_entries.c.seq == pruned_before)
-            ).one_or_none()
-        if row is None:
-            return GENESIS_PREV
-        return bytes.fromhex(json.loads(row.canonical)["prev"])
-
-    @staticmethod
-    def _check_row(row: Row[Any], expected_seq: int, prev: bytes) -> str | None:
-        if int(row.seq) != expected_seq:
-            return "entry missing (gap in the sequence)"
-        canonical = bytes(row.canonical)
-        if hashlib.sha256(canonical).digest() != bytes(row.hash):
-            return "entry hash does not match its canonical bytes"
-        try:
-            entry = json.loads(canonical)
-        except ValueError:
-            return "entry is not valid JSON"
-        if entry.get("seq") != expected_seq:
-            return "entry is out of place (its sequence number differs)"
-        if entry.get("prev") != prev.hex():
-            return "hash chain broken (prev does not match the previous entry)"
-        for column in _INDEXED_COLUMNS:
-            if entry.get(column) != getattr(row, column):
-                return f"indexed column {column} differs from the hashed entry"
-        try:
-            raw_ts = entry["ts"]
-            # The one format format_ts writes; fromisoformat is ~10x faster than strptime.
-            if not (isinstance(raw_ts, str) and len(raw_ts) == 27 and raw_ts.endswith("Z") and raw_ts[19] == "."):
-                raise ValueError(raw_ts)
-            ts = datetime.fromisoformat(raw_ts).replace(tzinfo=None)
-        except (KeyError, TypeError, ValueError):
-            return "entry timestamp is malformed"
-        if ts != row.ts:
-            return "indexed column ts differs from the hashed entry"
-        return None

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from safeharbor_audit.store import AuditLog
+from safeharbor_common import merkle
 from safeharbor_common.canonical import canonical_json
 from sqlalchemy import Connection, text
 
@@ -77,9 +78,11 @@ def test_edited_indexed_column_is_named(filled: AuditLog) -> None:
     assert report.first_bad_seq == 9, report
 
 
-def test_rewritten_suffix_with_recomputed_hashes_is_caught_by_checkpoints(filled: AuditLog) -> None:
-    """A careful attacker edits seq 25 and recomputes every later hash and prev: the chain is whole again,
-    but the signed checkpoints disagree; the first entry not covered by a matching checkpoint is named."""
+@pytest.mark.parametrize("nodes_too", [False, True])
+def test_rewritten_suffix_with_recomputed_hashes_is_caught_by_checkpoints(filled: AuditLog, nodes_too: bool) -> None:
+    """A careful attacker edits seq 25 and recomputes every later hash and prev: the chain is whole again.
+    The stored Merkle leaf of 25 then differs (named: 25). If the attacker rewrites the nodes and the head
+    too, only the signed checkpoints disagree: the first entry not covered by a matching one is named."""
 
     def rewrite(conn: Connection) -> None:
         rows = conn.execute(text("SELECT seq, canonical FROM audit_entries WHERE seq >= 24 ORDER BY seq")).all()
@@ -97,10 +100,21 @@ def test_rewritten_suffix_with_recomputed_hashes_is_caught_by_checkpoints(filled
                 text("UPDATE audit_entries SET canonical = :c, hash = :h WHERE seq = :s"),
                 {"c": new, "h": prev, "s": seq},
             )
+        if nodes_too:
+            hashes = [bytes(h) for (h,) in conn.execute(text("SELECT hash FROM audit_entries ORDER BY seq"))]
+            conn.exec_driver_sql("DELETE FROM merkle_nodes")
+            compact = merkle.CompactRange()
+            for h in hashes:
+                for node, value in compact.append(merkle.leaf_hash(h)):
+                    conn.execute(text("INSERT INTO merkle_nodes (level, idx, hash) VALUES (:l, :i, :h)"),
+                                 {"l": node.level, "i": node.index, "h": value})
+            conn.execute(text("UPDATE log_head SET last_hash = :h, frontier = :f"),
+                         {"h": hashes[-1], "f": json.dumps([f.hex() for f in compact.frontier])})
 
     tamper(filled, rewrite)
     report = filled.verify()
-    assert not report.ok and report.first_bad_seq == 20, report  # checkpoints at 10, 20 match; 30 doesn't
+    # checkpoints at 10, 20 match; 30 doesn't
+    assert not report.ok and report.first_bad_seq == (20 if nodes_too else 25), report
 
 
 def test_deleted_entry_is_named(filled: AuditLog) -> None:
@@ -168,17 +182,20 @@ def test_verify_endpoint_reports_tampering(app: Flask, filled: AuditLog, audit_e
 
 def test_appends_during_verification_are_not_tampering(filled: AuditLog, ingest: Ingest, monkeypatch: Any) -> None:
     """An append committed between reading the head and scanning the entries is not a discrepancy."""
-    real_head = AuditLog.head
+    from safeharbor_audit import verify as verify_module
+
+    real_head = verify_module.read_head
     appended = {"done": False}
 
-    def head_then_append(self: AuditLog) -> Any:
-        row = real_head(self)
+    def head_then_append(conn: Any, sqlite: bool) -> Any:
+        state = real_head(conn, sqlite)
         if not appended["done"]:
             appended["done"] = True
             assert ingest([make_event(resource="/late/1"), make_event(resource="/late/2")]).status_code == 200
-        return row
+            filled.checkpoint_if_due(force=True)  # a checkpoint past the head read, too
+        return state
 
-    monkeypatch.setattr(AuditLog, "head", head_then_append)
+    monkeypatch.setattr(verify_module, "read_head", head_then_append)
     report = filled.verify()
     assert appended["done"] and report.ok and report.size == SIZE, report
     monkeypatch.undo()
