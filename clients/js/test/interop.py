@@ -72,8 +72,10 @@ def make(inp: dict[str, Any]) -> dict[str, Any]:
         "js_plain": len(js_plain),
         "js_hybrid": len(js_hybrid),
         "records": [plain.record, hybrid.record, rotated.record],
-        "envelopes": [{"suite": sealed_x.suite, "text": sealed_x.to_text(), "plaintext": "From Python, classic suite: Zürich ✓"},
-                      {"suite": sealed_pq.suite, "text": sealed_pq.to_text(), "plaintext": "From Python, post-quantum suite"}],
+        "envelopes": [
+            {"suite": sealed_x.suite, "text": sealed_x.to_text(), "plaintext": "From Python, classic suite: Zürich ✓"},
+            {"suite": sealed_pq.suite, "text": sealed_pq.to_text(), "plaintext": "From Python, post-quantum suite"},
+        ],
         "backup": {"blob": blob, "key_version": 2, "password": PASSWORD, "keyring": ring.to_json()},
         "private": [p.to_private_json() for p in (plain, hybrid, rotated)],
         "log": {

@@ -21,6 +21,7 @@ from .auth import authenticate
 from .config import EmulatorConfig
 from .context import EXTENSION, Emulator, flush_events
 from .errors import StreamError, error_response
+from .realtime import init_realtime
 from .routes import register_routes
 from .store import Store
 from .webhooks import WebhookDispatcher
@@ -88,5 +89,6 @@ def create_app(config: EmulatorConfig | Mapping[str, Any] | None = None) -> Flas
         return error_response(errors.INTERNAL[0], 500, "internal emulator error")
 
     register_routes(app)
+    init_realtime(app)  # the client-side websocket (JS SDK)
     log.info("stream emulator ready (DEV TOOL) api_key=%s state_file=%s", cfg.api_key, cfg.state_file)
     return app
