@@ -109,6 +109,7 @@ def build_services(config: Mapping[str, Any]) -> AuthServices:
         max_wait=config["LOGIN_LOCKOUT_MAX"],
         reset=config["LOGIN_FAILURE_RESET"],
         global_max_per_minute=config["LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE"],
+        slow_interval=config["LOGIN_GLOBAL_SLOW_INTERVAL"],
     )
     return AuthServices(
         config=dict(config),

@@ -99,6 +99,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "LOGIN_LOCKOUT_MAX": env.int("LOGIN_LOCKOUT_MAX", 900, minimum=1),
         "LOGIN_FAILURE_RESET": env.int("LOGIN_FAILURE_RESET", 3600, minimum=1),
         "LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE": env.int("LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE", 1000, minimum=1),
+        # Above the global ceiling each user name and each address gets one evaluated attempt per this (s).
+        "LOGIN_GLOBAL_SLOW_INTERVAL": env.int("LOGIN_GLOBAL_SLOW_INTERVAL", 2, minimum=1, maximum=60),
         # Stream
         "STREAM_API_KEY": stream_key,
         "STREAM_API_SECRET": stream_secret,

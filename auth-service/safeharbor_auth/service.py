@@ -47,6 +47,7 @@ from .errors import (
 from .models import BreakGlass, Job, RecoveryCode, RetiredToken, Session, User
 from .passwords import check_policy
 from .revocations import feed, rfc3339
+from .throttle import Reservation
 
 ACTIVE = "active"
 DEACTIVATED = "deactivated"
@@ -197,9 +198,9 @@ def mfa_required_for(svc: AuthServices, role: str) -> bool:
 
 
 def _login_failed(
-    svc: AuthServices, *, username: str, ip: str | None, user: User | None, reason: str
+    svc: AuthServices, *, reservation: Reservation, user: User | None, reason: str
 ) -> None:
-    lockouts = svc.throttler.record_failure(username=username, ip=ip)
+    lockouts = svc.throttler.failed(reservation)
     actor = user.id if user is not None else "anonymous"
     role = user.role if user is not None else None
     audit.record(
@@ -226,7 +227,8 @@ def login(*, username: str, password: str, otp: str | None, ip: str | None) -> d
     svc = services()
     name = normalise_username(username)
     try:
-        svc.throttler.check(username=name, ip=ip)
+        # Counted before the password is looked at: parallel guesses cannot all pass a check made first.
+        reservation = svc.throttler.reserve(username=name, ip=ip)
     except (TooManyFailedLogins, LoginRateLimited) as exc:
         audit.record(
             action="auth.login.failure",
@@ -246,14 +248,14 @@ def login(*, username: str, password: str, otp: str | None, ip: str | None) -> d
     if user is None or not password_ok or user.status != ACTIVE:
         _login_failed(
             svc,
-            username=name,
-            ip=ip,
+            reservation=reservation,
             user=user,
             reason="unknown_user" if user is None else ("deactivated" if password_ok else "wrong_password"),
         )
         raise InvalidCredentials()
 
     if user.mfa_enrolled and not otp:
+        svc.throttler.not_a_guess(reservation)
         audit.record(
             action="auth.login.failure", actor=user.id, role=user.role, resource=f"user:{user.id}",
             outcome="failure", meta={"reason": "mfa_required"},
@@ -283,13 +285,13 @@ def login(*, username: str, password: str, otp: str | None, ip: str | None) -> d
             token = _issue_token(svc, session=session, user=fresh, now=now)
             user = fresh
     if factor == "invalid_user":
-        _login_failed(svc, username=name, ip=ip, user=user, reason="deactivated")
+        _login_failed(svc, reservation=reservation, user=user, reason="deactivated")
         raise InvalidCredentials()
     if factor == "invalid":
-        _login_failed(svc, username=name, ip=ip, user=user, reason="mfa_invalid")
+        _login_failed(svc, reservation=reservation, user=user, reason="mfa_invalid")
         raise MfaInvalid()
 
-    svc.throttler.record_success(username=name)
+    svc.throttler.succeeded(reservation)
     audit.record(
         action="auth.login.success",
         actor=user.id,

@@ -284,16 +284,17 @@ def open_break_glass() -> Response:
     if not may_use(user.role, cid.partition(":")[0]):
         raise ChannelTypeNotAllowed()
     ip = client_ip()
-    svc.throttler.check(username=user.username, ip=ip)
+    reservation = svc.throttler.reserve(username=user.username, ip=ip)  # counted before the code is checked
     now = service.utcnow()
     with OrmSession(svc.engine, expire_on_commit=False) as db, db.begin():
         fresh = db.get(User, user.id)
         factor = service._verify_second_factor(svc, db, user=fresh, code=body.otp, now=now) if fresh else None
     if factor is None:
-        svc.throttler.record_failure(username=user.username, ip=ip)
+        svc.throttler.failed(reservation)
         audit.record(action="auth.break_glass.open", actor=user.id, role=user.role, resource=cid,
                      outcome="failure", severity="high", meta={"reason": "mfa_invalid", "channel_cid": cid})
         raise MfaInvalid()
+    svc.throttler.not_a_guess(reservation)
 
     stream = _stream()
     channel = stream.find_channel(cid)
