@@ -315,7 +315,7 @@ def record_stream_webhook(
     secret: str,
     request_id: str | None,
 ) -> dict[str, Any]:
-    """Verifies and records one Stream webhook, once per X-Webhook-Id."""
+    """Verifies and records one Stream webhook, once per signed body (so once per X-Webhook-Id too)."""
     body = _decompress(raw_body, content_encoding)
     verify_stream_signature(body=body, signature=signature, secret=secret)
     try:
@@ -325,16 +325,18 @@ def record_stream_webhook(
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise InvalidRequest("The webhook has no event type.")
     body_sha256 = hashlib.sha256(body).hexdigest()
-    dedupe_key = webhook_id.strip() if webhook_id and webhook_id.strip() else "body:" + body_sha256
-    # Same X-Webhook-Id, same event id: the log's unique event id makes a replay a no-op.
-    event_id = str(uuid.uuid5(WEBHOOK_NAMESPACE, "stream-webhook:" + dedupe_key))
+    delivery_id = webhook_id.strip() if webhook_id and webhook_id.strip() else "body:" + body_sha256
+    # The event id comes from the signed body's hash, not from X-Webhook-Id (which the signature does not
+    # cover): Stream's retries resend the same body under the same id, and a captured delivery replayed
+    # under a fresh id is the same body too. The log's unique event id makes either a no-op.
+    event_id = str(uuid.uuid5(WEBHOOK_NAMESPACE, "stream-webhook-body:" + body_sha256))
     event_type = "".join(c if c.isalnum() or c in "._-" else "_" for c in payload["type"].lower())[:100]
     user = payload.get("user")
     actor = f"stream:{user['id']}" if isinstance(user, Mapping) and isinstance(user.get("id"), str) else "svc:stream"
     info = payload.get("request_info")
     request_info: Mapping[str, Any] = info if isinstance(info, Mapping) else {}
     meta = _ids_only(payload)
-    meta.update({"webhook_id": dedupe_key[:128], "body_sha256": body_sha256})
+    meta.update({"webhook_id": delivery_id[:128], "body_sha256": body_sha256})
     attempt_number = parse_decimal(attempt, max_digits=9) if attempt else None
     if attempt_number is not None:
         meta["attempt"] = attempt_number
