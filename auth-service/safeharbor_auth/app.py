@@ -138,3 +138,5 @@ def _readiness() -> None:
         conn.execute(text("SELECT 1"))
         if conn.execute(select(SigningKey.kid).where(SigningKey.retired_at.is_(None)).limit(1)).first() is None:
             auth.keys.ensure_key()
+    if auth.provisioner is not None:  # Stream must hold the role map (issue 16): else 503 with the reasons
+        auth.provisioner.check_ready()

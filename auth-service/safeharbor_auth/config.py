@@ -106,7 +106,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "STREAM_API_SECRET": stream_secret,
         "STREAM_CHAT_URL": env.optional_str("STREAM_CHAT_URL"),
         "STREAM_TIMEOUT": env.float("STREAM_TIMEOUT", 5.0, minimum=0.1),
-        "STREAM_PROVISION_ON_START": env.bool("STREAM_PROVISION_ON_START", False),
+        # Provision Stream's roles and grants at every start (0: only read them back; drift fails /readyz).
+        "STREAM_PROVISION_ON_START": env.bool("STREAM_PROVISION_ON_START", True),
+        "STREAM_VERIFY_INTERVAL": env.float("STREAM_VERIFY_INTERVAL", 60.0, minimum=1.0),
         "BREAK_GLASS_TTL": env.int("BREAK_GLASS_TTL", 3600, minimum=1, maximum=86400),
         # Background work (deprovisioning retries, break-glass closing sweep)
         "JOB_RUNNER_ENABLED": env.bool("JOB_RUNNER_ENABLED", True),

@@ -15,6 +15,7 @@ from .throttle import LoginThrottler
 
 if TYPE_CHECKING:
     from .jobs import JobRunner
+    from .provisioning import StreamProvisioner
     from .stream import StreamGateway
 
 
@@ -28,6 +29,7 @@ class AuthServices:
     keys: SigningKeys
     publisher: RevocationPublisher
     stream: StreamGateway | None = None
+    provisioner: StreamProvisioner | None = None
     jobs: JobRunner | None = field(default=None)
 
     @property

@@ -4,7 +4,8 @@ migrate              create/upgrade tables, then create the first signing key if
 create-admin         the first admin (--username, --name; password from SAFEHARBOR_ADMIN_PASSWORD or prompted)
 seed-demo            demo users (dev only; password SAFEHARBOR_DEMO_PASSWORD); idempotent
 rotate-signing-key   new signing key (published now, signs after SIGNING_KEY_PREPUBLISH s, or --now)
-provision-stream     create/update Stream channel types and their role grants from safeharbor_auth.roles
+provision-stream     create/update Stream roles and channel-type grants from safeharbor_auth.roles, read back
+                     (the service also does this at every start)
 run-jobs             run due deprovisioning jobs once (the service also runs them in the background)
 """
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _migrate() -> int:
 def _with_app(action: Any) -> int:
     from .app import create_app
 
-    app = create_app({"JOB_RUNNER_ENABLED": False})
+    app = create_app({"JOB_RUNNER_ENABLED": False, "STREAM_PROVISIONER": False})
     with app.app_context():
         result: int = action()
     emitter = app.extensions.get("audit")
@@ -171,8 +172,11 @@ def _rotate(*, now: bool) -> int:
 def _provision_stream() -> int:
     from .streaming import provision_stream
 
-    summary = provision_stream()
-    print(f"auth: Stream channel types provisioned: {', '.join(summary)}")
+    drift = provision_stream()
+    if drift:
+        print("auth: Stream still differs from the role map: " + "; ".join(drift), file=sys.stderr)
+        return 1
+    print("auth: Stream roles and channel-type grants provisioned and read back")
     return 0
 
 

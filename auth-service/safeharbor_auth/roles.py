@@ -1,8 +1,9 @@
 """Least privilege (trust rule 4): the one role → channel-type map.
 
 Used for the channel filter, for channel creation (the caller and every member), for break-glass scope,
-and for the Stream channel-type grants that `manage provision-stream` writes, so Stream enforces the same
-rule on user tokens.
+and for Stream: one custom Stream role per SafeHarbor role, channel-type grants keyed by those roles
+(provisioned and read back at every start, `safeharbor_auth.provisioning`), so Stream enforces the same rule
+on user tokens.
 """
 from __future__ import annotations
 
@@ -39,14 +40,20 @@ MEMBER_PERMISSIONS: Final[tuple[str, ...]] = (
     "upload-attachment",
     "send-custom-event",
 )
-# Stream's own roles: given nothing, so only the SafeHarbor role key (`safeharbor_role`) ever grants access.
+# Stream's built-in user roles and channel roles: given nothing on SafeHarbor's types, so only the custom
+# roles below ever grant access (Stream checks a member under its channel role too).
 STREAM_BUILTIN_ROLES: Final[tuple[str, ...]] = (
     "user",
+    "admin",
     "guest",
     "anonymous",
     "channel_member",
     "channel_moderator",
 )
+# Admin's Stream role is a custom role, not Stream's built-in `admin`: that one also holds app-wide grants
+# (user updates, bans, ...) a client-side token should never carry; SafeHarbor admins act through the
+# server SDK, so their Stream token needs only the channel permissions the role map gives them.
+STREAM_ADMIN_ROLE: Final = "safeharbor_admin"
 
 
 def allowed_types(role: str) -> list[str]:
@@ -60,14 +67,20 @@ def may_use(role: str, channel_type: str) -> bool:
 
 
 def stream_role(role: str) -> str:
-    """The Stream role: admin only for SafeHarbor admins; everyone else is a plain user."""
-    return "admin" if role == Role.ADMIN.value else "user"
+    """The Stream `role` of a user: its SafeHarbor role (a Stream custom role), admin's being
+    STREAM_ADMIN_ROLE."""
+    return STREAM_ADMIN_ROLE if role == Role.ADMIN.value else role
+
+
+# The custom roles SafeHarbor creates in Stream, one per SafeHarbor role.
+STREAM_CUSTOM_ROLES: Final[tuple[str, ...]] = tuple(stream_role(r) for r in ROLE_CHANNEL_TYPES)
 
 
 def channel_type_grants(channel_type: str) -> dict[str, list[str]]:
-    """Stream `grants` for one channel type, derived from ROLE_CHANNEL_TYPES. Every role is listed (an
-    empty list revokes), because Stream keeps grants of roles an update does not mention."""
+    """Stream `grants` for one channel type, derived from ROLE_CHANNEL_TYPES and keyed by Stream roles.
+    Every role is listed (an empty list revokes), because Stream keeps grants of roles an update does not
+    mention."""
     grants: dict[str, list[str]] = {name: [] for name in STREAM_BUILTIN_ROLES}
     for role, types in ROLE_CHANNEL_TYPES.items():
-        grants[role] = list(MEMBER_PERMISSIONS) if channel_type in types else []
+        grants[stream_role(role)] = list(MEMBER_PERMISSIONS) if channel_type in types else []
     return grants

@@ -689,7 +689,10 @@ def update_user(*, actor: SessionClaims, user_id: str, name: str | None, role: s
             # Tokens carry the role: end the sessions that were granted under the old one.
             revoked = _revoke_in(db, ids=None, user_id=user.id, reason="role_changed", now=now)
         if (role_changed or name is not None) and svc.stream is not None:
-            _enqueue(db, user_id=user.id, kind="stream.sync_user", now=now)
+            # A role change also takes the user out of channel types the new role may not use and revokes
+            # Stream tokens minted before it (streaming.stream_job_handlers).
+            _enqueue(db, user_id=user.id, kind="stream.sync_user", now=now,
+                     payload={"role_changed": True, "revoke_before": now.timestamp()} if role_changed else None)
     _after_revocation(svc, revoked, reason="role_changed", actor=actor.sub, actor_role=actor.role)
     audit.record(
         action="user.update",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import requests
@@ -15,7 +16,7 @@ from stream_chat import StreamChat
 from stream_chat.base.exceptions import StreamAPIException
 
 from .errors import StreamRejected, StreamUnavailable
-from .roles import CHANNEL_TYPES, channel_type_grants, stream_role
+from .roles import stream_role
 
 DOES_NOT_EXIST = 16
 _log = logging.getLogger("safeharbor.auth.stream")
@@ -50,8 +51,9 @@ class StreamGateway:
 
     @staticmethod
     def user_fields(*, user_id: str, name: str, role: str) -> dict[str, Any]:
-        """The only fields SafeHarbor sets on a Stream user: chosen here, never taken from a request."""
-        return {"id": user_id, "name": name, "role": stream_role(role), "safeharbor_role": role, "image": None}
+        """The only fields SafeHarbor sets on a Stream user: chosen here, never taken from a request. Stream
+        authorises by `role` alone (an upsert replaces custom fields, so an old `safeharbor_role` goes)."""
+        return {"id": user_id, "name": name, "role": stream_role(role), "image": None}
 
     def upsert_users(self, users: list[dict[str, Any]]) -> None:
         self.call("upsert_users", lambda: self.client.upsert_users(users))
@@ -68,22 +70,29 @@ class StreamGateway:
     def reactivate(self, *, user_id: str) -> None:
         self.call("reactivate_user", lambda: self.client.reactivate_user(user_id))
 
-    # -- channel types ------------------------------------------------------------------------------
+    # -- roles and channel types (provisioning: `safeharbor_auth.provisioning`) ---------------------------
 
-    def provision_channel_types(self) -> list[str]:
-        """Creates or updates clinical, patient-care and billing with grants from the role map."""
-        existing = self.call("list_channel_types", lambda: self.client.list_channel_types())
-        present = set((existing.get("channel_types") or {}).keys())
-        for name in CHANNEL_TYPES:
-            self._put_channel_type(name, exists=name in present)
-        return list(CHANNEL_TYPES)
+    def role_names(self) -> set[str]:
+        listed = self.call("list_roles", lambda: self.client.list_roles())
+        return {str(r.get("name")) for r in listed.get("roles") or [] if isinstance(r, dict)}
 
-    def _put_channel_type(self, name: str, *, exists: bool) -> None:
-        grants = channel_type_grants(name)
-        if exists:
-            self.call("update_channel_type", lambda: self.client.update_channel_type(name, grants=grants))
-        else:
-            self.call("create_channel_type", lambda: self.client.create_channel_type({"name": name, "grants": grants}))
+    def create_role(self, name: str) -> None:
+        self.call("create_role", lambda: self.client.create_role(name))
+
+    def channel_type(self, name: str) -> dict[str, Any] | None:
+        """The channel type as Stream holds it, or None when it does not exist."""
+        try:
+            return dict(self.call("get_channel_type", lambda: self.client.get_channel_type(name)))
+        except StreamRejected as exc:
+            if isinstance(exc.__cause__, StreamAPIException) and is_missing(exc.__cause__):
+                return None
+            raise
+
+    def create_channel_type(self, name: str, grants: dict[str, list[str]]) -> None:
+        self.call("create_channel_type", lambda: self.client.create_channel_type({"name": name, "grants": grants}))
+
+    def update_channel_type(self, name: str, grants: dict[str, list[str]]) -> None:
+        self.call("update_channel_type", lambda: self.client.update_channel_type(name, grants=grants))
 
     # -- channels -----------------------------------------------------------------------------------
 
@@ -108,6 +117,22 @@ class StreamGateway:
         channel_type, _, channel_id = cid.partition(":")
         channel = self.client.channel(channel_type, channel_id)
         self.call("add_members", lambda: channel.add_members([user_id]))
+
+    def member_channels(self, *, user_id: str, channel_types: list[str]) -> list[str]:
+        """Cids of the channels of `channel_types` that `user_id` is a member of (every page)."""
+        cids: list[str] = []
+        if not channel_types:
+            return cids
+        page_size = 30  # Stream's maximum for query_channels
+        conditions = {"type": {"$in": channel_types}, "members": {"$in": [user_id]}}
+        while True:
+            query = partial(self.client.query_channels, conditions, [{"field": "created_at", "direction": 1}],
+                            limit=page_size, offset=len(cids), message_limit=0)
+            found = self.call("query_channels", query)
+            page = [str(c["channel"]["cid"]) for c in found.get("channels") or []]
+            cids.extend(page)
+            if len(page) < page_size:
+                return cids
 
     def remove_member(self, *, cid: str, user_id: str) -> None:
         channel_type, _, channel_id = cid.partition(":")

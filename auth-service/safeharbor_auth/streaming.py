@@ -5,17 +5,18 @@ import hashlib
 import logging
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from safeharbor_common.errors import InvalidRequest, MfaInvalid, NotFound
+from safeharbor_common.errors import InvalidRequest, MfaInvalid, NotFound, SafeHarborError
 from safeharbor_common.roles import Role
 from safeharbor_common.tokens import SCOPE_BREAK_GLASS, SCOPE_FULL, SessionClaims
 from safeharbor_common.web import api_doc, client_ip, json_body
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
-from . import audit, schemas, service
+from . import audit, provisioning, schemas, service
 from .api import claims, live_session
 from .context import AuthServices, services
 from .errors import (
@@ -29,6 +30,7 @@ from .errors import (
 )
 from .jobs import Handler, JobRunner, RetryableJobError
 from .models import BreakGlass, Job, Session, User
+from .provisioning import StreamProvisioner
 from .revocations import rfc3339
 from .roles import CHANNEL_TYPES, allowed_types, may_use
 from .stream import StreamGateway, is_missing, member_ids
@@ -69,15 +71,18 @@ def init_stream(app: Flask, auth: AuthServices, runner: JobRunner) -> None:
         timeout=float(app.config["STREAM_TIMEOUT"]),
     )
     runner.handlers.update(stream_job_handlers(app))
-    if app.config.get("STREAM_PROVISION_ON_START"):
-        try:
-            auth.stream.provision_channel_types()
-        except Exception as exc:  # noqa: BLE001 - Stream may be down at start; `manage provision-stream` retries
-            _log.warning("Stream provisioning at start failed", extra={"fields": {"error": type(exc).__name__}})
+    if app.config.get("STREAM_PROVISIONER", True):  # off only for one-shot admin commands
+        auth.provisioner = StreamProvisioner(
+            app=app, stream=auth.stream, write=bool(app.config.get("STREAM_PROVISION_ON_START")),
+            verify_interval=float(app.config["STREAM_VERIFY_INTERVAL"]),
+        )
+        auth.provisioner.check_now()  # first attempt at start; the job loop retries and re-reads
+        runner.periodic.append(auth.provisioner.tick)
 
 
 def provision_stream() -> list[str]:
-    return _stream().provision_channel_types()
+    """`manage provision-stream`: provision now; returns the drift left (empty when Stream holds the map)."""
+    return provisioning.provision(_stream())
 
 
 def _stream_user(user: User) -> dict[str, Any]:
@@ -128,7 +133,20 @@ def stream_job_handlers(app: Flask) -> dict[str, Handler]:
             if user is None:
                 return
             fields = _stream_user(user)
-        tolerate_missing(lambda: stream.upsert_users([fields]))
+            role = user.role
+        tolerate_missing(lambda: stream.upsert_users([fields]))  # Stream's `role` follows (issue 16)
+        if not payload.get("role_changed"):
+            return
+        # Tokens minted under the old role stop working, and the user leaves every channel of a type the new
+        # role may not use (Stream would refuse it anyway by grant; membership must not linger either).
+        tolerate_missing(lambda: stream.revoke_tokens(user_id=job.user_id, before=revoke_before(payload)))
+        barred = [t for t in CHANNEL_TYPES if not may_use(role, t)]
+        try:
+            cids = stream.member_channels(user_id=job.user_id, channel_types=barred)
+        except SafeHarborError as exc:
+            raise RetryableJobError(f"stream:{exc.code}") from exc
+        for cid in cids:
+            tolerate_missing(partial(stream.remove_member, cid=cid, user_id=job.user_id))
 
     def remove_break_glass_member(job: Job, payload: dict[str, Any]) -> None:
         stream = gateway()

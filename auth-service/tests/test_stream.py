@@ -14,7 +14,7 @@ import jwt
 import pytest
 import requests
 from safeharbor_auth.errors import StreamRejected, StreamUnavailable
-from safeharbor_auth.roles import ROLE_CHANNEL_TYPES, channel_type_grants
+from safeharbor_auth.roles import CHANNEL_TYPES, ROLE_CHANNEL_TYPES, STREAM_ADMIN_ROLE, stream_role
 from safeharbor_auth.stream import StreamGateway
 from stream_chat import StreamChat
 from stream_chat.base.exceptions import StreamAPIException
@@ -75,15 +75,6 @@ def credentials(factory: Factory, account: Account) -> dict[str, Any]:
     return dict(response.get_json())
 
 
-def test_provisioned_channel_types_follow_the_role_map(stream_factory: Factory, emulator: Emulator) -> None:
-    types = emulator.server_client().list_channel_types()["channel_types"]
-    for name in ("clinical", "patient-care", "billing"):
-        assert types[name]["grants"] == channel_type_grants(name)
-        for role, allowed in ROLE_CHANNEL_TYPES.items():
-            assert bool(types[name]["grants"][role]) == (name in allowed)
-        assert types[name]["grants"]["user"] == []
-
-
 @pytest.mark.parametrize("role", ["clinician", "billing", "patient", "admin", "auditor"])
 def test_credentials_for_each_role(stream_factory: Factory, emulator: Emulator, role: str) -> None:
     account = stream_factory.user(role=role, name="Robin Example")
@@ -93,7 +84,7 @@ def test_credentials_for_each_role(stream_factory: Factory, emulator: Emulator, 
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert body["apiKey"] == emulator.api_key
-    assert body["user"] == {"id": account.id, "name": "Robin Example", "role": "admin" if role == "admin" else "user",
+    assert body["user"] == {"id": account.id, "name": "Robin Example", "role": stream_role(role),
                             "image": None, "safeharbor_role": role}
     assert body["expires_at"] == session["expires_at"]
     claims = jwt.decode(body["token"], emulator.api_secret, algorithms=["HS256"])
@@ -101,8 +92,7 @@ def test_credentials_for_each_role(stream_factory: Factory, emulator: Emulator, 
     assert claims["exp"] == int(jwt.decode(session["access_token"], options={"verify_signature": False})["exp"])
     stored = emulator.state()["users"][account.id]
     # Server-chosen fields only: the body's role/name/image were ignored.
-    assert stored["role"] == ("admin" if role == "admin" else "user")
-    assert stored["safeharbor_role"] == role and stored["name"] == "Robin Example"
+    assert stored["role"] == stream_role(role) and stored["name"] == "Robin Example"
     # The token works against Stream.
     user_client = emulator.user_client(body["token"])
     user_client.query_channels({"members": {"$in": [account.id]}})
@@ -402,3 +392,123 @@ def test_break_glass_is_for_clinicians_with_mfa(stream_factory: Factory) -> None
         json={"reason": "Emergency access needed", "scope": {"channel_cid": "clinical:does-not-exist"},
               "otp": clinician.totp()})
     assert response.status_code == 404
+
+
+# -- issue 16: Stream enforces the role map because of Stream roles and grants, not a custom field ---------
+# Custom Stream roles per SafeHarbor role, users upserted with `role` = their SafeHarbor role, channel-type
+# grants keyed by those roles, provisioned at every start and read back (drift: /readyz 503 with the
+# reasons), role changes carried to Stream.
+
+SAFEHARBOR_ROLES = ("clinician", "billing", "patient", "admin", "auditor")
+
+
+def _refused(call: Any, status: int = 403) -> None:
+    with pytest.raises(StreamAPIException) as exc:
+        call()
+    assert exc.value.status_code == status
+
+
+def _channel(factory: Factory, owner: Any, channel_type: str, *members: Any) -> str:
+    response = factory.client.post("/v1/channels", headers=bearer(factory.token(owner)),
+                                   json={"type": channel_type, "members": [m.id for m in members]})
+    assert response.status_code == 201, response.get_json()
+    return str(response.get_json()["cid"])
+
+
+def test_roles_and_grants_keyed_by_stream_roles(stream_factory: Factory, emulator: Emulator) -> None:
+    server = emulator.server_client()
+    names = {r["name"] for r in server.list_roles()["roles"]}
+    assert {"clinician", "billing", "patient", "auditor", STREAM_ADMIN_ROLE} <= names
+    for channel_type in CHANNEL_TYPES:
+        grants = server.get_channel_type(channel_type)["grants"]
+        for role in SAFEHARBOR_ROLES:
+            # Keyed by the Stream role a user of that SafeHarbor role has.
+            assert bool(grants[stream_role(role)]) == (channel_type in ROLE_CHANNEL_TYPES[role])
+        # Stream's built-in roles and channel roles get nothing on SafeHarbor's types.
+        for builtin in ("user", "admin", "guest", "anonymous", "channel_member", "channel_moderator"):
+            assert grants[builtin] == []
+    assert stream_factory.client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("role", SAFEHARBOR_ROLES)
+def test_users_upserted_with_their_role(stream_factory: Factory, emulator: Emulator, role: str) -> None:
+    account = stream_factory.user(role=role, name="Robin Example")
+    body = credentials(stream_factory, account)
+    stored = emulator.state()["users"][account.id]
+    assert stored["role"] == stream_role(role) == body["user"]["role"]
+    assert stream_role(role) == (STREAM_ADMIN_ROLE if role == "admin" else role)
+    assert "safeharbor_role" not in stored  # no custom field pretends to be a permission
+
+
+def test_billing_token_cannot_read_join_or_post_in_clinical(stream_factory: Factory, emulator: Emulator) -> None:
+    clinician = stream_factory.user(role="clinician")
+    other = stream_factory.user(role="clinician")
+    billing = stream_factory.user(role="billing")
+    cid = _channel(stream_factory, clinician, "clinical", other)
+    channel_type, _, channel_id = cid.partition(":")
+    server = emulator.server_client()
+    server.channel(channel_type, channel_id).send_message({"text": "clinical note"}, clinician.id)
+    sam = emulator.user_client(credentials(stream_factory, billing)["token"]).channel(channel_type, channel_id)
+    _refused(lambda: sam.add_members([billing.id]))  # join
+    server.channel(channel_type, channel_id).add_members([billing.id])  # a member added by hand
+    assert billing.id in emulator.state()["channels"][cid]["members"]
+    _refused(lambda: sam.query())
+    _refused(lambda: sam.send_message({"text": "x"}, billing.id))
+    _refused(lambda: sam.mark_read(billing.id))
+    assert emulator.user_client(credentials(stream_factory, billing)["token"]).query_channels(
+        {"cid": cid})["channels"] == []
+
+
+def test_drift_makes_readyz_fail_with_the_reason(stream_factory: Factory, emulator: Emulator,
+                                                make_app: AppFactory) -> None:
+    app = stream_factory.app
+    assert stream_factory.client.get("/readyz").status_code == 200
+    # Someone widens a grant in Stream's dashboard.
+    emulator.server_client().update_channel_type("clinical", grants={"billing": ["read-channel"]})
+    app.extensions["auth"].provisioner.check_now()
+    response = stream_factory.client.get("/readyz")
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["code"] == "service_unavailable"
+    assert any("clinical" in r and "billing" in r for r in error["reasons"]), error
+    # Provisioning at the next start puts it back, and says so.
+    restarted = make_app(STREAM_API_KEY=emulator.api_key, STREAM_API_SECRET=emulator.api_secret,
+                         STREAM_CHAT_URL=emulator.url)
+    assert restarted.test_client().get("/readyz").status_code == 200
+    assert emulator.server_client().get_channel_type("clinical")["grants"]["billing"] == []
+
+
+def test_not_ready_until_stream_is_provisioned(make_app: AppFactory, emulator: Emulator) -> None:
+    requests.post(f"{emulator.url}/_emulator/reset", timeout=5)
+    emulator.outage(True)
+    try:
+        app = make_app(STREAM_API_KEY=emulator.api_key, STREAM_API_SECRET=emulator.api_secret,
+                       STREAM_CHAT_URL=emulator.url)
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 503
+        assert any("not provisioned" in r for r in response.get_json()["error"]["reasons"])
+    finally:
+        emulator.outage(False)
+    app.extensions["auth"].provisioner.check_now()
+    assert app.test_client().get("/readyz").status_code == 200
+    assert "clinical" in emulator.server_client().list_channel_types()["channel_types"]
+
+
+def test_role_change_moves_stream_role_memberships_and_tokens(stream_factory: Factory,
+                                                              emulator: Emulator) -> None:
+    admin = stream_factory.user(role="admin")
+    clinician = stream_factory.user(role="clinician")
+    colleague = stream_factory.user(role="clinician")
+    patient = stream_factory.user(role="patient")
+    clinical = _channel(stream_factory, colleague, "clinical", clinician)
+    care = _channel(stream_factory, colleague, "patient-care", clinician, patient)
+    old_token = credentials(stream_factory, clinician)["token"]
+    time.sleep(1.1)  # Stream compares whole-second iat with the revocation time
+    response = stream_factory.client.patch(f"/v1/users/{clinician.id}", headers=bearer(stream_factory.token(admin)),
+                                           json={"role": "patient"})
+    assert response.status_code == 200, response.get_json()
+    state = emulator.state()
+    assert state["users"][clinician.id]["role"] == "patient"
+    assert clinician.id not in state["channels"][clinical]["members"]  # patients may not use clinical
+    assert clinician.id in state["channels"][care]["members"]  # ...but may use patient-care
+    _refused(lambda: emulator.user_client(old_token).query_channels({}), status=401)

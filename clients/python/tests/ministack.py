@@ -28,6 +28,8 @@ STREAM_KEY = "ministack-key"
 STREAM_SECRET = "ministack-secret-" + "x" * 64
 ROLE_TYPES = {"clinician": ["clinical", "patient-care"], "billing": ["billing"], "patient": ["patient-care"],
               "admin": ["clinical", "patient-care", "billing"], "auditor": []}
+# As auth-service provisions Stream (issue 16): one custom Stream role per SafeHarbor role, grants keyed by it.
+STREAM_ROLES = {role: "safeharbor_admin" if role == "admin" else role for role in ROLE_TYPES}
 CHANNEL_PERMS = ["create-channel", "read-channel", "read-channel-members", "create-message",
                  "update-message-owner", "delete-message-owner", "update-channel-members"]
 
@@ -81,8 +83,10 @@ class MiniStack:
         emulator_server, self.stream_url = _serve(emulator)
         gateway_server, self.gateway_url = _serve(self._gateway())
         self.servers = [keydir_server, emulator_server, gateway_server]
+        for stream_role in STREAM_ROLES.values():
+            self.stream("POST", "/roles", {"name": stream_role})
         for ctype in ("clinical", "patient-care", "billing"):
-            grants = {role: CHANNEL_PERMS for role, types in ROLE_TYPES.items() if ctype in types}
+            grants = {STREAM_ROLES[role]: CHANNEL_PERMS for role, types in ROLE_TYPES.items() if ctype in types}
             self.stream("POST", "/channeltypes", {"name": ctype, "grants": grants})
         return self
 
@@ -111,8 +115,8 @@ class MiniStack:
     def add_user(self, username: str, role: str, password: str = "pw-" + "x" * 12) -> dict[str, Any]:
         user = {"id": str(uuid.uuid4()), "name": username.title(), "role": role, "password": password}
         self.users[username] = user
-        self.stream("POST", "/users", {"users": {user["id"]: {"id": user["id"], "name": user["name"], "role": "user",
-                                                              "safeharbor_role": role}}})
+        self.stream("POST", "/users", {"users": {user["id"]: {"id": user["id"], "name": user["name"],
+                                                              "role": STREAM_ROLES[role]}}})
         return user
 
     def _session(self, user: dict[str, Any], sid: str, absolute: float) -> dict[str, Any]:

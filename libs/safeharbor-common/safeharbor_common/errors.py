@@ -130,3 +130,13 @@ class UpstreamError(SafeHarborError):
 
 class ServiceUnavailable(SafeHarborError):
     status, code, default_message = 503, "service_unavailable", "The service is unavailable."
+
+
+class NotReady(ServiceUnavailable):
+    """Raised by a readiness check: `/readyz` answers 503 with `reasons` (short, PHI-free: names only)."""
+
+    default_message = "Not ready."
+
+    def __init__(self, message: str | None = None, *, reasons: list[str]) -> None:
+        super().__init__(message, extra={"reasons": list(reasons)})
+        self.reasons = list(reasons)

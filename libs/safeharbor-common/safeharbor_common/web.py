@@ -21,6 +21,7 @@ from .errors import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
+    NotReady,
     PayloadTooLarge,
     SafeHarborError,
     ServiceUnavailable,
@@ -101,6 +102,14 @@ def request_id() -> str:
     if rid is None:
         rid = g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
     return cast(str, rid)
+
+
+# Metric labels come from fixed sets: a client-chosen method must not mint a new time series.
+METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHOD_LABELS else "OTHER"
 
 
 def request_id_from(incoming: str) -> str:
@@ -187,8 +196,9 @@ def init_app(
         response.headers[REQUEST_ID_HEADER] = request_id()
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        metrics.requests.labels(service_name, request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(service_name, request.method, route).observe(elapsed)
+        method = method_label(request.method)
+        metrics.requests.labels(service_name, method, route, str(response.status_code)).inc()
+        metrics.latency.labels(service_name, method, route).observe(elapsed)
         if route not in ("/healthz", "/metrics"):
             _log.info(
                 "request",
@@ -242,6 +252,9 @@ def init_app(
         if readiness_check is not None:
             try:
                 readiness_check()
+            except NotReady as exc:  # a check that knows why: say so (names only, no PHI)
+                _log.warning("not ready", extra={"fields": {"service": service_name, "reasons": len(exc.reasons)}})
+                return jsonify(exc.body(request_id())), 503
             except Exception:  # noqa: BLE001 - any failure means not ready
                 _log.warning("not ready", extra={"fields": {"service": service_name}})
                 return jsonify(error_body("service_unavailable", "Not ready.", request_id())), 503

@@ -185,3 +185,25 @@ def test_health_metrics_openapi() -> None:
                                                 ("1e3", None), (" 1", None)])
 def test_parse_decimal_takes_ascii_digits_only(text: str, expected: int | None) -> None:
     assert parse_decimal(text, max_digits=9) == expected
+
+
+def test_readyz_names_the_reasons_of_a_not_ready_check() -> None:
+    from safeharbor_common.errors import NotReady
+
+    def check() -> None:
+        raise NotReady(reasons=["channel type 'clinical': grants of role 'billing' differ from the role map"])
+
+    app = Flask("t")
+    app.config.update(SERVICE_NAME="auth")
+    web.init_app(app, service_name="auth", readiness_check=check)
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["code"] == "service_unavailable" and error["reasons"] == [
+        "channel type 'clinical': grants of role 'billing' differ from the role map"
+    ]
+    # Any other failure stays a bare "Not ready." (its text may carry anything).
+    boom = Flask("u")
+    web.init_app(boom, service_name="auth", readiness_check=lambda: 1 / 0)  # type: ignore[func-returns-value]
+    body = boom.test_client().get("/readyz").get_json()
+    assert body["error"]["message"] == "Not ready." and "reasons" not in body["error"]

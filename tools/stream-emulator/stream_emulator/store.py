@@ -35,6 +35,8 @@ ALL_PERMISSIONS: tuple[str, ...] = (
     "delete-message-owner",
     "update-channel",
     "update-channel-members",
+    "add-own-channel-membership",
+    "remove-own-channel-membership",
     "delete-channel",
 )
 DEFAULT_USER_GRANTS: tuple[str, ...] = (

@@ -171,16 +171,19 @@ BILLING_GRANTS = {
 
 
 def provision(client: StreamChat) -> None:
-    """What auth-service does: channel types from the role map, users with `safeharbor_role`."""
+    """What auth-service does: custom roles, channel types from the role map, users with `role` = their
+    SafeHarbor role (Stream's built-in `admin` stands in for admin here)."""
+    for role in ("clinician", "billing", "patient"):
+        client.create_role(role)
     client.create_channel_type({"name": "clinical", "grants": CLINICAL_GRANTS})
     client.create_channel_type({"name": "billing", "grants": BILLING_GRANTS})
     client.upsert_users(
         [
-            {"id": "dr-chen", "role": "user", "safeharbor_role": "clinician", "name": "Dr Chen"},
-            {"id": "dr-lee", "role": "user", "safeharbor_role": "clinician"},
-            {"id": "sam", "role": "user", "safeharbor_role": "billing"},
-            {"id": "pat", "role": "user", "safeharbor_role": "patient"},
-            {"id": "admin", "role": "admin", "safeharbor_role": "admin"},
+            {"id": "dr-chen", "role": "clinician", "name": "Dr Chen"},
+            {"id": "dr-lee", "role": "clinician"},
+            {"id": "sam", "role": "billing"},
+            {"id": "pat", "role": "patient"},
+            {"id": "admin", "role": "admin"},
         ]
     )
 

@@ -8,6 +8,7 @@ from stream_chat.base.exceptions import StreamAPIException
 
 
 def test_create_get_list(emu: Emulator) -> None:
+    emu.client.create_role("clinician")  # grants name existing roles only
     created = emu.client.create_channel_type(
         {
             "name": "clinical",
@@ -26,6 +27,7 @@ def test_create_get_list(emu: Emulator) -> None:
 
 
 def test_update_replaces_listed_roles_only(emu: Emulator) -> None:
+    emu.client.create_role("billing")
     emu.client.create_channel_type(
         {"name": "billing", "grants": {"billing": ["read-channel"], "admin": ["read-channel"]}}
     )

@@ -1,4 +1,5 @@
-"""User-token rules: channel-type grants keyed by `safeharbor_role`, membership, forced query filter."""
+"""User-token rules as Stream's permissions v2 applies them: grants keyed by the user's `role` (custom fields
+never count) and, inside a channel, the member's channel role; membership; the forced query filter."""
 
 from __future__ import annotations
 
@@ -94,8 +95,8 @@ def test_member_management_and_message_ownership(provisioned: Emulator) -> None:
     _forbidden(lambda: dr.channel("clinical", "c").delete())  # clinician lacks delete-channel
 
 
-def test_stream_custom_role_without_safeharbor_role(emu: Emulator) -> None:
-    """The same rule with real-Stream custom roles: grants keyed by the user's Stream `role`."""
+def test_stream_custom_role_grants(emu: Emulator) -> None:
+    """Grants keyed by the user's Stream `role`, a custom role created with `create_role`."""
     c = emu.client
     c.create_role("clinician")
     c.create_channel_type({"name": "clinical", "grants": {"clinician": ["create-channel", "read-channel"]}})
@@ -104,9 +105,79 @@ def test_stream_custom_role_without_safeharbor_role(emu: Emulator) -> None:
     _forbidden(lambda: emu.user_client("plain").channel("clinical", "y", {"members": ["plain"]}).create("plain"))
 
 
-def test_safeharbor_role_wins_over_stream_role(emu: Emulator) -> None:
-    """Granting Stream's generic "user" role on a type does not leak it to a billing user."""
+def test_custom_fields_never_grant(emu: Emulator) -> None:
+    """A custom field that looks like a role (the old `safeharbor_role`) is data, not a permission: Stream
+    checks `user.role` only, so the emulator must too."""
     c = emu.client
-    c.create_channel_type({"name": "clinical", "grants": {"user": ["create-channel", "read-channel"]}})
-    c.upsert_user({"id": "sam", "role": "user", "safeharbor_role": "billing"})
+    c.create_role("clinician")
+    c.create_channel_type({"name": "clinical", "grants": {"clinician": ["create-channel", "read-channel"]}})
+    c.upsert_user({"id": "sam", "role": "user", "safeharbor_role": "clinician"})
     _forbidden(lambda: emu.user_client("sam").channel("clinical", "z", {"members": ["sam"]}).create("sam"))
+
+
+def test_unknown_roles_are_refused(emu: Emulator) -> None:
+    c = emu.client
+    for call in (
+        lambda: c.create_channel_type({"name": "clinical", "grants": {"ghost": ["read-channel"]}}),
+        lambda: c.upsert_user({"id": "u", "role": "ghost"}),
+    ):
+        with pytest.raises(StreamAPIException) as exc:
+            call()
+        assert exc.value.status_code == 400 and exc.value.error_code == 4
+        assert "ghost" in exc.value.error_message
+    c.create_channel_type({"name": "clinical", "grants": {}})
+    with pytest.raises(StreamAPIException) as exc:
+        c.update_channel_type("clinical", grants={"ghost": ["read-channel"]})
+    assert exc.value.error_code == 4
+    assert "ghost" not in emu.state()["channel_types"]["clinical"]["grants"]
+
+
+def test_channel_role_grants_apply_to_members(emu: Emulator) -> None:
+    """Stream checks a member under its channel role too (`channel_member` by default): a grant to
+    `channel_member` opens a type's channels to every member, whatever their user role. This is why
+    SafeHarbor's grants list `channel_member` with nothing."""
+    c = emu.client
+    c.create_channel_type({"name": "clinical", "grants": {"channel_member": ["read-channel"]}})
+    c.upsert_users([{"id": "a"}, {"id": "b"}])
+    c.channel("clinical", "x", {"members": ["a"]}).create("a")
+    member = emu.user_client("a").channel("clinical", "x")
+    assert member.query()["channel"]["cid"] == "clinical:x"
+    # Not a member: the channel role does not apply, and "user" holds nothing here.
+    _forbidden(lambda: emu.user_client("b").channel("clinical", "x").query())
+    c.update_channel_type("clinical", grants={"channel_member": []})
+    _forbidden(lambda: member.query())
+
+
+def test_join_needs_add_own_channel_membership(emu: Emulator) -> None:
+    c = emu.client
+    for role in ("clinician", "billing"):
+        c.create_role(role)
+    c.create_channel_type(
+        {"name": "clinical", "grants": {"clinician": ["read-channel", "add-own-channel-membership"]}}
+    )
+    c.upsert_users([{"id": "doc", "role": "clinician"}, {"id": "owner", "role": "clinician"},
+                    {"id": "sam", "role": "billing"}])  # fmt: skip
+    c.channel("clinical", "x", {"members": ["owner"]}).create("owner")
+    err = _forbidden(lambda: emu.user_client("sam").channel("clinical", "x").add_members(["sam"]))
+    assert "AddOwnChannelMembership" in err.error_message
+    emu.user_client("doc").channel("clinical", "x").add_members(["doc"])
+    assert set(emu.state()["channels"]["clinical:x"]["members"]) == {"owner", "doc"}
+    # Joining is for oneself only: adding someone else still needs membership and update-channel-members.
+    _forbidden(lambda: emu.user_client("sam").channel("clinical", "x").add_members(["doc", "sam"]))
+
+
+def test_billing_token_kept_out_of_clinical_even_as_member(provisioned: Emulator) -> None:
+    """The issue's check, with the SDK and sam's own token: read, join, post and mark read all refused,
+    also after a server-side call made sam a member by hand."""
+    c = provisioned.client
+    c.channel("clinical", "case-7", {"members": ["dr-chen"]}).create("dr-chen")
+    c.channel("clinical", "case-7").send_message({"text": "phi"}, "dr-chen")
+    sam = provisioned.user_client("sam").channel("clinical", "case-7")
+    _forbidden(lambda: sam.add_members(["sam"]))  # join
+    c.channel("clinical", "case-7").add_members(["sam"])  # by hand, server-side
+    assert "sam" in provisioned.state()["channels"]["clinical:case-7"]["members"]
+    _forbidden(lambda: sam.query())
+    _forbidden(lambda: sam.send_message({"text": "x"}, "sam"))
+    _forbidden(lambda: sam.mark_read("sam"))
+    assert provisioned.user_client("sam").query_channels({"cid": "clinical:case-7"})["channels"] == []
+    assert [m["text"] for m in provisioned.state()["messages"]["clinical:case-7"]] == ["phi"]

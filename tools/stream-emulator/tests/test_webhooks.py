@@ -163,3 +163,28 @@ def test_secret_used_for_signature(make_emulator: Callable[..., Emulator], recei
     hook = receiver.wait_for("user.updated")[0]
     expected = hmac.new(API_SECRET.encode(), hook["body"], hashlib.sha256).hexdigest()
     assert hook["headers"]["X-Signature"] == expected
+
+
+def test_mark_read_sends_message_read(make_emulator: Callable[..., Emulator], receiver: Receiver) -> None:
+    """`channel.mark_read` (POST /channels/{type}/{id}/read) is what makes Stream send `message.read`: the
+    reader, the channel and the last message id; nothing says which messages were displayed."""
+    emu = _setup(make_emulator, receiver)
+    c = emu.client
+    c.channel("clinical", "case-r", {"members": ["dr-chen", "dr-lee"]}).create("dr-chen")
+    first = c.channel("clinical", "case-r").send_message({"text": "one"}, "dr-chen")["message"]
+    last = c.channel("clinical", "case-r").send_message({"text": "two"}, "dr-chen")["message"]
+    answer = emu.user_client("dr-lee").channel("clinical", "case-r").mark_read("dr-lee")
+    assert answer["event"]["type"] == "message.read"
+    hook = receiver.wait_for("message.read")[0]
+    assert emu.client.verify_webhook(hook["raw"], hook["headers"]["X-Signature"])
+    event = hook["event"]
+    assert event["cid"] == "clinical:case-r" and event["user"]["id"] == "dr-lee"
+    assert event["last_read_message_id"] == last["id"]
+    # Server-side, for a user, up to a given message.
+    c.channel("clinical", "case-r").mark_read("dr-chen", message_id=first["id"])
+    event = receiver.wait_for("message.read", count=2)[1]["event"]
+    assert event["user"]["id"] == "dr-chen" and event["last_read_message_id"] == first["id"]
+    member = emu.state()["channels"]["clinical:case-r"]["members"]["dr-chen"]
+    assert member["last_read_message_id"] == first["id"]
+    with pytest.raises(StreamAPIException):
+        c.channel("clinical", "case-r").mark_read("pat")  # not a member: no read state to move

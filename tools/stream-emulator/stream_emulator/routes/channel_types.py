@@ -1,5 +1,5 @@
-"""Channel types: create, get, list, update, delete. `grants` maps a role key to Stream permission ids;
-see `permissions.py` for how the emulator picks a user's role key."""
+"""Channel types: create, get, list, update, delete. `grants` maps a Stream role (built-in or custom, and
+it must exist) to Stream permission ids; see `permissions.py` for how they are checked."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from flask import Blueprint
 from ..clock import now_iso
 from ..context import body, caller, emulator
 from ..errors import DOES_NOT_EXIST, StreamError, duration, input_error
-from ..permissions import server_only
+from ..permissions import require_known_role, server_only
 from ..store import default_channel_type
 
 bp = Blueprint("channel_types", __name__)
@@ -23,23 +23,24 @@ _READ_ONLY = ("name", "created_at", "updated_at")
 _INT_FIELDS = ("max_message_length",)
 
 
-def _validated_grants(value: Any) -> dict[str, list[str]]:
+def _validated_grants(state: JSON, value: Any) -> dict[str, list[str]]:
     if not isinstance(value, dict):
         raise input_error("grants must be an object keyed by role")
     out: dict[str, list[str]] = {}
     for role, perms in value.items():
+        require_known_role(state, role, "grants")
         if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
             raise input_error(f"grants.{role} must be an array of permission ids")
         out[str(role)] = list(dict.fromkeys(perms))
     return out
 
 
-def _apply_settings(ctype: JSON, data: JSON, *, creating: bool) -> None:
+def _apply_settings(state: JSON, ctype: JSON, data: JSON, *, creating: bool) -> None:
     for key, value in data.items():
         if key in _READ_ONLY:
             continue
         if key == "grants":
-            grants = _validated_grants(value)
+            grants = _validated_grants(state, value)
             if creating:
                 ctype["grants"] = grants
             else:
@@ -81,7 +82,7 @@ def create_channel_type() -> Any:
         if name in state["channel_types"]:
             raise input_error(f"channel type '{name}' already exists")
         ctype = default_channel_type(name)
-        _apply_settings(ctype, data, creating=True)
+        _apply_settings(state, ctype, data, creating=True)
         state["channel_types"][name] = ctype
         emu.store.touch()
         out = copy.deepcopy(ctype)
@@ -116,7 +117,7 @@ def update_channel_type(name: str) -> Any:
     emu = emulator()
     with emu.store.tx() as state:
         ctype = copy.deepcopy(_type_or_404(state, name))
-        _apply_settings(ctype, data, creating=False)
+        _apply_settings(state, ctype, data, creating=False)
         ctype["updated_at"] = now_iso()
         state["channel_types"][name] = ctype
         emu.store.touch()

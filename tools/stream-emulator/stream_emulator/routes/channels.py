@@ -1,9 +1,10 @@
 """Channels: query_channels, get-or-create (with and without id), update/members, partial update,
 delete, truncate.
 
-User-token callers: query_channels is forced to channels they are members of and whose type grants them
+User-token callers: query_channels is forced to channels they are members of and where their roles hold
 `read-channel`; creating needs `create-channel`; reading an existing channel needs membership and
-`read-channel`; member changes need membership and `update-channel-members`.
+`read-channel`; member changes need membership and `update-channel-members`, except joining (adding only
+oneself), which needs `add-own-channel-membership`; marking read needs membership and `read-channel`.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _get_or_create(channel_type: str, channel_id: str | None) -> Any:
         if ch is not None:
             if user is not None:
                 require_member(ch, user, "GetOrCreateChannel")
-                require(state, channel_type, user, "read-channel", "GetOrCreateChannel")
+                require(state, channel_type, user, "read-channel", "GetOrCreateChannel", ch)
         else:
             if user is not None:
                 require(state, channel_type, user, "create-channel", "GetOrCreateChannel")
@@ -198,7 +199,7 @@ def query_channels() -> Any:
         for ch in state["channels"].values():
             # Forced membership filter plus the type grant: a user only ever sees what it may read.
             if user is not None and (
-                user["id"] not in ch["members"] or not granted(state, ch["type"], user, "read-channel")
+                user["id"] not in ch["members"] or not granted(state, ch["type"], user, "read-channel", ch)
             ):
                 continue
             if filters.matches(cond, _channel_getter(state, ch)):
@@ -236,11 +237,15 @@ def update_channel(channel_type: str, channel_id: str) -> Any:
         if new_data is not None and not isinstance(new_data, dict):
             raise input_error("data must be an object")
         if user is not None:
-            require_member(ch, user, "UpdateChannel")
-            if add or remove:
-                require(state, channel_type, user, "update-channel-members", "UpdateChannel")
-            if new_data is not None:
-                require(state, channel_type, user, "update-channel", "UpdateChannel")
+            joining = user["id"] not in ch["members"] and add == [user["id"]] and not remove and new_data is None
+            if joining:
+                require(state, channel_type, user, "add-own-channel-membership", "UpdateChannel")
+            else:
+                require_member(ch, user, "UpdateChannel")
+                if add or remove:
+                    require(state, channel_type, user, "update-channel-members", "UpdateChannel", ch)
+                if new_data is not None:
+                    require(state, channel_type, user, "update-channel", "UpdateChannel", ch)
         _require_users_exist(state, add, "add_members")
         events: list[tuple[str, JSON]] = []
         for uid in add:
@@ -297,7 +302,7 @@ def update_channel_partial(channel_type: str, channel_id: str) -> Any:
         if c.user_id:
             user = state["users"][c.user_id]
             require_member(ch, user, "UpdateChannelPartial")
-            require(state, channel_type, user, "update-channel", "UpdateChannelPartial")
+            require(state, channel_type, user, "update-channel", "UpdateChannelPartial", ch)
         for k, v in to_set.items():
             if k == "frozen":
                 ch["frozen"] = bool(v)
@@ -327,7 +332,7 @@ def delete_channel(channel_type: str, channel_id: str) -> Any:
         if c.user_id:
             user = state["users"][c.user_id]
             require_member(ch, user, "DeleteChannel")
-            require(state, channel_type, user, "delete-channel", "DeleteChannel")
+            require(state, channel_type, user, "delete-channel", "DeleteChannel", ch)
         out = shapes.channel(state, ch)
         out["deleted_at"] = now_iso()
         event = new_event("channel.deleted", state, ch=ch, user_id=c.user_id)
@@ -361,3 +366,39 @@ def truncate_channel(channel_type: str, channel_id: str) -> Any:
         emu.store.touch()
         out = shapes.channel(state, ch)
     return {"channel": out, "duration": duration()}
+
+
+@bp.post("/channels/<channel_type>/<channel_id>/read")
+def mark_read(channel_type: str, channel_id: str) -> Any:
+    """`channel.mark_read(user_id, message_id=...)`: moves the member's read mark and sends `message.read`
+    (Stream: "message.read: when a user calls mark as read"). Stream marks a whole channel read, up to a
+    message; it has no event for a message that was displayed without a read mark."""
+    data = body()
+    c = caller()
+    emu = emulator()
+    with emu.store.tx() as state:
+        ch = channel_or_404(state, channel_type, channel_id)
+        named = data.get("user")
+        reader = c.user_id or (named.get("id") if isinstance(named, dict) else None) or data.get("user_id")
+        if not isinstance(reader, str) or not reader:
+            raise input_error("either user or user_id must be provided when using server side auth")
+        user = state["users"].get(reader)
+        if user is None or user.get("deleted_at"):
+            raise input_error(f"user '{reader}' does not exist")
+        require_member(ch, user, "MarkRead")
+        if c.user_id:
+            require(state, channel_type, user, "read-channel", "MarkRead", ch)
+        msgs = state["messages"].get(ch["cid"], [])
+        last_id = data.get("message_id")
+        if last_id is not None and (not isinstance(last_id, str) or last_id not in [m["id"] for m in msgs]):
+            raise input_error("message_id must name a message of this channel")
+        if last_id is None and msgs:
+            last_id = msgs[-1]["id"]
+        member = ch["members"][reader]
+        member["last_read_at"] = now_iso()
+        member["last_read_message_id"] = last_id
+        event = new_event("message.read", state, ch=ch, user_id=reader)
+        event["last_read_message_id"] = last_id
+        emit(event, state)
+        emu.store.touch()
+    return {"event": event, "duration": duration()}

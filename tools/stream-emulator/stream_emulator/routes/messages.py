@@ -125,7 +125,7 @@ def create_message(state: JSON, ch: JSON, msg: Any, *, user_id: str | None) -> J
         assert author
         user = state["users"][author]
         require_member(ch, user, "SendMessage")
-        require(state, ch["type"], user, "create-message", "SendMessage")
+        require(state, ch["type"], user, "create-message", "SendMessage", ch)
     text = msg.get("text", "")
     if text is None:
         text = ""
@@ -190,7 +190,7 @@ def _can_read(state: JSON, ch: JSON, context: str) -> None:
     assert c.user_id
     user = state["users"][c.user_id]
     require_member(ch, user, context)
-    require(state, ch["type"], user, "read-channel", context)
+    require(state, ch["type"], user, "read-channel", context, ch)
 
 
 def _can_modify(state: JSON, ch: JSON, m: JSON, action: str, context: str) -> None:
@@ -200,12 +200,12 @@ def _can_modify(state: JSON, ch: JSON, m: JSON, action: str, context: str) -> No
     assert c.user_id
     user = state["users"][c.user_id]
     require_member(ch, user, context)
-    if granted(state, ch["type"], user, f"{action}-message"):
+    if granted(state, ch["type"], user, f"{action}-message", ch):
         return
     if m.get("user_id") == c.user_id:
-        require(state, ch["type"], user, f"{action}-message-owner", context)
+        require(state, ch["type"], user, f"{action}-message-owner", context, ch)
         return
-    require(state, ch["type"], user, f"{action}-message", context)
+    require(state, ch["type"], user, f"{action}-message", context, ch)
 
 
 @bp.post("/channels/<channel_type>/<channel_id>/message")

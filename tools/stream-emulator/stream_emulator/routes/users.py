@@ -12,13 +12,12 @@ from .. import filters
 from ..clock import iso, now_iso, parse_time
 from ..context import as_str_list, body, caller, emit, emulator, int_param, new_event, payload_param
 from ..errors import DOES_NOT_EXIST, StreamError, duration, input_error
-from ..permissions import server_only
+from ..permissions import BUILTIN_ROLES, require_known_role, server_only
 
 bp = Blueprint("users", __name__)
 
 JSON = dict[str, Any]
 
-BUILTIN_ROLES = ("user", "admin", "guest", "anonymous", "channel_member", "channel_moderator")
 _USER_ID = re.compile(r"^[@\w.\-]{1,255}$")
 # Fields the server manages; an upsert cannot set them (revoke time goes through PATCH /users).
 _SYSTEM_FIELDS = (
@@ -36,9 +35,7 @@ _BOOL_ARGS = ("1", "true", "True", "yes")
 def _check_role(state: JSON, role: Any) -> str:
     if role is None:
         return "user"
-    if not isinstance(role, str) or (role not in BUILTIN_ROLES and role not in state["roles"]):
-        raise input_error(f"role '{role}' does not exist")
-    return role
+    return require_known_role(state, role, "user.role")
 
 
 def _user_or_404(state: JSON, user_id: str, *, allow_deleted: bool = False) -> JSON:
