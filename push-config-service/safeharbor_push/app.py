@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from prometheus_client import Counter, Gauge
 from safeharbor_common import service_identity, tokens, web
 from safeharbor_common.db import create_db_engine
+from safeharbor_common.errors import NotReady
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
@@ -16,7 +17,7 @@ from .api import bp
 from .config import load_config
 from .drift import DriftChecker
 from .models import Lease
-from .service import PushContext
+from .service import PushContext, unapproved_slots
 from .stream import StreamPushSettings
 
 _log = logging.getLogger("safeharbor.push")
@@ -77,6 +78,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app, interval=app.config["PUSH_DRIFT_INTERVAL"], lease_seconds=app.config["PUSH_DRIFT_LEASE_SECONDS"]
     )
     app.extensions["push_drift"] = checker
+    checker.ensure_defaults()  # at every start; the checker thread retries while Stream is down
     if app.config["PUSH_DRIFT_CHECK_ENABLED"]:
         # Gunicorn builds the app in each worker (no preload), so this starts one thread per worker;
         # the pid guard restarts it in a child if the app was built before a fork.
@@ -99,3 +101,9 @@ def _readiness() -> None:
     ctx: PushContext = current_app.extensions["push"]
     with ctx.sessions() as session:
         session.execute(select(Lease.name).limit(1)).all()
+    checker: DriftChecker = current_app.extensions["push_drift"]
+    if checker.apply_defaults and not checker.defaults_ready:  # the database only: no Stream call here
+        missing = unapproved_slots(ctx=ctx)
+        if missing:
+            raise NotReady(reasons=[f"no approved PHI-safe push template in Stream for {p}/{k}" for p, k in missing])
+        checker.defaults_ready = True

@@ -58,6 +58,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # The drift check runs in one process of the whole deployment at a time (a lease row in the DB).
         "PUSH_DRIFT_INTERVAL": drift_interval,
         "PUSH_DRIFT_CHECK_ENABLED": env.bool("PUSH_DRIFT_CHECK_ENABLED", True),
+        # Apply the generic PHI-safe templates to every slot without an approved one at start (issue 16);
+        # /readyz stays 503 until every slot has one.
+        "PUSH_APPLY_DEFAULTS_ON_START": env.bool("PUSH_APPLY_DEFAULTS_ON_START", True),
         "PUSH_DRIFT_LEASE_SECONDS": env.float("PUSH_DRIFT_LEASE_SECONDS", max(3 * drift_interval, 5.0), minimum=0.5),
         "MAX_CONTENT_LENGTH": env.int("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=4 * 1024 * 1024),
         "REDIS_URL": env.optional_str("REDIS_URL"),

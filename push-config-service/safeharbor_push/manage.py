@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from .service import apply_defaults, check_drift
 
     try:
-        app = create_app({"PUSH_DRIFT_CHECK_ENABLED": False})
+        app = create_app({"PUSH_DRIFT_CHECK_ENABLED": False, "PUSH_APPLY_DEFAULTS_ON_START": False})
     except ConfigError as exc:
         print(f"push: configuration error: {exc}", file=sys.stderr)
         return 2

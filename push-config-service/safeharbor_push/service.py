@@ -267,17 +267,21 @@ def rollback(*, ctx: PushContext, provider: str, kind: str, version: int, actor:
     )
 
 
-def apply_defaults(*, ctx: PushContext, actor: Actor = SYSTEM_ACTOR, force: bool = False) -> list[TemplateVersion]:
-    """Applies the generic templates to every slot without an approved version (all slots with force)."""
+def unapproved_slots(*, ctx: PushContext) -> list[tuple[str, str]]:
+    """Slots Stream has no approved SafeHarbor template for (Stream's own defaults there leak PHI)."""
     with ctx.sessions() as session:
         approved = {(a.provider, a.kind) for a in session.scalars(select(ApprovedTemplate))}
+    return [slot for slot in SLOTS if slot not in approved]
+
+
+def apply_defaults(*, ctx: PushContext, actor: Actor = SYSTEM_ACTOR, force: bool = False) -> list[TemplateVersion]:
+    """Applies the generic templates to every slot without an approved version (all slots with force)."""
     applied = []
-    for slot in SLOTS:
-        if force or slot not in approved:
-            provider, kind = slot
-            applied.append(
-                apply_template(ctx=ctx, provider=provider, kind=kind, template=DEFAULT_TEMPLATES[slot], actor=actor)
-            )
+    for slot in SLOTS if force else unapproved_slots(ctx=ctx):
+        provider, kind = slot
+        applied.append(
+            apply_template(ctx=ctx, provider=provider, kind=kind, template=DEFAULT_TEMPLATES[slot], actor=actor)
+        )
     return applied
 
 

@@ -123,6 +123,7 @@ def environ(database_url: str, emulator_url: str, tmp_path: Path, **extra: str) 
         "AUDIT_OUTBOX_PATH": str(tmp_path / "outbox-push.db"),
         "AUDIT_SERVICE_URL": "http://127.0.0.1:9",
         "PUSH_DRIFT_CHECK_ENABLED": "0",
+        "PUSH_APPLY_DEFAULTS_ON_START": "0",  # tests start from an empty history (test_start.py turns it on)
     }
     env.update(extra)
     return env
