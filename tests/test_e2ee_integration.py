@@ -24,9 +24,10 @@ import requests
 from conftest import _MFA, Api
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safeharbor_client import backup as backup_mod
+from safeharbor_client.audit_export import check_export
 from safeharbor_client.cli import EXIT_LOGIN, EXIT_OK
 from safeharbor_client.cli import main as cli_main
-from safeharbor_client.client import SafeHarborClient
+from safeharbor_client.client import AuditVerificationFailed, SafeHarborClient
 from safeharbor_client.errors import (
     DirectoryInconsistent,
     EnvelopeTampered,
@@ -356,6 +357,30 @@ def test_auditor_verifies_the_audit_log(world: World, admin_token: str) -> None:
     code = cli_main(["--gateway", world.api.base, "--state-dir", str(client.state.path), "audit", "verify"],
                     out=lines.append)
     assert code == EXIT_OK and "audit log OK" in lines[-1]
+    # Export through the real stack: kept only with a valid trailer whose checkpoint this client accepts.
+    target = client.state.path / "export.cef"
+    code = cli_main(["--gateway", world.api.base, "--state-dir", str(client.state.path), "--json", "audit", "export",
+                     str(target), "--format", "cef"], out=lines.append)
+    summary = json.loads(lines[-1])
+    assert code == EXIT_OK and summary["count"] >= 1 and summary["checkpoint_size"] > summary["last_seq"]
+    exported = target.read_bytes().splitlines(keepends=True)
+    assert len(exported) == summary["count"] + 1 and all(line.startswith(b"CEF:0|") for line in exported)
+    assert check_export("cef", exported, lambda note: int(note.split("\n")[1])).count == summary["count"]
+    # A stream cut short is refused, and no file is left behind.
+    real_get = client.api.http.get
+
+    def cut_get(*args: Any, **kwargs: Any) -> Any:
+        response = real_get(*args, **kwargs)
+        chunks = response.iter_content
+        response.iter_content = lambda chunk_size=1: (c for i, c in enumerate(chunks(chunk_size=64)) if i < 3)
+        return response
+
+    client.api.http.get = cut_get  # type: ignore[method-assign]
+    cut_target = client.state.path / "cut.jsonl"
+    with pytest.raises(AuditVerificationFailed):
+        client.audit_export(cut_target)
+    assert not cut_target.exists() and not list(client.state.path.glob("cut.jsonl*"))
+    client.api.http.get = real_get  # type: ignore[method-assign]
 
 
 def test_cli_guides_totp_enrolment_then_rotates_and_opens_a_channel(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime
 from typing import Any
@@ -85,3 +86,25 @@ def syslog_line(entry: dict[str, Any], *, hostname: str = "-") -> str:
     sd = "[" + SD_ID + "".join(f' {k}="{_sd_value(v)}"' for k, v in params) + "]"
     msgid = entry["action"][:32]
     return f"<{pri}>1 {entry['ts']} {hostname} audit-service - {msgid} {sd}\n"
+
+
+TRAILER_ACTION = "audit.export.trailer"
+
+
+def trailer_line(fmt: str, *, count: int, last_seq: int, sha256_hex: str, checkpoint_note: str, ts: str,
+                 hostname: str = "-") -> str:
+    """The export's last line, in its own format: how many lines came before it, the last entry's seq (-1
+    when none), the SHA-256 of those lines' bytes and the signed checkpoint every exported entry is in
+    (base64url of the note). A stream without it, or whose lines do not hash to it, ended early."""
+    note = base64.urlsafe_b64encode(checkpoint_note.encode("utf-8")).decode("ascii").rstrip("=")
+    if fmt == "jsonl":
+        body = {"action": TRAILER_ACTION, "count": count, "last_seq": last_seq, "sha256": sha256_hex,
+                "checkpoint": note}
+        return json.dumps({"trailer": body}, separators=(",", ":"), sort_keys=True) + "\n"
+    if fmt == "cef":
+        extension = (f"rt={_epoch_ms(ts)} cnt={count} cn1Label=last_seq cn1={last_seq} cs1Label=sha256 "
+                     f"cs1={sha256_hex} cs2Label=checkpoint cs2={note}")
+        return f"CEF:0|{VENDOR}|{PRODUCT}|{VERSION}|{TRAILER_ACTION}|{TRAILER_ACTION}|3|{extension}\n"
+    pri = SYSLOG_FACILITY_LOG_AUDIT * 8 + 6
+    sd = f'[{SD_ID} count="{count}" last_seq="{last_seq}" sha256="{sha256_hex}" checkpoint="{note}"]'
+    return f"<{pri}>1 {ts} {hostname} audit-service - {TRAILER_ACTION} {sd}\n"

@@ -188,28 +188,43 @@ def list_entries(
 def export_lines(
     *, log: AuditLog, fmt: str, since: datetime | None, until: datetime | None, reveal_phi: bool, hostname: str = "-"
 ) -> Iterator[str]:
-    """Streams the matching entries as lines, a chunk of rows at a time."""
+    """Streams the matching entries as lines, a chunk of rows at a time, then a trailer line.
+
+    Only entries inside one signed checkpoint are exported (one is signed now if the head moved past the
+    latest), so the trailer can name the checkpoint every line is in; later entries are the next export's.
+    """
     if fmt not in EXPORT_FORMATS:
         raise InvalidRequest("Query parameter 'format' must be jsonl, cef or syslog.", extra={"field": "format"})
-    conditions = _conditions({}, since, until)
+    head = log.head()
+    if int(head.size) != int(head.checkpoint_size):
+        log.checkpoint_if_due(force=True)
+    checkpoint = log.latest_checkpoint()
+    conditions = [*_conditions({}, since, until), audit_entries.c.seq < int(checkpoint.size)]
 
     def generate() -> Iterator[str]:
-        after = -1
+        digest = hashlib.sha256()
+        count, last_seq, after = 0, -1, -1
         while True:
             rows = log.entries_after(after, 1000, conditions)
             if not rows:
-                return
+                break
             for row in rows:
                 entry = entry_view(
                     log=log, canonical=bytes(row.canonical), entry_hash=bytes(row.hash), reveal_phi=reveal_phi
                 )
                 if fmt == "jsonl":
-                    yield formats.jsonl_line(entry)
+                    line = formats.jsonl_line(entry)
                 elif fmt == "cef":
-                    yield formats.cef_line(entry)
+                    line = formats.cef_line(entry)
                 else:
-                    yield formats.syslog_line(entry, hostname=hostname)
-            after = int(rows[-1].seq)
+                    line = formats.syslog_line(entry, hostname=hostname)
+                digest.update(line.encode("utf-8"))
+                count += 1
+                yield line
+            after = last_seq = int(rows[-1].seq)
+        now = datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+        yield formats.trailer_line(fmt, count=count, last_seq=last_seq, sha256_hex=digest.hexdigest(),
+                                   checkpoint_note=str(checkpoint.note), ts=now, hostname=hostname)
 
     return generate()
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 import uuid
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from safeharbor_common import checkpoint as cp
@@ -164,10 +166,10 @@ def test_verify_endpoint(client: FlaskClient, audit_env: AuditEnv, ingest: Inges
 def test_export_formats(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
     ingest([make_event(resource="/a|b=c"), make_event(severity="high", action="auth.break_glass.opened")])
     jsonl = client.get("/v1/audit/export?format=jsonl", headers=audit_env.bearer("auditor"))
-    lines = [json.loads(line) for line in jsonl.get_data(as_text=True).splitlines()]
+    lines = [json.loads(line) for line in jsonl.get_data(as_text=True).splitlines()[:-1]]
     assert [line["seq"] for line in lines] == [0, 1] and lines[0]["ip"] == "203.0.113.7"
     cef = client.get("/v1/audit/export?format=cef", headers=audit_env.bearer("auditor")).get_data(as_text=True)
-    first, second = cef.splitlines()
+    first, second, _trailer = cef.splitlines()
     assert first.startswith("CEF:0|SafeHarbor|audit-service|1.0|gateway.request|gateway.request|3|")
     assert "request=/a|b\\=c" in first and "src=203.0.113.7" in first
     assert "|8|" in second
@@ -176,6 +178,29 @@ def test_export_formats(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest
     assert line.startswith("<108>1 2026-11-24T10:00:00.000000Z ") and '[safeharbor@32473 seq="1"' in line
     assert "203.0.113.7" not in syslog  # admins don't see PHI, in exports either
     assert client.get("/v1/audit/export?format=xml", headers=audit_env.bearer("auditor")).status_code == 400
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "cef", "syslog"])
+def test_export_ends_with_a_trailer(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest, fmt: str) -> None:
+    """Count, last seq, SHA-256 of the lines before it, and a signed checkpoint covering every line."""
+    from safeharbor_client.audit_export import check_export
+    from safeharbor_common import checkpoint as cp
+
+    ingest([make_event(resource=f"/t/{i}") for i in range(5)])
+    key = client.get("/v1/audit/checkpoint/key", headers=audit_env.bearer("auditor")).get_data(as_text=True).strip()
+    body = client.get(f"/v1/audit/export?format={fmt}", headers=audit_env.bearer("auditor")).get_data()
+    lines = body.splitlines(keepends=True)
+    assert len(lines) == 6 and b"audit.export.trailer" in lines[-1]
+
+    def size_of(note: str) -> int:
+        return cp.verify_checkpoint(note, key).size
+
+    trailer = check_export(fmt, lines, size_of)
+    assert trailer.count == 5 and trailer.last_seq == 4 and size_of(trailer.checkpoint_note) >= 5
+    assert hashlib.sha256(b"".join(lines[:-1])).hexdigest() == trailer.sha256
+    empty = client.get(f"/v1/audit/export?format={fmt}&since=2030-01-01T00:00:00Z",
+                       headers=audit_env.bearer("auditor")).get_data().splitlines(keepends=True)
+    assert len(empty) == 1 and check_export(fmt, empty, size_of).count == 0
 
 
 def test_health_and_openapi(client: FlaskClient) -> None:

@@ -7,6 +7,7 @@
     safeharbor send CID "text"                (or "-" to read the text from stdin)
     safeharbor read CID [--limit N]           decrypted, with the sender's verification
     safeharbor audit verify                   auditors: server verification + signed checkpoint consistency
+    safeharbor audit export FILE [--format]   auditors: export, refused (no file) without a valid trailer
     safeharbor logout
 
 Global options: --gateway (SAFEHARBOR_GATEWAY, default http://127.0.0.1:8080), --state-dir (SAFEHARBOR_HOME,
@@ -240,6 +241,13 @@ class Cli:
         return EXIT_UNVERIFIED if refused else EXIT_OK
 
     def audit(self) -> int:
+        if self.args.audit_action == "export":
+            summary = self.client.audit_export(self.args.output, fmt=self.args.format, since=self.args.since,
+                                               until=self.args.until)
+            self.emit(f"audit export OK: {summary['count']} entries (last seq {summary['last_seq']}) in "
+                      f"{summary['path']}, trailer valid, signed checkpoint of size {summary['checkpoint_size']}",
+                      summary)
+            return EXIT_OK
         report = self.client.audit_verify()
         self.emit(f"audit log OK: {report.get('size')} entries, root {report.get('root')}, signed checkpoint "
                   f"of size {report.get('client_checkpoint_size')} consistent with what this client saw before",
@@ -287,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="auditors")
     audit_sub = audit.add_subparsers(dest="audit_action", required=True)
     audit_sub.add_parser("verify", help="verify the audit log and its signed checkpoint")
+    export = audit_sub.add_parser("export", help="export entries; kept only with a valid trailer")
+    export.add_argument("output", help="file to write (nothing is left there if the export is refused)")
+    export.add_argument("--format", choices=("jsonl", "cef", "syslog"), default="jsonl")
+    export.add_argument("--since", help="RFC 3339")
+    export.add_argument("--until", help="RFC 3339 (exclusive)")
     return parser
 
 

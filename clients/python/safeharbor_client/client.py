@@ -27,6 +27,7 @@ import requests
 
 from . import backup as backup_mod
 from . import envelope as env
+from .audit_export import ExportReader, ExportTrailerError
 from .directory import DirectoryVerifier, PublishedLeaf, UserKeys, key_valid_at, verify_chain
 from .errors import (
     ApiError,
@@ -44,7 +45,7 @@ from .errors import (
     SenderKeyNotValid,
     SessionExpired,
 )
-from .http import StreamUserClient, Transport
+from .http import StreamUserClient, Transport, api_error
 from .keys import (
     DeviceKeyPair,
     DeviceRef,
@@ -753,9 +754,8 @@ class SafeHarborClient:
 
     # == audit (auditors) ============================================================================
 
-    def audit_verify(self) -> dict[str, Any]:
-        """Server-side verification plus this client's own: signed checkpoint (pinned key) consistent with
-        the last audit checkpoint it verified."""
+    def _audit_checkpoints(self) -> DirectoryVerifier:
+        """Verifies audit checkpoints: pinned key, consistent with the last one this client verified."""
         data = self.state.load_directory()
         memory = data.setdefault(f"audit:{self.gateway_url}", {})
 
@@ -764,7 +764,7 @@ class SafeHarborClient:
             current[f"audit:{self.gateway_url}"] = updated
             self.state.save_directory(current)
 
-        verifier = DirectoryVerifier(
+        return DirectoryVerifier(
             memory=memory,
             save=save,
             fetch_verifier_key=lambda: str(self._authed("GET", "/v1/audit/checkpoint/key")),
@@ -772,6 +772,52 @@ class SafeHarborClient:
                 self._authed("GET", "/v1/audit/proof/consistency", params={"from": a, "to": b})["proof"]
             ),
         )
+
+    def audit_export(self, destination: str | os.PathLike[str], *, fmt: str = "jsonl", since: str | None = None,
+                     until: str | None = None) -> dict[str, Any]:
+        """Streams an export into `destination`, kept only if its trailer is valid (line count, SHA-256 of
+        the lines, last seq, and a signed checkpoint consistent with what this client saw that covers
+        every line); otherwise nothing is left there and AuditVerificationFailed is raised."""
+        verifier = self._audit_checkpoints()
+
+        def checkpoint_size(note: str) -> int:
+            try:
+                return verifier.verify_checkpoint(note).size
+            except DirectoryError as exc:
+                raise AuditVerificationFailed(f"audit export checkpoint refused: {exc.message}") from exc
+
+        params = {k: v for k, v in (("format", fmt), ("since", since), ("until", until)) if v}
+        target = Path(destination)
+        partial = target.with_name(target.name + ".partial")
+        reader = ExportReader(fmt)
+        try:
+            with self.api.http.get(self.gateway_url + "/v1/audit/export", params=params, stream=True,
+                                   headers={"Authorization": f"Bearer {self._token()}"},
+                                   timeout=self.api.timeout) as response:
+                if response.status_code >= 400:
+                    raise api_error(response)
+                with partial.open("wb") as out:
+                    for line in _lines(response.iter_content(chunk_size=65536)):
+                        ready = reader.feed(line)
+                        if ready is not None:
+                            out.write(ready)
+                    trailer = reader.finish(checkpoint_size)
+                    size = checkpoint_size(trailer.checkpoint_note)
+                    out.write(reader.pending or b"")  # the file keeps its trailer: it can be checked again later
+        except ExportTrailerError as exc:
+            partial.unlink(missing_ok=True)
+            raise AuditVerificationFailed(f"audit export refused: {exc}") from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(target)
+        return {"path": str(target), "format": fmt, "count": trailer.count, "last_seq": trailer.last_seq,
+                "sha256": trailer.sha256, "checkpoint_size": size}
+
+    def audit_verify(self) -> dict[str, Any]:
+        """Server-side verification plus this client's own: signed checkpoint (pinned key) consistent with
+        the last audit checkpoint it verified."""
+        verifier = self._audit_checkpoints()
         report = dict(self._authed("GET", "/v1/audit/verify"))
         note = str(self._authed("GET", "/v1/audit/checkpoint"))
         try:
@@ -786,6 +832,17 @@ class SafeHarborClient:
                 f"{report.get('problem') or 'no reason given'})"
             )
         return report
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterable[bytes]:
+    """Exact lines, each with its newline; a last piece without one (a cut stream) comes out as it is."""
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        *whole, rest = rest.split(b"\n")
+        yield from (line + b"\n" for line in whole)
+    if rest:
+        yield rest
 
 
 def _classify(ring: Keyring, key: VerifiedKey) -> str:
