@@ -174,6 +174,7 @@ def stack(backend: str) -> Iterator[Stack]:
         emulator=True,
         emulator_port=free_port(),
         workers=2,
+        gateway_internal_port=free_port(),
         env="dev",
         demo_password=DEMO_PASSWORD,
         extra_env={

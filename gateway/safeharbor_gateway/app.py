@@ -11,13 +11,14 @@ from typing import Any
 from flask import Flask, current_app
 from safeharbor_common import service_identity, tokens, web
 from safeharbor_common.errors import SafeHarborError, ServiceUnavailable
+from safeharbor_common.revocation import RevocationList
 
+from .clientip import ClientAddress
 from .config import load_config
 from .forward import Forwarder, ForwardSettings
-from .proxy import UpstreamPool
 from .ratelimit import Limit, RateLimiter
-from .revocation import RevocationList
 from .routing import RouteTable
+from .upstream import UpstreamClient
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -32,10 +33,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _init_audit(app)
     signer = app.extensions["service_signer"]
     app.extensions["routes"] = RouteTable()
-    app.extensions["upstreams"] = UpstreamPool(
+    app.extensions["upstreams"] = UpstreamClient(
         connect_timeout=app.config["UPSTREAM_CONNECT_TIMEOUT"],
         read_timeout=app.config["UPSTREAM_READ_TIMEOUT"],
-        max_idle_seconds=app.config["UPSTREAM_MAX_IDLE"],
     )
     app.extensions["revocations"] = RevocationList(
         feed_url=app.config["AUTH_SERVICE_URL"] + "/internal/v1/revocations",
@@ -57,6 +57,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             max_body=int(app.config["MAX_CONTENT_LENGTH"]),
             cors_origins=frozenset(app.config["CORS_ALLOWED_ORIGINS"]),
             hsts=bool(app.config.get("TLS_CERT_FILE")),
+            body_timeout=float(app.config["BODY_READ_TIMEOUT"]),
+            internal_port=app.config["INTERNAL_PORT"],
         ),
         routes=app.extensions["routes"],
         verifier=app.extensions["token_verifier"],
@@ -66,6 +68,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         upstreams=app.extensions["upstreams"],
         audit=app.extensions.get("audit"),
         metrics=app.extensions["metrics"],
+        client_address=ClientAddress(app.config["TRUSTED_PROXIES"]),
     )
     app.extensions["forwarder"] = forwarder
     app.wsgi_app = forwarder  # type: ignore[method-assign]

@@ -6,6 +6,8 @@ from typing import Any
 
 from safeharbor_common.config import ConfigError, EnvReader
 
+from .clientip import parse_trusted_proxies
+
 UPSTREAM_SETTINGS = {
     "auth": "AUTH_SERVICE_URL",
     "keydir": "KEYDIR_SERVICE_URL",
@@ -47,9 +49,15 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REVOCATION_POLL_INTERVAL": env.float("REVOCATION_POLL_INTERVAL", 0.25, minimum=0.05),
         "REVOCATION_MAX_STALENESS": env.float("REVOCATION_MAX_STALENESS", 5.0, minimum=0.5),
         "UPSTREAM_CONNECT_TIMEOUT": env.float("UPSTREAM_CONNECT_TIMEOUT", 1.0, minimum=0.05),
+        # One deadline per request, from sending it to the last byte of a whole answer (or, for a streamed
+        # answer, between two reads of it).
         "UPSTREAM_READ_TIMEOUT": env.float("UPSTREAM_READ_TIMEOUT", 30.0, minimum=0.1),
-        # Below the services' keep-alive (30 s): a pooled connection is not reused once they may close it.
-        "UPSTREAM_MAX_IDLE": env.float("UPSTREAM_MAX_IDLE", 20.0, minimum=0.1),
+        # How long a client may take to send its whole body once the head has arrived (nginx's
+        # client_body_timeout, but for the whole body, not between two reads).
+        "BODY_READ_TIMEOUT": env.float("BODY_READ_TIMEOUT", 10.0, minimum=0.1),
+        "TRUSTED_PROXIES": parse_trusted_proxies(env.csv("TRUSTED_PROXIES")),
+        # Set by safeharbor_common.serving --internal-port: the listener that serves /metrics.
+        "INTERNAL_PORT": env.int("INTERNAL_PORT", 0, minimum=0, maximum=65535) or None,
         "TLS_CERT_FILE": env.optional_str("TLS_CERT_FILE"),
         "TLS_KEY_FILE": env.optional_str("TLS_KEY_FILE"),
         "LOG_LEVEL": env.str("LOG_LEVEL", "INFO"),

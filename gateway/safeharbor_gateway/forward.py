@@ -1,12 +1,14 @@
 """The gateway's hot path as a plain WSGI application: every public request but the gateway's own
 health, readiness, metrics and OpenAPI paths (those stay on Flask).
 
-Per request: match the routing table, verify the session token (cached), check revocation (in memory),
-roles and scope, rate limits, then forward with the gateway's service token, write the access log and
-metrics, and commit one audit event before the answer leaves. Flask's request context, proxies and hooks
-cost as much CPU as all of that together (docs/PERFORMANCE.md, gateway profile), so this path reads the
-WSGI environ directly; the rules are the same as everywhere (one error format, request ids, no PHI in
-logs).
+Per request, in this order: the per-IP rate limit (before anything costs more: routing, tokens, bodies),
+the session token when one is presented (so that even a refused attempt is audited with its user), the
+route, revocation, roles and scope, the per-user limit, the whole body (bounded in size and time), then
+the forward with the gateway's service token, the access log and metrics, and one audit event committed
+before the answer leaves (for a streamed answer: before its last byte, with how it ended). Flask's request
+context costs as much CPU as all of that together (docs/PERFORMANCE.md, gateway profile), so this path
+reads the WSGI environ directly; the rules are the same as everywhere (one error format, request ids, no
+PHI in logs).
 """
 from __future__ import annotations
 
@@ -15,42 +17,51 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from safeharbor_common import web
 from safeharbor_common.audit_emitter import AuditEmitter
-from safeharbor_common.encoding import parse_decimal
 from safeharbor_common.errors import (
     Forbidden,
     InvalidRequest,
     MethodNotAllowed,
     MfaEnrollmentRequired,
     NotFound,
-    PayloadTooLarge,
     RateLimited,
     SafeHarborError,
     ServiceUnavailable,
     SessionRevoked,
     Unauthenticated,
 )
+from safeharbor_common.revocation import RevocationList
 from safeharbor_common.service_identity import ServiceTokenSigner
+from safeharbor_common.serving import arrived_on_port
 from safeharbor_common.tokens import SCOPE_MFA_ENROLLMENT, SessionClaims, TokenVerifier, bearer_from_header
 
-from .headers import HSTS, SECURITY_HEADERS, downstream_response_headers, upstream_request_headers
-from .proxy import UpstreamPool
+from .body import read_body
+from .clientip import ClientAddress, rate_limit_bucket
+from .headers import (
+    HSTS,
+    SECURITY_HEADERS,
+    downstream_response_headers,
+    internal_hosts_of,
+    upstream_request_headers,
+)
 from .ratelimit import RateLimiter
-from .revocation import RevocationList
 from .routing import Route, RouteTable
+from .upstream import UpstreamBroken, UpstreamClient
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-# The gateway's own paths; everything else is forwarded or refused here.
-LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
-UNAUDITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# The gateway's own paths; everything else is forwarded or refused here. /metrics only on the internal
+# listener: on the public one it is an unknown path like any other.
+LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+METRICS_PATH = "/metrics"
+UNAUDITED_PATHS = frozenset({"/healthz", "/readyz", METRICS_PATH})
 # "." and ".." segments of the decoded path (and dots still encoded after it, sent double-encoded): a service
 # might resolve them past the route checked here.
 _DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
@@ -65,6 +76,22 @@ class ForwardSettings:
     max_body: int
     cors_origins: frozenset[str]
     hsts: bool
+    body_timeout: float = 10.0
+    internal_port: int | None = None
+
+
+@dataclass
+class _Attempt:
+    """What is known of one request as it goes through the checks (for the access log and audit)."""
+
+    method: str
+    path: str
+    client_ip: str
+    request_id: str
+    started: float
+    route: Route | None = None
+    claims: SessionClaims | None = None
+    refusals: int = 0  # rate-limit refusals this window, this one included
 
 
 class Forwarder:
@@ -80,9 +107,10 @@ class Forwarder:
         revocations: RevocationList,
         limiter: RateLimiter,
         signer: ServiceTokenSigner,
-        upstreams: UpstreamPool,
+        upstreams: UpstreamClient,
         audit: AuditEmitter | None,
         metrics: Any,
+        client_address: ClientAddress,
     ) -> None:
         self.local_app = local_app
         self.settings = settings
@@ -94,12 +122,15 @@ class Forwarder:
         self.upstreams = upstreams
         self.audit = audit
         self.metrics = metrics
+        self.client_address = client_address
+        self._internal_hosts = internal_hosts_of(settings.upstreams.values())
         self._security_headers = list(SECURITY_HEADERS.items()) + ([("Strict-Transport-Security", HSTS)]
                                                                    if settings.hsts else [])
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
-        if path in LOCAL_PATHS:
+        if path in LOCAL_PATHS or (path == METRICS_PATH
+                                   and arrived_on_port(environ, self.settings.internal_port)):
             return self._local(environ, start_response, path)
         return self.forward(environ, start_response, path)
 
@@ -116,53 +147,92 @@ class Forwarder:
         body = self.local_app(environ, capture)
         if path in UNAUDITED_PATHS or self.audit is None:
             return body
+        attempt = _Attempt(environ.get("REQUEST_METHOD", "GET"), path, self._client_ip(environ),
+                           seen.get("request_id", ""), started)
         status = int(seen.get("status", "500").split(" ", 1)[0])
-        self._audit(environ, environ.get("REQUEST_METHOD", "GET"), path, "local", None, status,
-                    seen.get("request_id", ""), round((time.perf_counter() - started) * 1000, 2))
+        self._audit(environ, attempt, "local", status)
         return body
 
     # -- one request --------------------------------------------------------------------------------
 
     def forward(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
-        started = time.perf_counter()
-        method = environ.get("REQUEST_METHOD", "GET")
-        request_id = web.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
+        attempt = _Attempt(
+            method=environ.get("REQUEST_METHOD", "GET"),
+            path=path,
+            client_ip=self._client_ip(environ),
+            request_id=web.request_id_from(environ.get("HTTP_X_REQUEST_ID", "")),
+            started=time.perf_counter(),
+        )
         origin = environ.get("HTTP_ORIGIN")
-        route: Route | None = None
-        claims: SessionClaims | None = None
+        streamed = False
         try:
             if self.audit is not None:
                 self.audit.ensure_started()  # events left by an earlier run ship from the first request
-            if method == "OPTIONS":
-                status, headers, body = self._preflight(origin)
-            else:
-                route, known = self.routes.match(method, path)
-                if route is None:
-                    raise MethodNotAllowed() if known else NotFound()
-                if _DOT_SEGMENT.search(path):
-                    raise InvalidRequest("The path must not contain '.' or '..' segments.")
-                target = _upstream_path(path)
-                if not route.public:
-                    claims = self._authorise(route, environ.get("HTTP_AUTHORIZATION", ""))
-                self._rate_limit(environ, claims)
-                status, headers, body = self._send(environ, method, target, route, request_id)
+            status, headers, body = self._handle(environ, attempt, origin)
+            streamed = not isinstance(body, list)
         except SafeHarborError as exc:
-            status, headers, body = self._error(exc, request_id)
+            status, headers, body = self._error(exc, attempt.request_id)
         except Exception as exc:  # noqa: BLE001 - one JSON shape for every failure, never a stack trace
-            status, payload, extra = web.unexpected_error(exc, request_id)
+            status, payload, extra = web.unexpected_error(exc, attempt.request_id)
             status, headers, body = _json_answer(status, payload, list(extra.items()))
-        headers.append((web.REQUEST_ID_HEADER, request_id))
+        headers.append((web.REQUEST_ID_HEADER, attempt.request_id))
         self._decorate(headers, origin)
-        self._record(environ, method, path, route, claims, status, request_id, started)
+        label = self._observe(attempt, status)
+        if streamed:
+            body = self._relay(environ, attempt, label, status, body)
+        elif self._audits(status, attempt):
+            self._audit(environ, attempt, label, status)
         start_response(_STATUS_LINES.get(status) or f"{status} Unknown", headers)
         return body
 
-    def _authorise(self, route: Route, authorization: str) -> SessionClaims:
-        token = bearer_from_header(authorization)
+    def _handle(self, environ: dict[str, Any], attempt: _Attempt,
+                origin: str | None) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        token = bearer_from_header(environ.get("HTTP_AUTHORIZATION", ""))
+        verdict = self.limiter.count([("ip", rate_limit_bucket(attempt.client_ip), self.limiter.per_ip)])
+        if verdict.wait is not None:
+            attempt.refusals = verdict.refusals
+            if self._audits(429, attempt):
+                attempt.claims = self._identify(token)  # only for the entries written: keep refusals cheap
+            raise RateLimited(retry_after=verdict.wait)
+        verified = self._verify(token)
+        if isinstance(verified, SessionClaims):
+            attempt.claims = verified
+        if attempt.method == "OPTIONS":
+            return self._preflight(origin)
+        route, known = self.routes.match(attempt.method, attempt.path)
+        if route is None:
+            raise MethodNotAllowed() if known else NotFound()
+        attempt.route = route
+        if _DOT_SEGMENT.search(attempt.path):
+            raise InvalidRequest("The path must not contain '.' or '..' segments.")
+        target = _upstream_path(attempt.path)
+        if not route.public:
+            if isinstance(verified, SafeHarborError):
+                raise verified
+            if verified is None:
+                raise Unauthenticated()
+            self._authorise(route, verified)
+        if attempt.claims is not None:
+            verdict = self.limiter.count([("user", attempt.claims.sub, self.limiter.per_user)])
+            if verdict.wait is not None:
+                attempt.refusals = verdict.refusals
+                raise RateLimited(retry_after=verdict.wait)
+        return self._send(environ, attempt, target, route)
+
+    def _verify(self, token: str | None) -> SessionClaims | SafeHarborError | None:
         if token is None:
-            raise Unauthenticated()
+            return None
+        try:
+            return self.verifier.verify(token)
+        except SafeHarborError as exc:
+            return exc
+
+    def _identify(self, token: str | None) -> SessionClaims | None:
+        verified = self._verify(token)
+        return verified if isinstance(verified, SessionClaims) else None
+
+    def _authorise(self, route: Route, claims: SessionClaims) -> None:
         self.revocations.ensure_started()
-        claims = self.verifier.verify(token)
         if not self.revocations.is_fresh():
             # Fail closed: without a current revocation list an ended session could slip through.
             raise ServiceUnavailable("Session checks are temporarily unavailable.")
@@ -174,53 +244,48 @@ class Forwarder:
             raise Forbidden()
         if route.roles is not None and claims.role not in route.roles:
             raise Forbidden()
-        return claims
 
-    def _rate_limit(self, environ: dict[str, Any], claims: SessionClaims | None) -> None:
-        limiter = self.limiter
-        hits = [("ip", environ.get("REMOTE_ADDR") or "unknown", limiter.per_ip)]
-        if claims is not None:
-            hits.append(("user", claims.sub, limiter.per_user))
-        wait = limiter.check_all(hits)
-        if wait is not None:
-            raise RateLimited(retry_after=wait)
+    def _client_ip(self, environ: dict[str, Any]) -> str:
+        return self.client_address.resolve(environ.get("REMOTE_ADDR") or "unknown",
+                                           environ.get("HTTP_X_FORWARDED_FOR"))
 
-    def _send(self, environ: dict[str, Any], method: str, target: str, route: Route,
-              request_id: str) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
-        body = self._read_body(environ, method)
+    def _send(self, environ: dict[str, Any], attempt: _Attempt, target: str,
+              route: Route) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        body = read_body(environ, method=attempt.method, limit=self.settings.max_body,
+                         timeout=self.settings.body_timeout)
         headers = upstream_request_headers(_incoming_headers(environ))
         headers.update(self.signer.headers_for(route.service))
-        headers[web.CLIENT_IP_HEADER] = environ.get("REMOTE_ADDR") or ""
-        headers[web.REQUEST_ID_HEADER] = request_id
+        headers[web.CLIENT_IP_HEADER] = attempt.client_ip
+        headers[web.REQUEST_ID_HEADER] = attempt.request_id
         url = self.settings.upstreams[route.service] + target
         query = environ.get("QUERY_STRING")
         if query:
             url += "?" + query
-        answer = self.upstreams.send(method=method, url=url, headers=headers, body=body)
-        out = downstream_response_headers(answer.headers)
+        answer = self.upstreams.send(method=attempt.method, url=url, headers=headers, body=body)
+        out = downstream_response_headers(answer.headers, self._internal_hosts)
         if isinstance(answer.body, bytes):
             out.append(("Content-Length", str(len(answer.body))))
             return answer.status, out, [answer.body]
         return answer.status, out, answer.body  # a generator: the WSGI server's close() ends the upstream read
 
-    def _read_body(self, environ: dict[str, Any], method: str) -> bytes | None:
-        length_text = environ.get("CONTENT_LENGTH") or ""
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if not length_text and not chunked:
-            return None if method in ("GET", "HEAD", "DELETE") else b""
-        limit = self.settings.max_body
-        read_size = limit + 1  # chunked: one byte past the limit tells an oversized body
-        if length_text:
-            length = parse_decimal(length_text, max_digits=18)
-            if length is None:
-                raise InvalidRequest("Content-Length must be a number.")
-            if length > limit:
-                raise PayloadTooLarge()
-            read_size = length
-        data: bytes = environ["wsgi.input"].read(read_size)
-        if len(data) > limit:
-            raise PayloadTooLarge()
-        return data
+    def _relay(self, environ: dict[str, Any], attempt: _Attempt, label: str, status: int,
+               chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """A streamed answer, audited when it ends with how it ended: the event is committed before the
+        last byte leaves; if the service breaks off, the client's answer is aborted (the server closes the
+        connection without completing it), never made to look whole."""
+        ended = "client_closed"
+        try:
+            yield from chunks
+            ended = "complete"
+        except UpstreamBroken:
+            ended = "upstream_broken"
+            _log.warning("upstream broke off a streamed answer",
+                         extra={"fields": {"request_id": attempt.request_id, "route": label}})
+            raise
+        finally:
+            outcome = 502 if ended == "upstream_broken" else status
+            if self.audit is not None:
+                self._audit(environ, attempt, label, outcome, stream=ended)
 
     def _preflight(self, origin: str | None) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
         headers: list[tuple[str, str]] = []
@@ -250,37 +315,55 @@ class Forwarder:
 
     # -- records ------------------------------------------------------------------------------------
 
-    def _record(self, environ: dict[str, Any], method: str, path: str, route: Route | None,
-                claims: SessionClaims | None, status: int, request_id: str, started: float) -> None:
-        elapsed = time.perf_counter() - started
-        label = route.name if route is not None else "unrouted"
+    def _observe(self, attempt: _Attempt, status: int) -> str:
+        """Access log and metrics (labels from fixed sets); returns the route label."""
+        elapsed = time.perf_counter() - attempt.started
+        label = attempt.route.name if attempt.route is not None else "unrouted"
+        method = web.method_label(attempt.method)
         self.metrics.requests.labels("gateway", method, label, str(status)).inc()
         self.metrics.latency.labels("gateway", method, label).observe(elapsed)
-        ms = round(elapsed * 1000, 2)
-        _log.info("request", extra={"fields": {"request_id": request_id, "method": method, "route": label,
-                                               "status": status, "ms": ms}})
-        if self.audit is not None:
-            self._audit(environ, method, path, label, claims, status, request_id, ms)
+        _log.info("request", extra={"fields": {"request_id": attempt.request_id, "method": method,
+                                               "route": label, "status": status,
+                                               "ms": round(elapsed * 1000, 2)}})
+        return label
 
-    def _audit(self, environ: dict[str, Any], method: str, path: str, label: str, claims: SessionClaims | None,
-               status: int, request_id: str, ms: float) -> None:
+    def _audits(self, status: int, attempt: _Attempt) -> bool:
+        """Every request is audited, but refusals by the rate limiter only sparsely: the 1st, 2nd, 4th,
+        8th, ... of a window, each with the count so far (a flood cannot become an audit-log flood)."""
+        if self.audit is None:
+            return False
+        if status != 429 or attempt.refusals <= 0:
+            return True
+        return attempt.refusals & (attempt.refusals - 1) == 0
+
+    def _audit(self, environ: dict[str, Any], attempt: _Attempt, label: str, status: int,
+               stream: str | None = None) -> None:
         assert self.audit is not None
+        claims = attempt.claims
         user_agent = environ.get("HTTP_USER_AGENT")
+        meta: dict[str, Any] = {"method": web.method_label(attempt.method),
+                                "latency_ms": round((time.perf_counter() - attempt.started) * 1000, 2)}
+        if claims is not None:
+            meta["sid"] = claims.sid
+        if attempt.refusals:
+            meta["refusals_in_window"] = attempt.refusals
+        if stream is not None:
+            meta["stream"] = stream
         try:
             # Committed before the answer leaves: an acknowledged request always has its event.
             self.audit.emit(
                 action=f"gateway.{label}",
                 actor=claims.sub if claims else "anonymous",
                 role=claims.role if claims else None,
-                resource=path,
+                resource=attempt.path,
                 outcome=str(status),
-                request_id=request_id or None,
-                ip=environ.get("REMOTE_ADDR"),
+                request_id=attempt.request_id or None,
+                ip=attempt.client_ip,
                 user_agent=user_agent[:512] if user_agent else None,
-                meta={"method": method, "latency_ms": ms, **({"sid": claims.sid} if claims else {})},
+                meta=meta,
             )
         except Exception:  # noqa: BLE001 - an audit failure is logged loudly, the answer still goes out
-            _log.exception("audit emit failed", extra={"fields": {"request_id": request_id}})
+            _log.exception("audit emit failed", extra={"fields": {"request_id": attempt.request_id}})
 
 
 def _json_answer(status: int, payload: dict[str, Any],
@@ -301,9 +384,9 @@ def _incoming_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
 def _upstream_path(path: str) -> str:
     """The path to forward: the one the routes were checked against, percent-encoded again.
 
-    Never the raw request line: granian (what the gateway runs under) hands over only the decoded
-    PATH_INFO, and forwarding exactly what was checked means a service cannot route an encoded slash or
-    dot differently from the gateway (`/v1/keys/a%2Fb` is checked, and forwarded, as `/v1/keys/a/b`).
+    Never the raw request line: forwarding exactly what was checked means a service cannot route an
+    encoded slash or dot differently from the gateway (`/v1/keys/a%2Fb` is checked, and forwarded, as
+    `/v1/keys/a/b`).
     """
     try:
         raw = path.encode("latin-1")  # PEP 3333: PATH_INFO holds the decoded bytes as latin-1 characters

@@ -21,6 +21,12 @@ class Limit:
     window_s: int
 
 
+@dataclass(frozen=True)
+class Verdict:
+    wait: int | None  # None: allowed; else seconds until the longest exceeded window resets
+    refusals: int  # how many requests this window has refused so far, this one included (0 if allowed)
+
+
 class LocalCounter:
     def __init__(self) -> None:
         self._counts: dict[str, tuple[int, int]] = {}
@@ -81,12 +87,17 @@ class RateLimiter:
         return self.check_all([(scope, subject, limit)])
 
     def check_all(self, hits: list[tuple[str, str, Limit]]) -> int | None:
-        """Counts one request against every (scope, subject, limit) at once (one Redis round trip);
-        None when all allow it, else the longest wait."""
+        """None when every (scope, subject, limit) allows one more request, else the longest wait."""
+        return self.count(hits).wait
+
+    def count(self, hits: list[tuple[str, str, Limit]]) -> Verdict:
+        """Counts one request against every (scope, subject, limit) at once (one Redis round trip)."""
         keys = [(f"{scope}:{subject}", limit.window_s) for scope, subject, limit in hits]
         results = self._redis.hit_all(keys) if self._redis else None
         if results is None:
             results = [self._local.hit(key, window_s) for key, window_s in keys]
-        waits = [max(1, resets_in) for (count, resets_in), (_, _, limit) in zip(results, hits, strict=True)
-                 if count > limit.requests]
-        return max(waits) if waits else None
+        over = [(max(1, resets_in), count - limit.requests)
+                for (count, resets_in), (_, _, limit) in zip(results, hits, strict=True) if count > limit.requests]
+        if not over:
+            return Verdict(None, 0)
+        return Verdict(max(wait for wait, _ in over), max(refused for _, refused in over))

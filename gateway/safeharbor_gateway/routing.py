@@ -1,7 +1,8 @@
 """The one routing table: which service serves a public path, and who may call it.
 
 Internal paths (`/internal/...`) are never routed (trust rule 5). Rules are checked in order; the first
-whose method and pattern match decides.
+whose method and pattern match decides. A pattern matches the whole path (`fullmatch`: `$` alone would
+also match before a trailing newline).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _r(
         name=name,
         service=service,
         methods=frozenset(methods.split()),
-        pattern=re.compile(f"^{pattern}$"),
+        pattern=re.compile(pattern),
         public=public,
         roles=roles,
         scopes=frozenset(scopes),
@@ -93,7 +94,7 @@ class RouteTable:
         """(route, path_known): path_known tells 405 from 404 when no method matches."""
         path_known = False
         for route in self._routes:
-            if route.pattern.match(path):
+            if route.pattern.fullmatch(path):
                 path_known = True
                 if method in route.methods:
                     return route, True

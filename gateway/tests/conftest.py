@@ -46,12 +46,19 @@ def _upstream_app(state: FakeUpstream) -> Flask:
             "query": request.query_string.decode(),
             "target": request.environ.get("RAW_URI"),  # the request line's path as it arrived, undecoded
             "headers": {k.lower(): v for k, v in request.headers.items()},
+            "request_ids": request.headers.getlist("X-Request-ID"),
             "body": request.get_data(as_text=True),
         }
         state.seen.append(record)
         response = jsonify(record)
         if path == "v1/users/echo-request-id":  # like every service: the request id comes back
             response.headers["X-Request-ID"] = request.headers.get("X-Request-ID", "")
+        if path == "v1/users/moved":  # a service that names its own (internal) address in a redirect
+            response.status_code = 302
+            response.headers["Location"] = f"{state.url}/v1/users/elsewhere?x=1"
+        if path == "v1/users/hop":  # a service that names a header as hop-by-hop in its answer
+            response.headers["Connection"] = "X-Internal-Hop"
+            response.headers["X-Internal-Hop"] = "internal detail"
         return response
 
     return app
@@ -122,6 +129,28 @@ def gateway_config(upstream: FakeUpstream, signer: Signer) -> dict[str, Any]:
     }
     return {"ENVIRON": environ, "JWKS_FETCHER": signer.jwks, "JWKS_REFRESH_COOLDOWN": 0,
             "AUDIT_ENABLED": False, "GATEWAY_PUBLIC_KEY": pub}
+
+
+@dataclass
+class FakeAudit:
+    """Stands in for the audit emitter: keeps what the gateway emits."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def emit(self, **event: Any) -> str:
+        self.events.append(event)
+        return str(len(self.events))
+
+    def ensure_started(self) -> None:
+        pass
+
+
+@pytest.fixture
+def audit(gateway: Any) -> FakeAudit:
+    """The gateway's audit emitter replaced by one the test reads."""
+    fake = FakeAudit()
+    gateway.extensions["forwarder"].audit = fake
+    return fake
 
 
 @pytest.fixture

@@ -132,6 +132,15 @@ class ServiceUnavailable(SafeHarborError):
     status, code, default_message = 503, "service_unavailable", "The service is unavailable."
 
 
+class RequestTimeout(SafeHarborError):
+    status, code, default_message = 408, "request_timeout", "The request body did not arrive in time."
+
+
+class UpstreamTimeout(SafeHarborError):
+    # The service may have acted on the request: a client must not assume it did not (never resent here).
+    status, code, default_message = 504, "upstream_timeout", "A service did not answer in time."
+
+
 class NotReady(ServiceUnavailable):
     """Raised by a readiness check: `/readyz` answers 503 with `reasons` (short, PHI-free: names only)."""
 

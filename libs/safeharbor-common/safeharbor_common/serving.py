@@ -1,46 +1,38 @@
-"""Serves a service's WSGI application under granian: the one launcher of every service (Docker, devstack).
+"""Serves a service's WSGI application under gunicorn: the one launcher of every service (Docker, devstack, tests).
 
-    python -m safeharbor_common.serving safeharbor_gateway.app:create_app --port 8080 --workers 2 --threads 16
+    python -m safeharbor_common.serving safeharbor_gateway.app:create_app --port 8080 --worker-class gevent
+    python -m safeharbor_common.serving safeharbor_auth.app:create_app --port 8101 --workers 2 --threads 8
 
-Why granian and not gunicorn: measured side by side, gunicorn's gthread worker alone cost about 40 % of the
-gateway's CPU per request (docs/PERFORMANCE.md, gateway "1b"); granian's Rust HTTP server runs the same
-WSGI application in its blocking threads at a fifth of that floor.
-
-Two things this launcher adds to granian, both about trust:
-- granian copies the process environment into every request's WSGI environ (PEP 3333 allows it), so an
-  `HTTP_X_USER_ID` or `CONTENT_LENGTH` variable of the process would read as a header of every request that
-  does not send one. Request-shaped variables are removed from the environment before any worker starts.
-- TLS: a certificate and key (`TLS_CERT_FILE`, `TLS_KEY_FILE`, PEM) serve HTTPS with TLS 1.2 as the floor
-  (granian's default floor is 1.3; API.md promises 1.2+). Keys in PKCS#1 or SEC1 form are rewritten to the
-  PKCS#8 form granian's TLS stack reads, in a private temporary file.
+gunicorn, as the design card says, configured in one place instead of a config file per service:
+- **Worker class per load.** The gateway faces the public: it runs gevent workers, where a connection that
+  stalls mid-request costs a greenlet, not one of a few threads (1,000 stalled bodies must not stop it;
+  `bench/drills/slow_clients.py`). The services behind it only ever receive whole requests from the gateway,
+  and spend their time in the database and in argon2: gthread workers.
+- **Timeouts.** The request head must arrive within `--keep-alive` seconds (gunicorn's async workers bound the
+  header read by it); the gateway bounds the body read itself (`BODY_READ_TIMEOUT`).
+- **TLS.** With `TLS_CERT_FILE` and `TLS_KEY_FILE` it serves HTTPS with TLS 1.2 as the floor (API.md).
+- **An internal listener.** `--internal-port` adds a second listening socket for what the public must not
+  reach (the gateway's `/metrics`); the application tells them apart by the socket a connection arrived on,
+  never by the Host header.
 """
 from __future__ import annotations
 
 import argparse
-import atexit
+import importlib
 import logging
 import os
+import ssl
 import sys
-import tempfile
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from cryptography.hazmat.primitives import serialization
-
-if TYPE_CHECKING:
-    from granian.server.mp import MPServer
-    from granian.server.mt import MTServer
+from typing import Any
 
 _log = logging.getLogger("safeharbor.serving")
 
-# CGI request meta-variables (RFC 3875 section 4.1) and the names servers add: what a request carries.
-REQUEST_VARIABLES = frozenset({
-    "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "HTTPS", "PATH_INFO", "PATH_TRANSLATED",
-    "QUERY_STRING", "RAW_URI", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_IDENT", "REMOTE_USER", "REQUEST_METHOD",
-    "REQUEST_URI", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE",
-})
+WORKER_CLASSES = {"gthread": "gthread", "gevent": "gevent"}
+# The environ key under which gunicorn hands the application the client's socket.
+SOCKET_KEY = "gunicorn.socket"
 
 
 class ServingError(Exception):
@@ -53,34 +45,39 @@ class ServeSettings:
     host: str
     port: int
     workers: int
+    worker_class: str
     threads: int
+    connections: int
+    keep_alive: int
+    internal_port: int | None
     tls_cert: Path | None
     tls_key: Path | None
     graceful_seconds: int
 
 
-def scrub_request_variables(environ: MutableMapping[str, str]) -> list[str]:
-    """Removes request-shaped names (HTTP_*, CGI meta-variables, wsgi.*) from `environ`; returns them."""
-    names = sorted(name for name in environ
-                   if name.startswith("HTTP_") or name.startswith("wsgi.") or name in REQUEST_VARIABLES)
-    for name in names:
-        del environ[name]
-    return names
-
-
 def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> ServeSettings:
     parser = argparse.ArgumentParser(prog="python -m safeharbor_common.serving",
-                                     description="Serve a SafeHarbor service under granian.")
+                                     description="Serve a SafeHarbor service under gunicorn.")
     parser.add_argument("target", help="application factory, e.g. safeharbor_gateway.app:create_app")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_port, required=True)
     parser.add_argument("--workers", type=_positive, default=2, help="processes (default 2)")
-    parser.add_argument("--threads", type=_positive, default=8, help="request threads per process (default 8)")
+    parser.add_argument("--worker-class", choices=sorted(WORKER_CLASSES), default="gthread",
+                        help="gthread (services) or gevent (the public gateway)")
+    parser.add_argument("--threads", type=_positive, default=8, help="gthread: request threads per process")
+    parser.add_argument("--connections", type=_positive, default=1000,
+                        help="open connections per process (gevent: also the concurrent requests)")
+    parser.add_argument("--keep-alive", type=_positive, default=75,
+                        help="seconds to wait for a request head on an open connection (default 75)")
+    parser.add_argument("--internal-port", type=_port, default=None,
+                        help="a second listener on the same host for internal paths (gateway /metrics)")
     parser.add_argument("--graceful-seconds", type=_positive, default=10,
                         help="how long a stopping worker may finish its requests (default 10)")
     args = parser.parse_args(argv)
     if ":" not in args.target:
         parser.error(f"target {args.target!r} must be module:factory")
+    if args.internal_port == args.port:
+        parser.error("--internal-port must differ from --port")
     cert, key = environ.get("TLS_CERT_FILE") or None, environ.get("TLS_KEY_FILE") or None
     if bool(cert) != bool(key):
         raise ServingError("TLS_CERT_FILE and TLS_KEY_FILE must be set together (or neither)")
@@ -88,71 +85,100 @@ def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Ser
         if value and not Path(value).is_file():
             raise ServingError(f"{setting} does not name a readable file")
     return ServeSettings(
-        target=args.target, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
+        target=args.target, host=args.host, port=args.port, workers=args.workers,
+        worker_class=args.worker_class, threads=args.threads, connections=args.connections,
+        keep_alive=args.keep_alive, internal_port=args.internal_port,
         tls_cert=Path(cert) if cert else None, tls_key=Path(key) if key else None,
         graceful_seconds=args.graceful_seconds,
     )
 
 
-def pkcs8_key_file(key_path: Path) -> Path:
-    """The key file itself when it is PKCS#8 PEM; otherwise a private temporary copy in PKCS#8 form."""
-    data = key_path.read_bytes()
-    if b"-----BEGIN PRIVATE KEY-----" in data:
-        return key_path
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ServingError("TLS_KEY_FILE is not an unencrypted PEM private key") from exc
-    pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())
-    handle, name = tempfile.mkstemp(prefix="safeharbor-tls-", suffix=".pem")  # mode 0600
-    with os.fdopen(handle, "wb") as out:
-        out.write(pkcs8)
-    atexit.register(Path(name).unlink, missing_ok=True)
-    return Path(name)
+def gunicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    """The gunicorn settings for `settings` (names as in gunicorn's documentation)."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    binds = [f"{host}:{settings.port}"]
+    if settings.internal_port is not None:
+        binds.append(f"{host}:{settings.internal_port}")
+    options: dict[str, Any] = {
+        "bind": binds,
+        "workers": settings.workers,
+        "worker_class": WORKER_CLASSES[settings.worker_class],
+        "threads": settings.threads,
+        "worker_connections": settings.connections,
+        "keepalive": settings.keep_alive,
+        "timeout": 30,  # a worker silent this long (a hung process, not a slow request) is replaced
+        "graceful_timeout": settings.graceful_seconds,
+        # X-Forwarded-* is never believed by the server: the gateway decides which proxies it trusts.
+        "forwarded_allow_ips": "",
+        "proxy_allow_ips": "",
+        "accesslog": None,  # each service writes its own access log, without PHI
+        "errorlog": "-",
+        "loglevel": "info",
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
+        # A restarted container must not find a stale control socket in its read-only file system.
+        "control_socket_disable": True,
+    }
+    if settings.tls_cert and settings.tls_key:
+        options.update(certfile=str(settings.tls_cert), keyfile=str(settings.tls_key), ssl_context=tls_context)
+    return options
 
 
-def build_server(settings: ServeSettings) -> MPServer | MTServer:
+def tls_context(config: Any, default_ssl_context_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    context = default_ssl_context_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def build_server(settings: ServeSettings) -> Any:
     # Imported here: the services import this module's helpers in tests without needing the server.
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, SSLProtocols
-    from granian.http import HTTP1Settings
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.errors import AppImportError
 
-    key = pkcs8_key_file(settings.tls_key) if settings.tls_key else None
-    return Granian(
-        settings.target,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.WSGI,
-        factory=True,
-        workers=settings.workers,
-        blocking_threads=settings.threads,
-        http=HTTPModes.http1,
-        # Idle keep-alive connections are closed after 30 s; the gateway's pool drops its own at 20 s.
-        http1_settings=HTTP1Settings(header_read_timeout=30_000, keep_alive=True),
-        websockets=False,
-        ssl_cert=settings.tls_cert,
-        ssl_key=key,
-        ssl_protocol_min=SSLProtocols.tls12,
-        respawn_failed_workers=True,  # a crashed worker is replaced; a crash loop stops the server
-        workers_kill_timeout=settings.graceful_seconds,
-        log_access=False,  # each service writes its own access log, without PHI
-    )
+    class Application(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
+        def load_config(self) -> None:
+            known = self.cfg.settings
+            for name, value in gunicorn_options(settings).items():
+                if name in known:
+                    self.cfg.set(name, value)
+
+        def load(self) -> Any:
+            module_name, _, factory_name = settings.target.partition(":")
+            try:
+                factory = getattr(importlib.import_module(module_name), factory_name)
+                return factory()
+            except (Exception, SystemExit) as exc:
+                # A bad setting is not a crash to retry: gunicorn stops the server on AppImportError, with
+                # the message (a setting's name, never its value) on stderr.
+                raise AppImportError(str(exc) or type(exc).__name__) from exc
+
+    return Application()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = settings_from(argv, os.environ)
-        removed = scrub_request_variables(os.environ)
-        if removed:
-            _log.warning("ignoring request-shaped environment variables: %s", ", ".join(removed))
+        if settings.internal_port is not None:
+            os.environ["INTERNAL_PORT"] = str(settings.internal_port)  # the application's half of the rule
         server = build_server(settings)
     except ServingError as exc:
         print(f"safeharbor serving: {exc}", file=sys.stderr)
         return 2
-    server.serve()
+    server.run()
     return 0
+
+
+def arrived_on_port(environ: Mapping[str, Any], port: int | None) -> bool:
+    """True when the request came in on the listener bound to `port` (read from the connection's socket)."""
+    if port is None:
+        return False
+    sock = environ.get(SOCKET_KEY)
+    try:
+        return sock is not None and int(sock.getsockname()[1]) == port
+    except (OSError, IndexError, TypeError, ValueError):
+        return False
 
 
 def _port(text: str) -> int:

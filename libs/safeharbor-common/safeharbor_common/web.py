@@ -104,6 +104,14 @@ def request_id() -> str:
     return cast(str, rid)
 
 
+# Metric labels come from fixed sets: a client-chosen method must not mint a new time series.
+METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHOD_LABELS else "OTHER"
+
+
 def request_id_from(incoming: str) -> str:
     """The caller's request id when it is well formed, else a new one."""
     return incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
@@ -188,8 +196,9 @@ def init_app(
         response.headers[REQUEST_ID_HEADER] = request_id()
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        metrics.requests.labels(service_name, request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(service_name, request.method, route).observe(elapsed)
+        method = method_label(request.method)
+        metrics.requests.labels(service_name, method, route, str(response.status_code)).inc()
+        metrics.latency.labels(service_name, method, route).observe(elapsed)
         if route not in ("/healthz", "/metrics"):
             _log.info(
                 "request",

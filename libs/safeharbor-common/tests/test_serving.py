@@ -1,5 +1,5 @@
-"""The launcher every service runs under: settings, environment hygiene, TLS key handling, and a real
-granian server started the way the Dockerfiles and the devstack start it."""
+"""The launcher every service runs under: settings, gunicorn options, TLS floor, and a real
+gunicorn server started the way the Dockerfiles and the devstack start it."""
 from __future__ import annotations
 
 import json
@@ -13,31 +13,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from safeharbor_common import serving
 from safeharbor_common.serving import ServingError
 
 ECHO_APP = '''
 import json
+import os
 
 def create_app():
     def app(environ, start_response):
-        body = json.dumps({k: v for k, v in environ.items() if isinstance(v, str)}).encode()
+        values = {k: v for k, v in environ.items() if isinstance(v, str)}
+        values["local_port"] = environ["gunicorn.socket"].getsockname()[1]
+        values["process_setting"] = os.environ.get("ECHO_SETTING")
+        body = json.dumps(values).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
     return app
 '''
-
-
-def test_request_shaped_variables_are_removed_and_the_rest_kept() -> None:
-    environ = {"HTTP_X_USER_ID": "admin", "HTTP_PROXY": "http://proxy", "CONTENT_LENGTH": "5",
-               "REMOTE_USER": "root", "wsgi.input": "x", "HTTPS_PROXY": "http://proxy", "HOME": "/app",
-               "AUTH_DATABASE_URL": "sqlite://", "TLS_CERT_FILE": "/c.pem"}
-    removed = serving.scrub_request_variables(environ)
-    assert removed == ["CONTENT_LENGTH", "HTTP_PROXY", "HTTP_X_USER_ID", "REMOTE_USER", "wsgi.input"]
-    assert environ == {"HTTPS_PROXY": "http://proxy", "HOME": "/app", "AUTH_DATABASE_URL": "sqlite://",
-                       "TLS_CERT_FILE": "/c.pem"}
 
 
 def test_settings_from_flags() -> None:
@@ -66,35 +58,29 @@ def test_tls_settings_must_come_together_and_exist(tmp_path: Path) -> None:
                                                          "TLS_KEY_FILE": str(tmp_path / "missing.pem")})
 
 
-def test_pkcs8_key_is_used_as_is(tmp_path: Path) -> None:
-    path = tmp_path / "key.pem"
-    path.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    assert serving.pkcs8_key_file(path) == path
+def test_gunicorn_options_per_worker_class() -> None:
+    gateway = serving.gunicorn_options(serving.settings_from(
+        ["g.app:f", "--port", "8080", "--worker-class", "gevent", "--connections", "4096",
+         "--internal-port", "9180", "--keep-alive", "10"], {}))
+    assert gateway["worker_class"] == "gevent" and gateway["worker_connections"] == 4096
+    assert gateway["bind"] == ["127.0.0.1:8080", "127.0.0.1:9180"] and gateway["keepalive"] == 10
+    assert gateway["forwarded_allow_ips"] == ""  # the server never believes X-Forwarded-*
+    service = serving.gunicorn_options(serving.settings_from(["a.app:f", "--port", "8101", "--host", "::1"], {}))
+    assert service["worker_class"] == "gthread" and service["threads"] == 8 and service["bind"] == ["[::1]:8101"]
+    assert "certfile" not in service
 
 
-@pytest.mark.parametrize("form", ["sec1", "pkcs1"])
-def test_other_key_forms_are_rewritten_as_private_pkcs8(tmp_path: Path, form: str) -> None:
-    key = ec.generate_private_key(ec.SECP256R1()) if form == "sec1" else rsa.generate_private_key(65537, 2048)
-    path = tmp_path / "key.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                       serialization.NoEncryption()))
-    rewritten = serving.pkcs8_key_file(path)
-    try:
-        assert rewritten != path and rewritten.stat().st_mode & 0o077 == 0
-        data = rewritten.read_bytes()
-        assert data.startswith(b"-----BEGIN PRIVATE KEY-----")
-        loaded = serialization.load_pem_private_key(data, password=None)
-        assert loaded.private_numbers() == key.private_numbers()  # type: ignore[union-attr]
-    finally:
-        rewritten.unlink()
+def test_tls_floor_is_1_2(tmp_path: Path) -> None:
+    import ssl
+
+    context = serving.tls_context(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
 
 
-def test_a_file_that_is_not_a_key_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "key.pem"
-    path.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    with pytest.raises(ServingError, match="not an unencrypted PEM private key"):
-        serving.pkcs8_key_file(path)
+def test_internal_port_must_differ(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        serving.settings_from(["g.app:f", "--port", "8080", "--internal-port", "8080"], {})
+    assert "--internal-port must differ" in capsys.readouterr().err
 
 
 def _free_port() -> int:
@@ -104,14 +90,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def echo_server(tmp_path: Path) -> Iterator[int]:
+def echo_server(tmp_path: Path) -> Iterator[tuple[int, int]]:
     (tmp_path / "echo_app.py").write_text(ECHO_APP)
-    port = _free_port()
+    port, internal = _free_port(), _free_port()
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "HTTP_X_USER_ID": "admin", "CONTENT_TYPE": "text/evil",
            "REMOTE_USER": "root", "ECHO_SETTING": "kept"}
     process = subprocess.Popen(
         [sys.executable, "-m", "safeharbor_common.serving", "echo_app:create_app", "--port", str(port),
-         "--workers", "1", "--threads", "2"],
+         "--workers", "1", "--worker-class", "gevent", "--internal-port", str(internal)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 30
@@ -123,25 +109,44 @@ def echo_server(tmp_path: Path) -> Iterator[int]:
             assert process.poll() is None, process.communicate()[1]
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.1)
-    yield port
+    yield port, internal
     process.terminate()
     _, err = process.communicate(timeout=20)
     assert process.returncode == 0, err
-    assert "ignoring request-shaped environment variables: CONTENT_TYPE, HTTP_X_USER_ID, REMOTE_USER" in err
-    assert "admin" not in err and "evil" not in err  # names only, never values
 
 
-def test_process_variables_never_read_as_request_headers(echo_server: int) -> None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{echo_server}/v1/a%2Fb/%C3%A9?q=%2F", timeout=5) as response:
+def test_process_variables_never_read_as_request_headers(echo_server: tuple[int, int]) -> None:
+    port = echo_server[0]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/a%2Fb/%C3%A9?q=%2F", timeout=5) as response:
         environ = json.loads(response.read())
     assert "HTTP_X_USER_ID" not in environ and "CONTENT_TYPE" not in environ and "REMOTE_USER" not in environ
-    assert environ["ECHO_SETTING"] == "kept"  # configuration still reaches the application
+    assert "ECHO_SETTING" not in environ  # gunicorn does not copy the process environment into requests
+    assert environ["process_setting"] == "kept"  # configuration still reaches the application
     # What the gateway's path handling relies on: PATH_INFO decoded, as latin-1 characters (PEP 3333);
     # the query string as sent.
     assert environ["PATH_INFO"] == "/v1/a/b/\u00c3\u00a9" and environ["QUERY_STRING"] == "q=%2F"
-    request = urllib.request.Request(f"http://127.0.0.1:{echo_server}/", headers={"X-User-Id": "u-1"})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"X-User-Id": "u-1"})
     with urllib.request.urlopen(request, timeout=5) as response:
         assert json.loads(response.read())["HTTP_X_USER_ID"] == "u-1"  # a real header still arrives
+
+
+def test_the_internal_listener_is_told_by_its_socket_not_the_host_header(echo_server: tuple[int, int]) -> None:
+    port, internal = echo_server
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": f"x:{internal}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert json.loads(response.read())["local_port"] == port  # the socket says the truth
+    with urllib.request.urlopen(f"http://127.0.0.1:{internal}/", timeout=5) as response:
+        assert json.loads(response.read())["local_port"] == internal
+
+
+def test_arrived_on_port() -> None:
+    class Sock:
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", 9180)
+
+    assert serving.arrived_on_port({serving.SOCKET_KEY: Sock()}, 9180)
+    assert not serving.arrived_on_port({serving.SOCKET_KEY: Sock()}, 8080)
+    assert not serving.arrived_on_port({}, 9180) and not serving.arrived_on_port({serving.SOCKET_KEY: Sock()}, None)
 
 
 def test_a_factory_that_fails_stops_the_server(tmp_path: Path) -> None:

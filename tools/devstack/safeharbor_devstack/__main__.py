@@ -19,6 +19,7 @@ from .secrets import load_or_create
 from .stack import EMULATOR_DEFAULT_PORT, SERVICES, Stack, StackSettings
 
 DEFAULT_DEMO_PASSWORD = "Harbor-demo-2026"
+GATEWAY_INTERNAL_DEFAULT_PORT = 9180
 
 
 def main() -> int:
@@ -31,6 +32,7 @@ def main() -> int:
         ports = {
             spec.name: int(os.environ.get(f"{spec.name.upper()}_PORT") or spec.default_port) for spec in SERVICES
         }
+        internal_port = int(os.environ.get("GATEWAY_INTERNAL_PORT") or GATEWAY_INTERNAL_DEFAULT_PORT)
     except ValueError as exc:
         print(f"A <SERVICE>_PORT setting is not a port number: {exc}", file=sys.stderr)
         return 2
@@ -63,6 +65,7 @@ def main() -> int:
         emulator_port=int(os.environ.get("STREAM_EMULATOR_PORT", EMULATOR_DEFAULT_PORT)),
         stream_chat_url=None if use_emulator else chat_url,
         workers=int(os.environ.get("SAFEHARBOR_WORKERS", "2")),
+        gateway_internal_port=internal_port,
         env=env_mode,
         demo_password=demo_password,
     )
@@ -86,6 +89,7 @@ def main() -> int:
         print(f"Could not start the stack: {exc}\nLogs: {var_dir / 'log'}", file=sys.stderr)
         return 1
     print(f"\nSafeHarbor gateway: {stack.gateway_url}", flush=True)
+    print(f"Gateway metrics (internal listener): http://127.0.0.1:{internal_port}/metrics", flush=True)
     if demo_password:
         print(
             "Demo users (dev mode only): admin, dr-chen (clinician), sam (billing), pat (patient), "

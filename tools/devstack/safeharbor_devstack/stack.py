@@ -56,6 +56,7 @@ class StackSettings:
     emulator_port: int = EMULATOR_DEFAULT_PORT
     stream_chat_url: str | None = None
     workers: int = 2
+    gateway_internal_port: int | None = None  # the gateway's /metrics listener (never the public port)
     env: str = "dev"
     demo_password: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -165,22 +166,10 @@ class Stack:
         _wait_http(self.emulator_url + "/_emulator/state", timeout=30, process=self.processes["emulator"])
 
     def start_service(self, name: str) -> None:
-        spec = _spec(name)
         port = self.settings.ports[name]
-        command = [
-            sys.executable,
-            "-m",
-            "safeharbor_common.serving",  # granian, as in the Dockerfiles
-            f"{spec.package}.app:create_app",
-            "--port",
-            str(port),
-            "--workers",
-            str(self.settings.workers),
-            "--threads",
-            "8",
-            "--graceful-seconds",
-            "5",
-        ]
+        command = [sys.executable, "-m", "safeharbor_common.serving", f"{_spec(name).package}.app:create_app",
+                   "--port", str(port), "--workers", str(self.settings.workers), "--graceful-seconds", "5",
+                   *serving_flags(name, internal_port=self.settings.gateway_internal_port)]
         self._spawn(name, command, self.env_for(name))
 
     def wait_ready(self, name: str, *, timeout: float = 60.0) -> None:
@@ -247,6 +236,17 @@ class Stack:
             raise RuntimeError(
                 f"{' '.join(command[2:])} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
             )
+
+
+def serving_flags(name: str, *, internal_port: int | None) -> list[str]:
+    """gunicorn's worker class per service, as in the Dockerfiles: the public gateway on gevent (a stalled
+    client costs a greenlet), the services behind it on threads."""
+    if name != "gateway":
+        return ["--worker-class", "gthread", "--threads", "8"]
+    flags = ["--worker-class", "gevent", "--connections", "4096", "--keep-alive", "10"]
+    if internal_port:
+        flags += ["--internal-port", str(internal_port)]
+    return flags
 
 
 def _spec(name: str) -> ServiceSpec:

@@ -113,6 +113,7 @@ def devstack_env(tmp_path: Path) -> dict[str, str]:
     env.update({
         "SAFEHARBOR_VAR_DIR": str(tmp_path / "var"),
         "STREAM_EMULATOR_PORT": str(free_port()),
+        "GATEWAY_INTERNAL_PORT": str(free_port()),
         "SAFEHARBOR_WORKERS": "1",  # a light stack: the machine may be busy
         "SAFEHARBOR_ENV": "dev",
         "SAFEHARBOR_DEMO_PASSWORD": "Devstack-test-2026",
@@ -164,10 +165,17 @@ def test_make_run_starts_stack_with_emulator_and_stops_on_ctrl_c(devstack: Run, 
     assert requests.get(gateway + "/healthz", timeout=5).status_code == 200
     assert requests.get(emulator + "/_emulator/state", timeout=5).status_code == 200
     assert "Devstack-test-2026" in output.text  # dev mode prints the demo users' password
+    # /metrics only on the gateway's internal listener, never on the public port.
+    assert requests.get(gateway + "/metrics", timeout=5).status_code == 404
+    internal = f"http://127.0.0.1:{devstack_env['GATEWAY_INTERNAL_PORT']}/metrics"
+    assert requests.get(internal, timeout=5).status_code == 200
 
     children = devstack.children = _descendants(process.pid)
     commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
     assert sum(b"safeharbor_common.serving" in c for c in commands) >= len(SERVICES), commands
+    # The public gateway on gevent workers (stalled clients cost greenlets), the services on threads.
+    gateway_commands = [c for c in commands if b"safeharbor_gateway.app" in c]
+    assert gateway_commands and all(b"gevent" in c for c in gateway_commands), gateway_commands
     assert any(b"stream_emulator" in c for c in commands), commands
     sessions = {pid for pid in children if (stat := _proc_stat(pid)) is not None and stat[2] == pid}
     assert len(sessions) == len(SERVICES) + 1  # every service and the emulator lead a session of their own

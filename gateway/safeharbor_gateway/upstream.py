@@ -1,0 +1,118 @@
+"""Forwarding to the services on urllib3's connection pools: no HTTP framing is written here.
+
+What this module decides, and urllib3 does:
+- **Never resend what may have arrived.** Retries are off, except that a GET or HEAD whose connection could
+  not be made (refused, unreachable: the service provably never saw it) is tried once more on a new
+  connection. A request that timed out or broke after it was sent is never resent: the service may have
+  acted on it (a PUT that creates a version, a POST).
+- **One deadline per request**: connect, send, the answer's head and a whole (small) body share it. A streamed
+  answer (audit exports) is bounded per read instead.
+- **Lengths are enforced**: an answer shorter than its Content-Length, or a chunked answer cut off, is an
+  error (urllib3's enforce_content_length), never a complete-looking body. Bytes a service sends after its
+  message make urllib3 drop that connection from the pool instead of reading them as the next answer.
+- Interim (1xx) answers are consumed by http.client; `Expect` is never forwarded, so services send none.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import urllib3
+from safeharbor_common.errors import ServiceUnavailable, UpstreamTimeout
+from urllib3.exceptions import HTTPError, MaxRetryError, ReadTimeoutError
+from urllib3.util import SKIP_HEADER, Retry, Timeout
+
+WHOLE_BODY_LIMIT = 256 * 1024
+READ_CHUNK = 64 * 1024
+UNAVAILABLE = "A service is unavailable; try again shortly."
+# Only these may be sent again, and only when the connection was never made.
+_RESENDABLE = frozenset({"GET", "HEAD"})
+_RETRY_CONNECT_ONCE = Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0,
+                            raise_on_redirect=False, raise_on_status=False)
+
+
+class UpstreamBroken(Exception):
+    """A service broke off a streamed answer: the client's answer must be aborted, not completed."""
+
+
+@dataclass
+class UpstreamAnswer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | Iterator[bytes]
+
+
+class UpstreamClient:
+    def __init__(self, *, connect_timeout: float, read_timeout: float, pool_size: int = 32) -> None:
+        self._connect_timeout = connect_timeout
+        self._deadline = read_timeout
+        # block=False: a burst beyond pool_size opens extra connections, closed after use.
+        self._pools = urllib3.PoolManager(num_pools=8, maxsize=pool_size, block=False, retries=False)
+
+    def send(self, *, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamAnswer:
+        deadline = time.monotonic() + self._deadline
+        if not any(name.lower() == "user-agent" for name in headers):
+            headers["User-Agent"] = SKIP_HEADER  # not urllib3's own: services audit the client's
+        try:
+            response = self._pools.urlopen(
+                method, url, body=body, headers=headers,
+                retries=_RETRY_CONNECT_ONCE if method in _RESENDABLE else False,
+                redirect=False, assert_same_host=False, preload_content=False, decode_content=False,
+                timeout=Timeout(connect=self._connect_timeout, read=self._deadline, total=self._deadline),
+            )
+        except HTTPError as exc:
+            raise _failure(exc) from exc
+        status = response.status
+        answer_headers = list(response.headers.items())
+        try:
+            if method == "HEAD" or status in (204, 304):
+                response.drain_conn()
+                response.release_conn()
+                return UpstreamAnswer(status, answer_headers, b"")
+            length = response.length_remaining
+            if length is not None and length <= WHOLE_BODY_LIMIT:
+                _sock_timeout(response, max(0.01, deadline - time.monotonic()))
+                data = response.read()
+                response.release_conn()
+                return UpstreamAnswer(status, answer_headers, data)
+        except HTTPError as exc:
+            response.close()
+            raise _failure(exc) from exc
+        return UpstreamAnswer(status, answer_headers, _stream(response))
+
+    def close(self) -> None:
+        self._pools.clear()
+
+
+def _stream(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """The answer's body as it arrives; closing the generator (client gone) closes the connection."""
+    complete = False
+    try:
+        for chunk in response.stream(READ_CHUNK, decode_content=False):
+            if chunk:
+                yield chunk
+        complete = True
+    except HTTPError as exc:
+        raise UpstreamBroken("the service broke off its answer") from exc
+    finally:
+        if complete:
+            response.release_conn()
+        else:
+            response.close()
+
+
+def _sock_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:
+    """What is left of the request's deadline bounds reading the rest of a whole body."""
+    connection = getattr(response, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def _failure(exc: HTTPError) -> ServiceUnavailable | UpstreamTimeout:
+    """A timeout after sending is a 504 (the service may have acted); anything else a 503."""
+    reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
+    if isinstance(reason, ReadTimeoutError):
+        return UpstreamTimeout()
+    return ServiceUnavailable(UNAVAILABLE)
