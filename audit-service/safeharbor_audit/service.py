@@ -316,6 +316,13 @@ def _ids_only(payload: Mapping[str, Any]) -> dict[str, Any]:
     members = payload.get("members")
     if isinstance(members, list):
         meta["member_count"] = len(members)
+    # Read events (issue 16): who read which channel up to which message; nothing else of the reader.
+    if payload.get("type") in ("message.read", "notification.mark_read"):
+        user = payload.get("user")
+        if isinstance(user, Mapping) and isinstance(user.get("id"), str):
+            meta["reader_user_id"] = user["id"]
+        if isinstance(payload.get("last_read_message_id"), str):
+            meta["last_read_message_id"] = payload["last_read_message_id"]
     return meta
 
 

@@ -141,3 +141,27 @@ def test_webhook_without_secret_is_unavailable(audit_env: AuditEnv) -> None:
     client = build_app(env).test_client()
     body = b"{}"
     assert post(client, body, signature=sign(body)).status_code == 503
+
+
+@pytest.mark.parametrize("event_type", ["message.read", "notification.mark_read"])
+def test_read_events_recorded_as_ids_only(app: Flask, client: FlaskClient, audit_env: AuditEnv,
+                                          event_type: str) -> None:
+    """Who read what (issue 16): reader, channel and last read message id; Stream's unread counts and
+    the reader's profile are not kept."""
+    event = {
+        "type": event_type,
+        "cid": "clinical:room-42",
+        "channel_type": "clinical",
+        "channel_id": "room-42",
+        "created_at": "2026-11-24T10:05:00Z",
+        "last_read_message_id": "msg-7",
+        "user": {"id": "dr-lee", "name": "Dr Lee", "total_unread_count": 3, "channel_last_read_at": "x"},
+        "request_info": {"ip": "198.51.100.78"},
+    }
+    body = json.dumps(event).encode()
+    assert post(client, body, signature=sign(body), webhook_id=f"wh-{event_type}").status_code == 200
+    [entry] = entries(client, audit_env, action=f"stream.{event_type}")
+    assert entry["actor"] == "stream:dr-lee" and entry["resource"] == "clinical:room-42"
+    meta = entry["meta"]
+    assert meta["reader_user_id"] == "dr-lee" and meta["last_read_message_id"] == "msg-7"
+    assert "total_unread_count" not in json.dumps(meta) and "Dr Lee" not in json.dumps(meta)
