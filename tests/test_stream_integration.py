@@ -70,8 +70,8 @@ def test_deactivation_revokes_stream_token_and_keys(stack: Stack, api: Api, admi
         client.query_channels({"members": {"$in": [user_id]}})
 
 
-@pytest.mark.parametrize("username,stream_role", [("admin", "admin"), ("dr-chen", "user"), ("sam", "user"),
-                                                  ("pat", "user"), ("audra", "user")])
+@pytest.mark.parametrize("username,stream_role", [("admin", "safeharbor_admin"), ("dr-chen", "clinician"),
+                                                  ("sam", "billing"), ("pat", "patient"), ("audra", "auditor")])
 def test_credentials_for_each_role_through_the_gateway(stack: Stack, api: Api, username: str,
                                                        stream_role: str) -> None:
     session = api.session(username)
@@ -170,3 +170,29 @@ def test_break_glass_through_the_gateway_ends_on_time(stack: Stack, api: Api, ad
 def _members(stack: Stack, cid: str) -> list[str]:
     state = requests.get(f"{stack.emulator_url}/_emulator/state", timeout=30).json()
     return list(state["channels"][cid]["members"])
+
+
+def test_read_mark_reaches_the_audit_trail_as_ids(stack: Stack, api: Api, admin_token: str) -> None:
+    """Who read what: the reader's own token marks a channel read in Stream, Stream's `message.read`
+    webhook reaches audit-service through the gateway, and the entry holds ids only."""
+    sam = api.token("sam")
+    reader_creds = api.call("POST", "/v1/stream-credentials", token=sam).json()
+    other_id, _, _ = _new_user(api, admin_token, "billing")
+    cid = api.call("POST", "/v1/channels", token=sam, json={"type": "billing", "members": [other_id]}).json()["cid"]
+    channel_type, _, channel_id = cid.partition(":")
+    server = StreamChat(api_key=stack.settings.secrets["STREAM_API_KEY"],
+                        api_secret=stack.settings.secrets["STREAM_API_SECRET"], base_url=stack.emulator_url)
+    sent = server.channel(channel_type, channel_id).send_message({"text": "Invoice 7 for Jane Roe"}, other_id)
+    _user_client(stack, reader_creds["token"]).channel(channel_type, channel_id).mark_read(reader_creds["user"]["id"])
+    auditor = api.token("audra")
+    deadline = time.monotonic() + 20
+    entries: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not entries:
+        entries = api.call("GET", f"/v1/audit/entries?action=stream.message.read&resource={cid}",
+                           token=auditor).json()["entries"]
+        time.sleep(0.2)
+    [entry] = entries
+    assert entry["actor"] == f"stream:{reader_creds['user']['id']}"
+    assert entry["meta"]["reader_user_id"] == reader_creds["user"]["id"]
+    assert entry["meta"]["last_read_message_id"] == sent["message"]["id"]
+    assert "Jane Roe" not in str(entry)
