@@ -75,3 +75,12 @@ def test_stream_webhook_signature_and_replay(api: Api, stack: Stack) -> None:
     entries = _wait_for_entries(api, api.token("audra"), f"action=stream.message.new&resource={cid}")
     assert len(entries) == 1
     assert "Private clinical note" not in json.dumps(entries)
+
+
+def test_auditor_reads_are_audited_by_the_log_itself(api: Api) -> None:
+    auditor = api.token("audra")
+    read = api.call("GET", "/v1/audit/verify", token=auditor)
+    assert read.status_code == 200 and read.json()["ok"] is True
+    entries = _wait_for_entries(api, auditor, f"request_id={read.headers['X-Request-ID']}&action=audit.read.verify")
+    assert entries[0]["source"] == "audit" and entries[0]["role"] == "auditor"
+    assert entries[0]["meta"]["ok"] is True

@@ -34,6 +34,22 @@ def _log() -> AuditLog:
     return log
 
 
+def _record_read(kind: str, **meta: Any) -> None:
+    """Every auditor read is itself an entry, recorded before the answer (a failure here answers 503)."""
+    session = current_session()
+    service.record_read(
+        log=_log(),
+        action=f"audit.read.{kind}",
+        actor=session.user_id,
+        role=session.role,
+        resource=request.path,
+        request_id=web.request_id(),
+        ip=web.client_ip(),
+        user_agent=web.user_agent(),
+        meta={k: v for k, v in meta.items() if v is not None},
+    )
+
+
 def _reveal_phi() -> bool:
     # Minimum necessary: admins may read the trail, only auditors see the PHI-bearing fields.
     return current_session().role == Role.AUDITOR.value
@@ -61,6 +77,7 @@ def ingest() -> Response:
 @web.api_doc(summary="Latest signed checkpoint (C2SP signed note, text/plain)")
 def checkpoint() -> Response:
     row = service.latest_checkpoint(log=_log())
+    _record_read("checkpoint", size=int(row.size))
     return Response(row.note, mimetype="text/plain", headers={"Cache-Control": "no-store"})
 
 
@@ -91,14 +108,22 @@ def checkpoint_key() -> Response:
 )
 def entries() -> Response:
     args = request.args
+    filters = {k: args.get(k) for k in ("actor", "action", "resource", "outcome", "source", "request_id")}
     page = service.list_entries(
         log=_log(),
-        filters={k: args.get(k) for k in ("actor", "action", "resource", "outcome", "source", "request_id")},
+        filters=filters,
         since=service.parse_time(args.get("since"), "since"),
         until=service.parse_time(args.get("until"), "until"),
         cursor=args.get("cursor"),
         limit=service.parse_int(args.get("limit"), "limit", default=service.DEFAULT_PAGE, minimum=1),
         reveal_phi=_reveal_phi(),
+    )
+    _record_read(
+        "entries",
+        filters={k: v[:128] for k, v in filters.items() if v},
+        since=args.get("since", "")[:40] or None,
+        until=args.get("until", "")[:40] or None,
+        returned=len(page["entries"]),
     )
     return jsonify(page)
 
@@ -114,7 +139,9 @@ def proof_inclusion() -> Response:
     index = service.parse_int(request.args.get("index"), "index")
     size_arg = request.args.get("size")
     size = service.parse_int(size_arg, "size", minimum=1) if size_arg else None
-    return jsonify(service.inclusion_proof(log=_log(), index=index, size=size))
+    proof = service.inclusion_proof(log=_log(), index=index, size=size)
+    _record_read("proof", index=index, size=proof["size"])
+    return jsonify(proof)
 
 
 @bp.get("/v1/audit/proof/consistency")
@@ -127,14 +154,18 @@ def proof_inclusion() -> Response:
 def proof_consistency() -> Response:
     size1 = service.parse_int(request.args.get("from"), "from")
     size2 = service.parse_int(request.args.get("to"), "to")
-    return jsonify(service.consistency_proof(log=_log(), size1=size1, size2=size2))
+    proof = service.consistency_proof(log=_log(), size1=size1, size2=size2)
+    _record_read("consistency", size1=size1, size2=size2)
+    return jsonify(proof)
 
 
 @bp.get("/v1/audit/verify")
 @require_session(roles=READERS)
 @web.api_doc(summary="Recompute chain and tree, check signed checkpoints", response_model=VerifyResponse)
 def verify() -> Response:
-    return jsonify(service.verify_log(log=_log()).as_dict())
+    report = service.verify_log(log=_log())
+    _record_read("verify", ok=report.ok, size=report.size, first_bad_seq=report.first_bad_seq)
+    return jsonify(report.as_dict())
 
 
 @bp.get("/v1/audit/export")
@@ -152,6 +183,8 @@ def export() -> Response:
         until=service.parse_time(request.args.get("until"), "until"),
         reveal_phi=_reveal_phi(),
     )
+    _record_read("export", format=fmt, since=request.args.get("since", "")[:40] or None,
+                 until=request.args.get("until", "")[:40] or None)
     mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/plain"
     filename = f"audit-export.{'jsonl' if fmt == 'jsonl' else 'log'}"
     return Response(

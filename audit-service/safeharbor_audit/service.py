@@ -229,6 +229,37 @@ def export_lines(
     return generate()
 
 
+def record_read(
+    *,
+    log: AuditLog,
+    action: str,
+    actor: str,
+    role: str,
+    resource: str,
+    request_id: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    meta: Mapping[str, Any],
+) -> None:
+    """An auditor's read, recorded in the log itself (committed before the answer is sent)."""
+    log.append([
+        NewEvent(
+            event_id=str(uuid.uuid4()),
+            ts=datetime.now(UTC),
+            source="audit",
+            actor=actor[:512],
+            role=role[:32],
+            action=action,
+            resource=resource[:512],
+            outcome="success",
+            request_id=request_id,
+            ip=ip[:64] if ip else None,
+            user_agent=user_agent,
+            meta=dict(meta),
+        )
+    ])
+
+
 # -- proofs and checkpoints -------------------------------------------------------------------------
 
 

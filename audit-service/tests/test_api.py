@@ -87,7 +87,7 @@ def test_pagination_and_time_range(client: FlaskClient, audit_env: AuditEnv, ing
     seen: list[int] = []
     cursor = None
     while True:
-        url = "/v1/audit/entries?limit=10" + (f"&cursor={cursor}" if cursor else "")
+        url = "/v1/audit/entries?limit=10&source=gateway" + (f"&cursor={cursor}" if cursor else "")
         page = client.get(url, headers=audit_env.bearer("auditor")).get_json()
         seen += [e["seq"] for e in page["entries"]]
         cursor = page["cursor"]
@@ -116,28 +116,29 @@ def test_checkpoint_and_proofs(app: Flask, client: FlaskClient, audit_env: Audit
     empty, key = _checkpoint(client, audit_env)
     assert empty.size == 0 and empty.root == merkle.EMPTY_ROOT
     assert key.startswith("safeharbor.example/audit+")
+    log = app.extensions["audit_log"]
     ingest([make_event() for _ in range(13)])
     time.sleep(0.25)
     ingest([make_event() for _ in range(4)])
     deadline = time.time() + 5  # signed with an append or by the ticker, within the interval
-    latest, _ = _checkpoint(client, audit_env)
-    while latest.size != 17 and time.time() < deadline:
+    while log.latest_checkpoint().size < 18 and time.time() < deadline:  # 17 events and the first read
         time.sleep(0.05)
-        latest, _ = _checkpoint(client, audit_env)
-    assert latest.size == 17
+    latest, _ = _checkpoint(client, audit_env)
+    size = latest.size
+    assert size >= 18
     hdr = audit_env.bearer("auditor")
     entries = client.get("/v1/audit/entries?limit=100", headers=hdr).get_json()["entries"]
     for index in (0, 5, 16):
-        answer = client.get(f"/v1/audit/proof/inclusion?index={index}&size=17", headers=hdr).get_json()
+        answer = client.get(f"/v1/audit/proof/inclusion?index={index}&size={size}", headers=hdr).get_json()
         leaf = merkle.leaf_hash(bytes.fromhex(entries[index]["hash"]))
         assert answer["leaf_hash"] == leaf.hex()
-        merkle.verify_inclusion(leaf, index, 17, [bytes.fromhex(p) for p in answer["proof"]], latest.root)
+        merkle.verify_inclusion(leaf, index, size, [bytes.fromhex(p) for p in answer["proof"]], latest.root)
     # Consistency between an earlier state and the latest checkpoint.
     root13 = merkle.root_of_leaf_hashes([merkle.leaf_hash(bytes.fromhex(e["hash"])) for e in entries[:13]])
-    proof = client.get("/v1/audit/proof/consistency?from=13&to=17", headers=hdr).get_json()["proof"]
-    merkle.verify_consistency(13, 17, [bytes.fromhex(p) for p in proof], root13, latest.root)
-    assert client.get("/v1/audit/proof/inclusion?index=17&size=17", headers=hdr).status_code == 400
-    assert client.get("/v1/audit/proof/inclusion?index=0&size=99", headers=hdr).status_code == 404
+    proof = client.get(f"/v1/audit/proof/consistency?from=13&to={size}", headers=hdr).get_json()["proof"]
+    merkle.verify_consistency(13, size, [bytes.fromhex(p) for p in proof], root13, latest.root)
+    assert client.get(f"/v1/audit/proof/inclusion?index={size}&size={size}", headers=hdr).status_code == 400
+    assert client.get("/v1/audit/proof/inclusion?index=0&size=9999", headers=hdr).status_code == 404
     assert client.get("/v1/audit/proof/consistency?from=5&to=3", headers=hdr).status_code == 400
     assert base64.b64decode(client.get("/v1/audit/checkpoint", headers=hdr).get_data(as_text=True).split("\n")[2])
 
@@ -147,13 +148,11 @@ def test_checkpoint_ticker_covers_the_tail(
 ) -> None:
     ingest([make_event()])
     ingest([make_event() for _ in range(3)])
+    log = app.extensions["audit_log"]  # not over HTTP: every read there is itself an entry
     deadline = time.time() + 5
-    while time.time() < deadline:
-        checkpoint, _ = _checkpoint(client, audit_env)
-        if checkpoint.size == 4:
-            break
+    while log.latest_checkpoint().size != 4 and time.time() < deadline:
         time.sleep(0.05)
-    assert checkpoint.size == 4
+    assert log.latest_checkpoint().size == 4
 
 
 def test_verify_endpoint(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
@@ -165,15 +164,16 @@ def test_verify_endpoint(client: FlaskClient, audit_env: AuditEnv, ingest: Inges
 
 def test_export_formats(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
     ingest([make_event(resource="/a|b=c"), make_event(severity="high", action="auth.break_glass.opened")])
-    jsonl = client.get("/v1/audit/export?format=jsonl", headers=audit_env.bearer("auditor"))
+    jsonl = client.get("/v1/audit/export?format=jsonl&until=2026-11-25T00:00:00Z", headers=audit_env.bearer("auditor"))
     lines = [json.loads(line) for line in jsonl.get_data(as_text=True).splitlines()[:-1]]
     assert [line["seq"] for line in lines] == [0, 1] and lines[0]["ip"] == "203.0.113.7"
-    cef = client.get("/v1/audit/export?format=cef", headers=audit_env.bearer("auditor")).get_data(as_text=True)
-    first, second, _trailer = cef.splitlines()
+    cef = client.get("/v1/audit/export?format=cef&until=2026-11-25T00:00:00Z", headers=audit_env.bearer("auditor"))
+    first, second, _trailer = cef.get_data(as_text=True).splitlines()
     assert first.startswith("CEF:0|SafeHarbor|audit-service|1.0|gateway.request|gateway.request|3|")
     assert "request=/a|b\\=c" in first and "src=203.0.113.7" in first
     assert "|8|" in second
-    syslog = client.get("/v1/audit/export?format=syslog", headers=audit_env.bearer("admin")).get_data(as_text=True)
+    syslog = client.get("/v1/audit/export?format=syslog&until=2026-11-25T00:00:00Z",
+                        headers=audit_env.bearer("admin")).get_data(as_text=True)
     line = syslog.splitlines()[1]
     assert line.startswith("<108>1 2026-11-24T10:00:00.000000Z ") and '[safeharbor@32473 seq="1"' in line
     assert "203.0.113.7" not in syslog  # admins don't see PHI, in exports either
@@ -225,3 +225,35 @@ def test_nul_in_an_indexed_field_rejects_that_event_only(ingest: Ingest) -> None
     assert response.status_code == 200
     assert (body["accepted"], [r["index"] for r in body["rejected"]]) == (2, [0])
     assert body["rejected"][0]["reason"].startswith("actor:")
+
+
+def test_every_auditor_read_is_itself_an_audit_entry(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
+    """Query, export, verify, proofs and checkpoints: each read is recorded, with the reader and request id,
+    before the answer goes out (so a read that is answered is never missing from the log)."""
+    ingest([make_event(resource=f"/p/{i}") for i in range(4)])
+    reads = {
+        "audit.read.entries": "/v1/audit/entries?actor=user-1&limit=2",
+        "audit.read.export": "/v1/audit/export?format=cef",
+        "audit.read.verify": "/v1/audit/verify",
+        "audit.read.proof": "/v1/audit/proof/inclusion?index=1&size=3",
+        "audit.read.consistency": "/v1/audit/proof/consistency?from=1&to=3",
+        "audit.read.checkpoint": "/v1/audit/checkpoint",
+    }
+    token = audit_env.session_token("auditor", sub="audra-1")
+    request_ids = {}
+    for action, path in reads.items():
+        response = client.get(path, headers={"Authorization": f"Bearer {token}", "User-Agent": "auditor-tool/1"})
+        assert response.status_code == 200, (path, response.get_data(as_text=True))
+        response.get_data()  # the export streams: read it whole
+        request_ids[action] = response.headers["X-Request-ID"]
+    refused = client.get("/v1/audit/verify", headers=audit_env.bearer("clinician"))
+    assert refused.status_code == 403
+    page = client.get("/v1/audit/entries?source=audit&limit=100", headers=audit_env.bearer("auditor")).get_json()
+    recorded = {e["action"]: e for e in page["entries"]}
+    for action, request_id in request_ids.items():
+        entry = recorded[action]
+        assert entry["actor"] == "audra-1" and entry["role"] == "auditor" and entry["request_id"] == request_id
+        assert entry["user_agent"] == "auditor-tool/1"  # PHI-bearing, sealed like every other entry's
+    assert recorded["audit.read.entries"]["meta"]["filters"] == {"actor": "user-1"}
+    assert recorded["audit.read.entries"]["meta"]["returned"] == 2
+    assert recorded["audit.read.export"]["meta"]["format"] == "cef"
