@@ -481,7 +481,42 @@ def _revoke_in(
     for row in rows:
         row.revoked_at = now
         row.revoke_reason = reason
+    if rows:
+        _end_stream_access(db, user_ids=sorted({row.user_id for row in rows}), now=now)
     return [(row.id, row.user_id, row.token_expires_at) for row in rows]
+
+
+# Stream user tokens carry an `iat` this far in the past: Stream refuses a token "used before issue at" with
+# no allowance for clock skew (the official Python SDK backdates the same way).
+STREAM_IAT_BACKDATE = 5
+
+
+def stream_iat(now: datetime, *, tokens_from: int | None) -> int:
+    """`iat` of a Stream token issued at `now`: backdated, but never before the user's last cutoff."""
+    return max(math.floor(now.timestamp()) - STREAM_IAT_BACKDATE, tokens_from or 0)
+
+
+def stream_cutoff(now: datetime) -> int:
+    """The Stream revocation time (`revoke_user_token`'s "before") for an end of session at `now`.
+
+    Stream compares it with a token's whole-second `iat`. Every token issued up to `now` has
+    iat <= floor(now) - backdate < cutoff, so it is revoked; a token issued afterwards gets iat = cutoff at
+    least (stream_iat), still in the past, so it works at once: nobody waits for the clock to tick. A user's
+    next cutoff is also past the previous one (_end_stream_access), which tokens issued since may carry.
+    """
+    return math.floor(now.timestamp()) - STREAM_IAT_BACKDATE + 1
+
+
+def _end_stream_access(db: OrmSession, *, user_ids: list[str], now: datetime) -> None:
+    """Every end of a session ends Stream access: the user's Stream tokens from before it are revoked (a durable
+    job, tried at once by _after_revocation), and later credentials are issued after the cutoff."""
+    stream_configured = services().stream is not None
+    for user in db.scalars(select(User).where(User.id.in_(user_ids))).all():
+        # Strictly after the previous cutoff: tokens issued since then carry iat = that cutoff at the least.
+        cutoff = max(stream_cutoff(now), (user.stream_tokens_from or 0) + 1)
+        user.stream_tokens_from = cutoff
+        if stream_configured:
+            _enqueue(db, user_id=user.id, kind=STREAM_REVOKE_TOKENS, now=now, payload={"revoke_before": cutoff})
 
 
 def _after_revocation(
@@ -502,6 +537,9 @@ def _after_revocation(
             outcome="success",
             meta={"session_id": sid, "user_id": owner, "reason": reason},
         )
+    if svc.stream is not None:
+        for owner in sorted({owner for _, owner, _ in revoked}):
+            _kick_jobs(svc, owner)  # revoke the Stream tokens now when Stream answers; the job retries if not
 
 
 def revocation_feed(*, since_ms: int) -> dict[str, Any]:
@@ -692,7 +730,9 @@ def update_user(*, actor: SessionClaims, user_id: str, name: str | None, role: s
             # A role change also takes the user out of channel types the new role may not use and revokes
             # Stream tokens minted before it (streaming.stream_job_handlers).
             _enqueue(db, user_id=user.id, kind="stream.sync_user", now=now,
-                     payload={"role_changed": True, "revoke_before": now.timestamp()} if role_changed else None)
+                     payload={"role_changed": True,
+                              "revoke_before": max(stream_cutoff(now), user.stream_tokens_from or 0)}
+                     if role_changed else None)
     _after_revocation(svc, revoked, reason="role_changed", actor=actor.sub, actor_role=actor.role)
     audit.record(
         action="user.update",
@@ -710,6 +750,7 @@ def update_user(*, actor: SessionClaims, user_id: str, name: str | None, role: s
 
 STREAM_DEACTIVATE = "stream.deactivate"
 STREAM_REACTIVATE = "stream.reactivate"
+STREAM_REVOKE_TOKENS = "stream.revoke_tokens"
 KEYDIR_REVOKE = "keydir.revoke_all"
 
 
@@ -795,7 +836,8 @@ def deactivate_user(*, actor: SessionClaims, user_id: str) -> dict[str, Any]:
                 .where(Job.user_id == user.id, Job.kind == STREAM_REACTIVATE, Job.status == "pending")
                 .values(status="cancelled", done_at=now)
             )
-            _enqueue(db, user_id=user.id, kind=STREAM_DEACTIVATE, now=now, payload={"revoke_before": now.timestamp()})
+            _enqueue(db, user_id=user.id, kind=STREAM_DEACTIVATE, now=now,
+                     payload={"revoke_before": stream_cutoff(now)})
             _enqueue(db, user_id=user.id, kind=KEYDIR_REVOKE, now=now, payload={"reason": "user_deactivated"})
     _after_revocation(svc, revoked, reason="deactivated", actor=actor.sub, actor_role=actor.role)
     if was_active:
@@ -833,7 +875,7 @@ def reactivate_user(*, actor: SessionClaims, user_id: str) -> dict[str, Any]:
         pending_stream = db.scalars(
             select(Job).where(Job.user_id == user.id, Job.kind == STREAM_DEACTIVATE, Job.status == "pending")
         ).all()
-        revoke_before = (user.deactivated_at or now).timestamp()
+        revoke_before = float(user.stream_tokens_from or (user.deactivated_at or now).timestamp())
         for job in pending_stream:
             job.status = "cancelled"
             job.done_at = now

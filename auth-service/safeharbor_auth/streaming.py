@@ -148,6 +148,13 @@ def stream_job_handlers(app: Flask) -> dict[str, Handler]:
         for cid in cids:
             tolerate_missing(partial(stream.remove_member, cid=cid, user_id=job.user_id))
 
+    def revoke_tokens(job: Job, payload: dict[str, Any]) -> None:
+        # The user's latest cutoff, so a late retry never moves Stream's revocation time backwards.
+        with OrmSession(app.extensions["auth"].engine) as db:
+            latest = db.scalar(select(User.stream_tokens_from).where(User.id == job.user_id)) or 0
+        before = datetime.fromtimestamp(max(float(payload.get("revoke_before", 0)), float(latest)), UTC)
+        tolerate_missing(lambda: gateway().revoke_tokens(user_id=job.user_id, before=before))
+
     def remove_break_glass_member(job: Job, payload: dict[str, Any]) -> None:
         stream = gateway()
         cid = str(payload.get("cid", ""))
@@ -159,6 +166,7 @@ def stream_job_handlers(app: Flask) -> dict[str, Handler]:
         service.STREAM_REACTIVATE: reactivate,
         STREAM_SYNC_USER: sync_user,
         STREAM_BG_REMOVE: remove_break_glass_member,
+        service.STREAM_REVOKE_TOKENS: revoke_tokens,
     }
 
 
@@ -175,8 +183,8 @@ def stream_credentials() -> Response:
     stream = _stream()
     fields = _stream_user(user)
     stream.upsert_users([fields])  # server-chosen fields only; the request body is not read
-    now = int(datetime.now(UTC).timestamp())
-    token = stream.user_token(user_id=user.id, exp=session_claims.exp, iat=now)
+    iat = service.stream_iat(datetime.now(UTC), tokens_from=user.stream_tokens_from)  # after the last cutoff
+    token = stream.user_token(user_id=user.id, exp=session_claims.exp, iat=iat)
     audit.record(action="stream.credentials", actor=user.id, role=user.role, resource=f"user:{user.id}",
                  outcome="success", meta={"session_id": session_claims.sid})
     return _json({
