@@ -99,9 +99,20 @@ def test_every_service_is_deployed() -> None:
     assert not any("emulator" in name for name in SERVICES), "the Stream emulator is a dev tool"
 
 
-def test_only_the_gateway_is_published() -> None:
+def test_only_the_edge_is_published() -> None:
     published = {name for name, spec in SERVICES.items() if spec.get("ports")}
-    assert published == {"gateway"}
+    assert published == {"edge"}
+    assert SERVICES["edge"]["image"].startswith("nginx:") and "public" in SERVICES["edge"]["networks"]
+    assert sorted(SERVICES["edge"]["secrets"]) == ["tls_cert", "tls_key"]  # TLS from mounted secrets
+    assert SERVICES["edge"]["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+
+
+def test_the_gateway_trusts_forwarded_addresses_from_the_edge_network_only() -> None:
+    gateway, edge_network = SERVICES["gateway"], COMPOSE["networks"]["edge"]
+    assert sorted(gateway["networks"]) == ["edge", "internal"]
+    assert edge_network["internal"] is True
+    assert gateway["environment"]["TRUSTED_PROXIES"] == edge_network["ipam"]["config"][0]["subnet"]
+    assert "TLS_CERT_FILE" not in gateway["environment"]  # TLS ends at the edge
 
 
 @pytest.mark.parametrize("name", sorted(n for n in SERVICES if _service_of(n)))
@@ -150,5 +161,5 @@ def test_dependencies_wait_for_health_or_completion() -> None:
 def test_internal_network_is_internal() -> None:
     assert COMPOSE["networks"]["internal"].get("internal") is True
     for name, spec in SERVICES.items():
-        if name != "gateway":
-            assert spec.get("networks") in (["internal"], None) or "public" not in spec["networks"], name
+        if name != "edge":
+            assert "public" not in (spec.get("networks") or []), name

@@ -6,6 +6,7 @@ internal listener only.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -96,8 +97,9 @@ class Served:
         return self.signer.token(**claims)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+@contextlib.contextmanager
+def serve_gateway(var: Path, **settings: str) -> Iterator[Served]:
+    """The gateway under the real launcher in front of fake services; `settings` adds to its environment."""
     signer = Signer(Ed25519PrivateKey.generate(), "kid-1")
     state = Services()
     server = make_server("127.0.0.1", 0, _services_app(state, signer), threaded=True)
@@ -105,35 +107,44 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     seed, pub = generate_keypair()
     port, internal = _free_port(), _free_port()
-    var = tmp_path_factory.mktemp("gateway")
     env = {**os.environ, "SERVICE_PRIVATE_KEY": seed, "SERVICE_PUBLIC_KEYS": f"gateway={pub}",
            "AUTH_SERVICE_URL": state.url, "KEYDIR_SERVICE_URL": state.url, "AUDIT_SERVICE_URL": state.url,
            "PUSH_SERVICE_URL": state.url, "JWKS_URL": state.url + "/.well-known/jwks.json",
            "AUDIT_OUTBOX_PATH": str(var / "outbox.db"), "REVOCATION_POLL_INTERVAL": "0.1",
            "RATE_LIMIT_PER_IP": "100000", "BODY_READ_TIMEOUT": str(BODY_TIMEOUT),
-           "UPSTREAM_READ_TIMEOUT": str(READ_TIMEOUT)}
+           "UPSTREAM_READ_TIMEOUT": str(READ_TIMEOUT), **settings}
     env.pop("REDIS_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "safeharbor_common.serving", "safeharbor_gateway.app:create_app",
-         "--port", str(port), "--internal-port", str(internal), "--workers", "1", "--worker-class", "gevent",
-         "--connections", "2000", "--keep-alive", "5"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(var / "gateway.log", "wb"),  # noqa: SIM115
-    )
+    log = var / "gateway.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "safeharbor_common.serving", "safeharbor_gateway.app:create_app",
+             "--port", str(port), "--internal-port", str(internal), "--workers", "1",
+             "--worker-class", "gevent", "--connections", "4096", "--keep-alive", "5"],
+            env=env, stdout=subprocess.DEVNULL, stderr=log_file,
+        )
     served = Served(port, internal, state, signer)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(served.url + "/readyz", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert process.poll() is None, (var / "gateway.log").read_text()
-        assert time.monotonic() < deadline, (var / "gateway.log").read_text()
-        time.sleep(0.1)
-    yield served
-    process.terminate()
-    process.wait(timeout=20)
-    server.shutdown()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(served.url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield served
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serve_gateway(tmp_path_factory.mktemp("gateway")) as running:
+        yield running
 
 
 def _open(served: Served, head: bytes) -> socket.socket:
@@ -166,7 +177,7 @@ def test_stalled_bodies_neither_stop_other_requests_nor_last(served: Served) -> 
         started = time.monotonic()
         response = requests.get(served.url + "/.well-known/jwks.json", timeout=5)
         assert response.status_code == 200
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0  # (a busy test machine; the finding was 40 s)
         # Each stalled client is answered 408 at the body deadline and its connection closed.
         stalled[0].settimeout(BODY_TIMEOUT + 5)
         answer = stalled[0].recv(65536)

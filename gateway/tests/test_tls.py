@@ -2,7 +2,6 @@
 the Dockerfile runs it) serves HTTPS with TLS 1.2 as the floor, from a key in SEC1 or PKCS#8 form."""
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import ssl
@@ -13,27 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from safeharbor_common.service_identity import generate_keypair
+from safeharbor_devstack.edge import write_self_signed
 
 
 def _self_signed(tmp: Path, key_form: serialization.PrivateFormat) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
     cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, key_form, serialization.NoEncryption()))
+    write_self_signed(cert_path, key_path, pkcs8=key_form == serialization.PrivateFormat.PKCS8)
     return cert_path, key_path
 
 
