@@ -18,6 +18,7 @@ $(VENV)/.installed: constraints.txt Makefile $(foreach p,$(PRESENT),$(p)/pyproje
 	touch $@
 
 run: install
+	-bash scripts/setup-frontend.sh && npm run build --silent -w web  # the web app; the stack runs without it
 	$(BIN)/python -m safeharbor_devstack
 
 test: install

@@ -39,6 +39,15 @@ if [ "$what" = all ] || [ "$what" = unit ] || [ "$what" = js ]; then
   fi
 fi
 
+# The web app in Debian's Chromium (playwright-core), against the stack as `make run` starts it (~2 min).
+if [ "$what" = all ] || [ "$what" = integration ] || [ "$what" = browser ]; then
+  echo "=== browser: web (Chromium)"
+  if bash scripts/setup-frontend.sh --browser && npm run build --silent -w web >/dev/null \
+      && SAFEHARBOR_PYTHON="$PWD/$PY" npm run test:e2e --silent -w web; then :; else
+    failed+=("browser: web")
+  fi
+fi
+
 if [ "$what" = all ] || [ "$what" = integration ]; then
   run_pytest "integration: sqlite" tests --backend=sqlite
   if "$PY" scripts/check_services.py; then

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .secrets import load_or_create
 from .stack import EMULATOR_DEFAULT_PORT, SERVICES, Stack, StackSettings
+from .web import WEB_DEFAULT_PORT, start_web
 
 DEFAULT_DEMO_PASSWORD = "Harbor-demo-2026"
 GATEWAY_INTERNAL_DEFAULT_PORT = 9180
@@ -89,6 +90,13 @@ def main() -> int:
         print(f"Could not start the stack: {exc}\nLogs: {var_dir / 'log'}", file=sys.stderr)
         return 1
     print(f"\nSafeHarbor gateway: {stack.gateway_url}", flush=True)
+    try:
+        web_url = start_web(stack, int(os.environ.get("WEB_PORT") or WEB_DEFAULT_PORT))
+    except (RuntimeError, ValueError) as exc:
+        web_url = None
+        print(f"Web app did not start: {exc}", file=sys.stderr)
+    print(f"SafeHarbor web app: {web_url}" if web_url else "Web app: not built (`make run` builds it with npm)",
+          flush=True)
     print(f"Gateway metrics (internal listener): http://127.0.0.1:{internal_port}/metrics", flush=True)
     if demo_password:
         print(

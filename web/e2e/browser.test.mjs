@@ -1,0 +1,235 @@
+// Browser tests: the web app in Debian's Chromium driven by playwright-core, against the whole stack as
+// `make run` starts it (python -m safeharbor_devstack: services, Stream emulator, the web server), with
+// a 30 s idle timeout so the automatic logoff is observable. Screenshots go to web/test-results/.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const SHOTS = join(ROOT, "web", "test-results");
+const PYTHON = process.env.SAFEHARBOR_PYTHON ?? join(ROOT, ".venv", "bin", "python");
+const PASSWORD = "Harbor-web-" + Math.random().toString(36).slice(2, 8);
+const IDLE_S = 30;
+const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+let stack;
+let browser;
+let web;
+let gateway;
+let emulator;
+const cspViolations = [];
+const varDir = mkdtempSync(join(tmpdir(), "sh-web-"));
+
+function freePort() {
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// RFC 6238 TOTP (SHA-1, 30 s, 6 digits) from the base32 secret the enrolment page shows.
+function totp(secret, step) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const c of secret.replace(/=+$/, "").toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const offset = mac[19] & 0xf;
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, "0");
+}
+const nowStep = () => Math.floor(Date.now() / 30000);
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const ports = {};
+  for (const name of ["GATEWAY", "GATEWAY_INTERNAL", "AUTH", "KEYDIR", "AUDIT", "PUSH", "STREAM_EMULATOR", "WEB"]) ports[`${name}_PORT`] = String(await freePort());
+  gateway = `http://127.0.0.1:${ports.GATEWAY_PORT}`;
+  emulator = `http://127.0.0.1:${ports.STREAM_EMULATOR_PORT}`;
+  const env = { ...process.env, ...ports, SAFEHARBOR_VAR_DIR: varDir, SAFEHARBOR_ROOT: ROOT, SAFEHARBOR_DEMO_PASSWORD: PASSWORD,
+    SESSION_IDLE_TIMEOUT: String(IDLE_S), SAFEHARBOR_WORKERS: "1", STREAM_EMULATOR: "1" };
+  for (const k of ["STREAM_CHAT_URL", "STREAM_API_KEY", "STREAM_API_SECRET", "REDIS_URL"]) delete env[k];
+  stack = spawn(PYTHON, ["-m", "safeharbor_devstack"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let output = "";
+  web = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`stack not up in 180 s:\n${output}`)), 180_000);
+    const read = (chunk) => {
+      output += chunk;
+      const m = output.match(/SafeHarbor web app: (http\S+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+      if (/Web app: not built|Could not start/.test(output)) { clearTimeout(timer); reject(new Error(output)); }
+    };
+    stack.stdout.on("data", read);
+    stack.stderr.on("data", read);
+    stack.on("exit", (code) => { clearTimeout(timer); reject(new Error(`devstack exited ${code}:\n${output}`)); });
+  });
+  browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: FLAGS, headless: true });
+});
+
+after(async () => {
+  await browser?.close();
+  if (stack && stack.exitCode === null) {
+    process.kill(-stack.pid, "SIGINT");
+    await new Promise((resolve) => { stack.on("exit", resolve); setTimeout(resolve, 20_000); });
+  }
+  rmSync(varDir, { recursive: true, force: true });
+});
+
+async function page() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const p = await context.newPage();
+  p.on("pageerror", (err) => console.error("page error:", err.message));
+  p.on("console", (msg) => { if (/Content Security Policy/i.test(msg.text())) cspViolations.push(msg.text()); });
+  return p;
+}
+
+async function login(p, username, otp) {
+  await p.goto(web);
+  await p.getByLabel("Username").fill(username);
+  await p.getByLabel("Password").fill(PASSWORD);
+  await p.getByRole("button", { name: "Log in" }).click();
+  if (otp) {
+    await p.getByLabel("Authentication code or recovery code").fill(otp);
+    await p.getByRole("button", { name: "Verify" }).click();
+  }
+}
+
+/** First login of a role that needs MFA: enrol (QR code shown), confirm, log in again with a code. */
+async function enrolAndLogin(p, username) {
+  await login(p, username);
+  await p.getByTestId("totp-qr").waitFor();
+  const secret = (await p.getByTestId("totp-secret").textContent()).trim();
+  const step = nowStep();
+  await p.getByLabel("Code").fill(totp(secret, step));
+  await p.getByRole("button", { name: "Confirm" }).click();
+  await p.getByTestId("recovery-codes").waitFor();
+  await p.screenshot({ path: join(SHOTS, `${username}-recovery-codes.png`) });
+  await p.getByRole("button", { name: "Continue to login" }).click();
+  await login(p, username, totp(secret, step + 1)); // a step not used yet: codes are single-use
+  await p.getByTestId("countdown").waitFor();
+}
+
+async function setUpKeys(p) {
+  await p.getByTestId("init-keys").click();
+  await p.getByTestId("fingerprint").waitFor({ timeout: 20_000 });
+}
+
+test("two browsers chat end to end; Stream stores only ciphertext; tokens in memory, keys wrapped non-extractable", async () => {
+  const doctor = await page();
+  const patient = await page();
+  await enrolAndLogin(doctor, "dr-chen");
+  await setUpKeys(doctor);
+  await login(patient, "pat");
+  await setUpKeys(patient);
+  const patId = (await patient.getByTestId("my-user-id").textContent()).trim();
+  const doctorId = (await doctor.getByTestId("my-user-id").textContent()).trim();
+
+  await doctor.getByLabel("Type").selectOption("patient-care");
+  await doctor.getByLabel("Member user ids").fill(patId);
+  await doctor.getByRole("button", { name: "Open" }).click();
+  await doctor.getByLabel("Message").fill("See you at 3.");
+  await doctor.getByRole("button", { name: "Send" }).click();
+  await doctor.getByTestId("message-text").filter({ hasText: "See you at 3." }).waitFor();
+
+  await patient.getByLabel("Member user ids").fill(doctorId);
+  await patient.getByRole("button", { name: "Open" }).click();
+  await patient.getByTestId("message-text").filter({ hasText: "See you at 3." }).waitFor();
+  await patient.getByLabel("Message").fill("Thanks, I will be there.");
+  await patient.getByRole("button", { name: "Send" }).click();
+  // Delivered live over the emulator's websocket to the doctor's open page.
+  await doctor.getByTestId("message-text").filter({ hasText: "Thanks, I will be there." }).waitFor({ timeout: 15_000 });
+  await doctor.screenshot({ path: join(SHOTS, "chat-doctor.png") });
+  await patient.screenshot({ path: join(SHOTS, "chat-patient.png") });
+
+  const state = await (await fetch(`${emulator}/_emulator/state`)).json();
+  const texts = JSON.stringify(state);
+  assert.ok(!texts.includes("See you at 3.") && !texts.includes("I will be there"), "the emulator saw plaintext");
+  const stored = [];
+  const walk = (v) => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === "object") {
+      if (typeof v.text === "string" && typeof v.id === "string" && (v.user || v.user_id)) stored.push(v.text);
+      Object.values(v).forEach(walk);
+    }
+  };
+  walk(state);
+  assert.ok(stored.length >= 2, `messages stored: ${stored.length}`);
+  for (const t of stored) assert.ok(JSON.parse(t).v === 1 && JSON.parse(t).ct, `not an envelope: ${t.slice(0, 80)}`);
+
+
+  // Web security on the same pages: the CSP as served, no CSP violation, no token in web storage, and
+  // the key that wraps the keyring in IndexedDB is a non-extractable CryptoKey.
+  const csp = (await fetch(web + "/")).headers.get("content-security-policy");
+  assert.ok(csp && csp.includes("default-src 'self'") && !csp.includes("unsafe-inline"), csp);
+  for (const p of [doctor, patient]) {
+    assert.deepEqual(await p.evaluate(() => [localStorage.length, sessionStorage.length, document.cookie]), [0, 0, ""]);
+    const wrap = await p.evaluate(() => new Promise((resolve, reject) => {
+      const req = indexedDB.open("safeharbor");
+      req.onsuccess = () => {
+        const all = req.result.transaction("kv").objectStore("kv").getAllKeys();
+        all.onsuccess = () => {
+          const name = all.result.find((k) => String(k).startsWith("wrap:"));
+          const get = req.result.transaction("kv").objectStore("kv").get(name);
+          get.onsuccess = () => resolve({ type: get.result.type, extractable: get.result.extractable, algorithm: get.result.algorithm.name });
+        };
+      };
+      req.onerror = () => reject(req.error);
+    }));
+    assert.deepEqual(wrap, { type: "secret", extractable: false, algorithm: "AES-GCM" });
+  }
+  assert.deepEqual(cspViolations, []);
+});
+
+test("a billing user sees no clinical channel", async () => {
+  const p = await page();
+  await login(p, "sam");
+  await setUpKeys(p);
+  await p.getByTestId("allowed-types").waitFor();
+  const allowed = await p.getByTestId("allowed-types").textContent();
+  assert.match(allowed, /billing/);
+  assert.doesNotMatch(allowed, /clinical|patient-care/);
+  const list = await p.getByTestId("channel-list").textContent();
+  assert.doesNotMatch(list, /clinical|patient-care/);
+  await p.screenshot({ path: join(SHOTS, "billing-user.png") });
+});
+
+test("an admin deactivates a user whose open page is logged off within seconds", async () => {
+  const victim = await page();
+  await login(victim, "sam");
+  await victim.getByTestId("countdown").waitFor();
+  const admin = await page();
+  await enrolAndLogin(admin, "admin");
+  await admin.getByRole("button", { name: "admin" }).click();
+  const row = admin.locator('tr[data-username="sam"]');
+  await row.getByRole("button", { name: "Deactivate" }).click();
+  await admin.getByTestId("admin-status").filter({ hasText: "Deactivate sam: done" }).waitFor();
+  const started = Date.now();
+  await victim.getByTestId("notice").waitFor({ timeout: 10_000 });
+  const seconds = (Date.now() - started) / 1000;
+  console.log(`deactivated user's page logged off after ${seconds.toFixed(1)} s`);
+  assert.ok(seconds < 10);
+  await admin.screenshot({ path: join(SHOTS, "admin-console.png") });
+  await victim.screenshot({ path: join(SHOTS, "deactivated-logged-off.png") });
+});
+
+test("the countdown warns, then logs an idle user off", async () => {
+  const p = await page();
+  await login(p, "pat");
+  await p.getByTestId("countdown").waitFor();
+  await p.getByTestId("logoff-warning").waitFor({ timeout: (IDLE_S + 5) * 1000 });
+  await p.screenshot({ path: join(SHOTS, "logoff-warning.png") });
+  await p.getByTestId("notice").filter({ hasText: "logged off automatically" }).waitFor({ timeout: (IDLE_S + 5) * 1000 });
+  await p.screenshot({ path: join(SHOTS, "logged-off.png") });
+  assert.equal(await p.getByTestId("countdown").count(), 0);
+});
