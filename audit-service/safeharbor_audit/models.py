@@ -1,5 +1,5 @@
 """Tables. The log is append-only: entries and Merkle nodes are inserted, never updated (the migration
-adds database triggers that refuse updates, and deletes of entries younger than six years)."""
+adds database triggers that refuse updates, and deletes of entries younger than the retention setting)."""
 
 from __future__ import annotations
 
@@ -73,4 +73,12 @@ checkpoints = Table(
     Column("note", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_checkpoints_size", "size"),
+)
+
+# One row (id = 1): the retention period (days) the delete trigger enforces; written by `manage purge`.
+audit_retention = Table(
+    "audit_retention",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("days", Integer, nullable=False),
 )

@@ -429,6 +429,8 @@ class AuditLog:
     ) -> VerifyReport:
         """Recompute chain and tree from the stored rows; check every node, the head and every signed
         checkpoint (`verify.verify_log`). Names the first bad sequence number; never raises for what is stored."""
+        from .retention import purge_anchor  # retention builds on this module
+
         return verify_log(
             self.engine,
             verifier_key=self.verifier_key,
@@ -436,4 +438,5 @@ class AuditLog:
             trusted_checkpoints=trusted_checkpoints,
             workers=self.verify_workers if workers is None else workers,
             range_level=RANGE_LEVEL if range_level is None else range_level,
+            purge_anchor=purge_anchor,
         )
