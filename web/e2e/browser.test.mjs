@@ -26,6 +26,7 @@ let web;
 let gateway;
 let emulator;
 const cspViolations = [];
+const recoveryCodes = {};
 const varDir = mkdtempSync(join(tmpdir(), "sh-web-"));
 
 function freePort() {
@@ -114,6 +115,7 @@ async function enrolAndLogin(p, username) {
   await p.getByLabel("Code").fill(totp(secret, step));
   await p.getByRole("button", { name: "Confirm" }).click();
   await p.getByTestId("recovery-codes").waitFor();
+  recoveryCodes[username] = (await p.getByTestId("recovery-codes").locator("code").allTextContents()).map((c) => c.trim());
   await p.screenshot({ path: join(SHOTS, `${username}-recovery-codes.png`) });
   await p.getByRole("button", { name: "Continue to login" }).click();
   await login(p, username, totp(secret, step + 1)); // a step not used yet: codes are single-use
@@ -189,6 +191,36 @@ test("two browsers chat end to end; Stream stores only ciphertext; tokens in mem
     assert.deepEqual(wrap, { type: "secret", extractable: false, algorithm: "AES-GCM" });
   }
   assert.deepEqual(cspViolations, []);
+
+  // Backup, then restore on a new device (another browser profile): the old messages open there too.
+  await doctor.goto(web).catch(() => undefined); // a reload is a logoff: tokens live in memory only
+  await doctor.getByLabel("Username").waitFor();
+  await login(doctor, "dr-chen", recoveryCodes["dr-chen"].pop());
+  await doctor.getByLabel("Backup password").fill("correct horse battery staple");
+  await doctor.getByRole("button", { name: "Back up keys" }).click();
+  await doctor.getByTestId("keys-status").filter({ hasText: "Backup: done" }).waitFor({ timeout: 30_000 });
+  const laptop = await page();
+  await login(laptop, "dr-chen", recoveryCodes["dr-chen"].pop());
+  await laptop.getByLabel("Backup password").fill("correct horse battery staple");
+  await laptop.getByRole("button", { name: "Restore from backup" }).click();
+  await laptop.getByTestId("fingerprint").waitFor({ timeout: 30_000 });
+  assert.notEqual(await laptop.getByTestId("device-id").textContent(), await doctor.getByTestId("device-id").textContent());
+  await laptop.getByRole("button", { name: /patient-care:/ }).click();
+  await laptop.getByTestId("message-text").filter({ hasText: "See you at 3." }).waitFor({ timeout: 15_000 });
+  await laptop.getByRole("button", { name: "Check my keys" }).click();
+  await laptop.getByTestId("key-report").waitFor({ timeout: 15_000 });
+  assert.equal(await laptop.getByRole("alert").count(), 0, "no key alarm for the user's own two devices");
+  await laptop.screenshot({ path: join(SHOTS, "restored-device.png") });
+});
+
+test("the auditor console verifies the log against its signed checkpoint and proves an entry", async () => {
+  const p = await page();
+  await enrolAndLogin(p, "audra");
+  await p.getByTestId("audit-verify").click();
+  await p.getByTestId("audit-verdict").filter({ hasText: "Verified" }).waitFor({ timeout: 20_000 });
+  await p.getByRole("button", { name: "Prove" }).first().click();
+  await p.getByText(/included in checkpoint \d+/).first().waitFor({ timeout: 20_000 });
+  await p.screenshot({ path: join(SHOTS, "auditor-console.png") });
 });
 
 test("a billing user sees no clinical channel", async () => {
