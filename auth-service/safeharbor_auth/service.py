@@ -416,9 +416,13 @@ def _rotate(
         retired = db.get(RetiredToken, claims.jti)
         token = _issue_token(svc, session=fresh, user=user, now=now, again=retired)
         if retired is None:
-            grace = timedelta(seconds=int(svc.config["SESSION_REFRESH_GRACE"]))
+            # A whole second (the feed's times are), rounded down: the grace never exceeds the setting, and
+            # auth-service and the services reading the feed refuse the token from the same instant.
+            refuse_from = datetime.fromtimestamp(
+                math.floor(now.timestamp()) + int(svc.config["SESSION_REFRESH_GRACE"]), UTC
+            )
             db.add(RetiredToken(
-                jti=claims.jti, session_id=fresh.id, retired_at=now, refuse_from=now + grace,
+                jti=claims.jti, session_id=fresh.id, retired_at=now, refuse_from=refuse_from,
                 expires_at=datetime.fromtimestamp(claims.exp, UTC), successor_jti=token.jti,
                 successor_iat=token.iat, successor_exp=int(token.expires_at.timestamp()),
             ))
