@@ -3,7 +3,8 @@
 migrate              create/upgrade tables, then create the first signing key if there is none
 create-admin         the first admin (--username, --name; password from SAFEHARBOR_ADMIN_PASSWORD or prompted)
 seed-demo            demo users (dev only; password SAFEHARBOR_DEMO_PASSWORD); idempotent
-rotate-signing-key   new signing key (published now, signs after SIGNING_KEY_PREPUBLISH s, or --now)
+rotate-signing-key   new signing key (published now, signs after SIGNING_KEY_PREPUBLISH s, or --now);
+                     --withdraw-old for a compromised key: the old one leaves the JWKS at once
 provision-stream     create/update Stream roles and channel-type grants from safeharbor_auth.roles, read back
                      (the service also does this at every start)
 run-jobs             run due deprovisioning jobs once (the service also runs them in the background)
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("seed-demo", help="demo users (SAFEHARBOR_ENV=dev only)")
     rotate = sub.add_parser("rotate-signing-key", help="rotate the session-token signing key")
     rotate.add_argument("--now", action="store_true", help="sign with the new key at once (skip pre-publishing)")
+    rotate.add_argument("--withdraw-old", action="store_true",
+                        help="compromised key: unpublish the old key at once (its tokens stop working)")
     sub.add_parser("provision-stream", help="create/update Stream channel types and grants")
     sub.add_parser("run-jobs", help="run due deprovisioning jobs once")
     args = parser.parse_args(argv)
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "seed-demo":
             return _seed_demo()
         if args.command == "rotate-signing-key":
-            return _with_app(lambda: _rotate(now=args.now))
+            return _with_app(lambda: _rotate(now=args.now, withdraw=args.withdraw_old))
         if args.command == "provision-stream":
             return _with_app(_provision_stream)
         if args.command == "run-jobs":
@@ -161,10 +164,10 @@ def _seed_users(password: str) -> int:
     return 0
 
 
-def _rotate(*, now: bool) -> int:
+def _rotate(*, now: bool, withdraw: bool = False) -> int:
     from .context import services
 
-    row = services().keys.rotate(immediately=now)
+    row = services().keys.rotate(immediately=now, withdraw=withdraw)
     print(f"auth: new signing key kid={row.kid} signs from {row.active_from.isoformat()}")
     return 0
 

@@ -81,10 +81,12 @@ class SigningKeys:
         self._cache_at = float("-inf")
         return True
 
-    def rotate(self, *, immediately: bool = False) -> SigningKey:
+    def rotate(self, *, immediately: bool = False, withdraw: bool = False) -> SigningKey:
+        """`withdraw` (a compromised key): the old keys leave the JWKS at once, so every verifier drops them,
+        and every token they signed, within its JWKS max-age plus a few seconds; their users log in again."""
         now = utcnow()
-        active_from = now if immediately else now + timedelta(seconds=self._prepublish)
-        publish_until = active_from + timedelta(
+        active_from = now if immediately or withdraw else now + timedelta(seconds=self._prepublish)
+        publish_until = now if withdraw else active_from + timedelta(
             seconds=self._idle_timeout + self._leeway + SIGNER_CACHE_SECONDS + 1
         )
         with OrmSession(self._engine, expire_on_commit=False) as db, db.begin():

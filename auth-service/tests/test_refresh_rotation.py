@@ -79,3 +79,25 @@ def test_feed_lists_retired_tokens_for_the_other_verifiers(make_app: AppFactory,
     assert item["from"] <= item["until"]
     # The session itself is alive: not in the revoked list.
     assert body["session_id"] not in {i["sid"] for i in feed["revoked"]}
+
+
+def test_withdrawn_signing_key_is_refused_once_the_jwks_is_refreshed(make_app: AppFactory) -> None:
+    """Issue 14, finding 3 at auth-service: a compromised key is withdrawn from the JWKS; the verifier (here
+    auth-service's own) drops it and what it had cached for it at its next refresh."""
+    app = make_app()
+    factory = Factory(app)
+    account = factory.user(role="billing")
+    old_token = factory.login(account)["access_token"]
+    old_kid = jwt.get_unverified_header(old_token)["kid"]
+    assert factory.client.get("/v1/auth/me", headers=bearer(old_token)).status_code == 200  # cached as verified
+    with app.app_context():
+        app.extensions["auth"].keys.rotate(withdraw=True)
+    app.extensions["auth"].keys._cache_at = float("-inf")  # as another worker would after its cache time
+    published = {k["kid"] for k in factory.client.get("/.well-known/jwks.json").get_json()["keys"]}
+    assert old_kid not in published
+    cache = app.extensions["token_verifier"]._keys
+    cache._next_due = float("-inf")  # the timer's max-age has run out
+    assert cache.refresh_if_due()
+    refused = factory.client.get("/v1/auth/me", headers=bearer(old_token))
+    assert refused.status_code == 401 and error_code(refused) == "unauthenticated"
+    assert factory.client.get("/v1/auth/me", headers=bearer(factory.token(account))).status_code == 200
