@@ -62,9 +62,14 @@ def provision(stream: StreamGateway) -> list[str]:
             _tolerate_race(partial(stream.create_role, role))
     for name in CHANNEL_TYPES:
         grants = channel_type_grants(name)
-        if stream.channel_type(name) is None:
+        held = stream.channel_type(name)
+        if held is None:
             _tolerate_race(partial(stream.create_channel_type, name, grants))
-        stream.update_channel_type(name, grants)  # also when just created: Stream keeps unlisted defaults
+            held = stream.channel_type(name) or {}
+        # Stream keeps the grants of roles an update leaves out (its defaults on a new type, a dashboard
+        # edit): every role it shows that the map does not name is cleared too.
+        unnamed: dict[str, list[str]] = {role: [] for role in held.get("grants") or {} if role not in grants}
+        stream.update_channel_type(name, {**grants, **unnamed})
     return read_back(stream)
 
 

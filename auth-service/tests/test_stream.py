@@ -510,3 +510,16 @@ def test_role_change_moves_stream_role_memberships_and_tokens(stream_factory: Fa
     assert clinician.id not in state["channels"][clinical]["members"]  # patients may not use clinical
     assert clinician.id in state["channels"][care]["members"]  # ...but may use patient-care
     _refused(lambda: emulator.user_client(old_token).query_channels({}), status=401)
+
+
+def test_provisioning_clears_grants_of_roles_it_does_not_know(make_app: AppFactory, emulator: Emulator) -> None:
+    """A role granted on a SafeHarbor type elsewhere (a dashboard edit, a Stream default for a role we do
+    not list) is cleared at start, so the read-back converges instead of failing /readyz forever."""
+    requests.post(f"{emulator.url}/_emulator/reset", timeout=5)
+    server = emulator.server_client()
+    server.create_role("intruder")
+    server.create_channel_type({"name": "clinical", "grants": {"intruder": ["read-channel"]}})
+    app = make_app(STREAM_API_KEY=emulator.api_key, STREAM_API_SECRET=emulator.api_secret,
+                   STREAM_CHAT_URL=emulator.url)
+    assert app.test_client().get("/readyz").status_code == 200
+    assert server.get_channel_type("clinical")["grants"]["intruder"] == []
