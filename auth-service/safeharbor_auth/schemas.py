@@ -76,7 +76,18 @@ class TotpConfirmRequest(_Strict):
 
 
 class TotpConfirmResponse(BaseModel):
+    """Recovery codes (shown once); confirming from an enrolment-only session also returns the full session
+    that the proven password and factor earn (the LoginResponse fields)."""
+
     recovery_codes: list[str]
+    access_token: str | None = None
+    token_type: Literal["Bearer"] | None = None
+    expires_at: str | None = None
+    idle_timeout_s: int | None = None
+    absolute_expires_at: str | None = None
+    session_id: str | None = None
+    scope: str | None = None
+    user: SessionUser | None = None
 
 
 # -- users ----------------------------------------------------------------------------------------------

@@ -609,10 +609,24 @@ def totp_confirm(*, claims: SessionClaims, code: str) -> dict[str, Any]:
         action="auth.mfa.enroll.confirm", actor=user.id, role=user.role, resource=f"user:{user.id}",
         outcome="success", meta={"recovery_codes": len(codes)},
     )
-    if session.scope == SCOPE_MFA_ENROLLMENT:
-        # Its job is done: the user logs in again with a code for a full session.
-        revoke_sessions(ids=[session.id], reason="mfa_enrolled", actor=user.id, actor_role=user.role)
-    return {"recovery_codes": codes}
+    if session.scope != SCOPE_MFA_ENROLLMENT:
+        return {"recovery_codes": codes}
+    # The enrolment session's job is done. The user has just proved the password (to get it) and the new
+    # factor (this code): that is a full login, so it ends with a full session, not a second login that
+    # would have to wait for the next TOTP step (the confirming code's step is spent).
+    revoke_sessions(ids=[session.id], reason="mfa_enrolled", actor=user.id, actor_role=user.role)
+    with _db(svc) as db, db.begin():
+        fresh = db.get(User, user.id)
+        if fresh is None or fresh.status != ACTIVE:
+            raise SessionRevoked()
+        full = _new_session(user=fresh, scope=SCOPE_FULL, now=now, absolute=whole_second_after(now, svc.max_lifetime))
+        db.add(full)
+        token = _issue_token(svc, session=full, user=fresh, now=now)
+    audit.record(
+        action="auth.login.success", actor=fresh.id, role=fresh.role, resource=f"user:{fresh.id}",
+        outcome="success", meta={"session_id": full.id, "scope": full.scope, "mfa": "totp_enrolment"},
+    )
+    return {"recovery_codes": codes, **_session_response(svc, session=full, user=fresh, token=token)}
 
 
 # -- users ----------------------------------------------------------------------------------------------
