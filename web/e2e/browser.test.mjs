@@ -122,18 +122,19 @@ async function enrolAndLogin(p, username) {
   await p.getByTestId("countdown").waitFor();
 }
 
-async function setUpKeys(p) {
+async function setUpKeys(p, { pq = false } = {}) {
+  if (pq) await p.getByLabel("post-quantum (ML-KEM-768)").check();
   await p.getByTestId("init-keys").click();
   await p.getByTestId("fingerprint").waitFor({ timeout: 20_000 });
 }
 
-test("two browsers chat end to end; Stream stores only ciphertext; tokens in memory, keys wrapped non-extractable", async () => {
+test("two browsers chat end to end (post-quantum suite); Stream stores only ciphertext; tokens in memory, keys wrapped non-extractable", async () => {
   const doctor = await page();
   const patient = await page();
   await enrolAndLogin(doctor, "dr-chen");
-  await setUpKeys(doctor);
+  await setUpKeys(doctor, { pq: true });
   await login(patient, "pat");
-  await setUpKeys(patient);
+  await setUpKeys(patient, { pq: true });
   const patId = (await patient.getByTestId("my-user-id").textContent()).trim();
   const doctorId = (await doctor.getByTestId("my-user-id").textContent()).trim();
 
@@ -143,6 +144,8 @@ test("two browsers chat end to end; Stream stores only ciphertext; tokens in mem
   await doctor.getByLabel("Message").fill("See you at 3.");
   await doctor.getByRole("button", { name: "Send" }).click();
   await doctor.getByTestId("message-text").filter({ hasText: "See you at 3." }).waitFor();
+  // Both devices published an ML-KEM-768 hybrid key: the post-quantum suite is used.
+  await doctor.getByTestId("send-status").filter({ hasText: "(mlkem768x25519)" }).waitFor();
 
   await patient.getByLabel("Member user ids").fill(doctorId);
   await patient.getByRole("button", { name: "Open" }).click();
