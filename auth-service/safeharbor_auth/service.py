@@ -36,6 +36,7 @@ from .errors import (
     DeprovisioningPending,
     LastAdmin,
     LoginRateLimited,
+    MemberNotFound,
     MfaAlreadyEnrolled,
     NoPendingEnrollment,
     SelfDeactivation,
@@ -695,6 +696,22 @@ def _user_or_404(db: OrmSession, user_id: str, *, lock: bool = False) -> User:
     if user is None:
         raise UserNotFound()
     return user
+
+
+def resolve_members(db: OrmSession, members: list[str]) -> list[str]:
+    """Channel members as user ids: a user id stays as given, anything else is a username (the CLI lets
+    people name colleagues); an unknown username is a MemberNotFound naming it."""
+    names = {normalise_username(m) for m in members if not _is_uuid(m)}
+    found = dict(db.execute(select(User.username, User.id).where(User.username.in_(names))).tuples().all())
+    resolved = []
+    for member in members:
+        if _is_uuid(member):
+            resolved.append(member)
+        elif normalise_username(member) in found:
+            resolved.append(found[normalise_username(member)])
+        else:
+            raise MemberNotFound(extra={"member": member[:64]})
+    return resolved
 
 
 def _is_uuid(value: str) -> bool:

@@ -235,9 +235,9 @@ def create_channel() -> Response:
         raise UnknownChannelType(extra={"allowed_types": allowed_types(caller.role)})
     if not may_use(caller.role, body.type):
         raise ChannelTypeNotAllowed()
-    wanted = list(dict.fromkeys([caller.id, *body.members]))
     svc = services()
     with OrmSession(svc.engine) as db:
+        wanted = list(dict.fromkeys([caller.id, *service.resolve_members(db, body.members)]))  # usernames or ids
         rows = {u.id: u for u in db.scalars(select(User).where(User.id.in_(wanted))).all()}
     for member_id in wanted:
         member = rows.get(member_id)
