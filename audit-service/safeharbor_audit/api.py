@@ -72,6 +72,13 @@ def ingest() -> Response:
     return jsonify(result)
 
 
+@bp.get("/internal/v1/audit/phi-key")
+@require_service(*EMITTERS)
+@web.api_doc(summary="The X25519 key emitters seal PHI fields to (HPKE), signed by this service", auth="service")
+def phi_key() -> Response:
+    return jsonify(_log().cipher.public_key.signed(current_app.config["SERVICE_PRIVATE_KEY"]))
+
+
 @bp.get("/v1/audit/checkpoint")
 @require_session(roles=READERS)
 @web.api_doc(summary="Latest signed checkpoint (C2SP signed note, text/plain)")

@@ -1,28 +1,39 @@
-"""PHI-bearing fields (ip, user agent) encrypted at rest with AES-256-GCM.
+"""PHI-bearing fields (ip, user agent) encrypted at rest.
 
-The ciphertext is bound to its event id (associated data), so it cannot be moved to another entry. The
-hash chain covers this stored, encrypted form: anyone can verify integrity without the key.
+New entries carry an HPKE envelope (`safeharbor_common.audit_phi`) sealed by the emitter to this
+service's X25519 key, stored as sent: nothing is encrypted on the append path. The X25519 key is derived
+from `AUDIT_DATA_KEY` with HKDF (one secret to keep; `AUDIT_DATA_KEYS_PREVIOUS` still opens older
+entries); entries written before HPKE carry AES-256-GCM envelopes, still opened with the data keys.
+Both bind the ciphertext to the event id. The hash chain covers the stored, encrypted form: anyone can
+verify integrity without the key.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from safeharbor_common import audit_phi
+from safeharbor_common.audit_phi import PHI_FIELDS, PhiPublicKey
+from safeharbor_common.encoding import EncodingError, b64url_decode
 
-ALGORITHM = "A256GCM"
-PHI_FIELDS = ("ip", "user_agent")
-_dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+LEGACY_ALGORITHM = "A256GCM"
 
 
 class PhiDecryptionError(ValueError):
     """A stored PHI envelope cannot be opened (unknown key id or tampered ciphertext)."""
+
+
+def derive_phi_key(data_key: bytes) -> X25519PrivateKey:
+    seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"safeharbor audit phi x25519").derive(data_key)
+    return X25519PrivateKey.from_private_bytes(seed)
 
 
 @dataclass(frozen=True)
@@ -30,33 +41,45 @@ class PhiCipher:
     key_id: str
     key: bytes = field(repr=False)
     previous: Mapping[str, bytes] = field(default_factory=dict, repr=False)
-    # Built once: AESGCM() per entry was a visible share of the append path. Holds no per-message state.
-    _aead: AESGCM = field(init=False, repr=False, compare=False)
+    _private: dict[str, X25519PrivateKey] = field(init=False, repr=False, compare=False)
+    public_key: PhiPublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_aead", AESGCM(self.key))
+        privates = {}
+        for data_key in (self.key, *self.previous.values()):
+            private = derive_phi_key(data_key)
+            privates[audit_phi.key_id(private.public_key())] = private
+        current = derive_phi_key(self.key).public_key()
+        object.__setattr__(self, "_private", privates)
+        object.__setattr__(self, "public_key", PhiPublicKey(audit_phi.key_id(current), current))
 
     def seal(self, values: Mapping[str, str | None], *, event_id: str) -> dict[str, str] | None:
-        present = {k: v for k, v in values.items() if v is not None}
-        if not present:
-            return None
-        nonce = os.urandom(12)
-        plaintext = _dumps(present).encode("utf-8")
-        ciphertext = self._aead.encrypt(nonce, plaintext, event_id.encode("utf-8"))
-        return {"alg": ALGORITHM, "kid": self.key_id, "nonce": b64url_encode(nonce), "ct": b64url_encode(ciphertext)}
+        """For PHI that reaches this service in clear (older emitters, webhooks, its own events)."""
+        return self.public_key.seal(values, event_id=event_id)
 
     def open(self, envelope: Mapping[str, Any] | None, *, event_id: str) -> dict[str, str]:
         if envelope is None:
             return {}
+        if not isinstance(envelope, Mapping):
+            raise PhiDecryptionError("PHI envelope is not an object")
+        try:
+            if envelope.get("alg") == audit_phi.ALGORITHM:
+                private = self._private.get(str(envelope.get("kid")))
+                if private is None:
+                    raise PhiDecryptionError("no key for this PHI envelope")
+                return audit_phi.open_sealed(envelope, private, event_id=event_id)
+            return self._open_legacy(envelope, event_id=event_id)
+        except PhiDecryptionError:
+            raise
+        except (KeyError, EncodingError, InvalidTag, ValueError, TypeError) as exc:
+            raise PhiDecryptionError("PHI envelope does not decrypt") from exc
+
+    def _open_legacy(self, envelope: Mapping[str, Any], *, event_id: str) -> dict[str, str]:
         kid = envelope.get("kid")
         key = self.key if kid == self.key_id else self.previous.get(str(kid))
-        if key is None or envelope.get("alg") != ALGORITHM:
+        if key is None or envelope.get("alg") != LEGACY_ALGORITHM:
             raise PhiDecryptionError("no key for this PHI envelope")
-        try:
-            nonce = b64url_decode(str(envelope["nonce"]))
-            ciphertext = b64url_decode(str(envelope["ct"]))
-            plaintext = AESGCM(key).decrypt(nonce, ciphertext, event_id.encode("utf-8"))
-        except (KeyError, EncodingError, InvalidTag, ValueError) as exc:
-            raise PhiDecryptionError("PHI envelope does not decrypt") from exc
-        values = json.loads(plaintext)
+        nonce = b64url_decode(str(envelope["nonce"]))
+        ciphertext = b64url_decode(str(envelope["ct"]))
+        values = json.loads(AESGCM(key).decrypt(nonce, ciphertext, event_id.encode("utf-8")))
         return {k: str(v) for k, v in values.items() if k in PHI_FIELDS}

@@ -8,13 +8,21 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _ACTION = re.compile(r"^[a-z0-9_.:-]{1,128}$")
 # What str(uuid.UUID(x)) returns: such ids (what every emitter sends) are already normalised.
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_META_BYTES = 8192
 _meta_json = json.JSONEncoder(allow_nan=False).encode  # as json.dumps(value, allow_nan=False), built once
+
+
+class PhiEnvelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alg: Literal["HPKE-X25519-SHA256-A256GCM"]
+    kid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    ct: str = Field(min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class AuditEventIn(BaseModel):
@@ -35,6 +43,7 @@ class AuditEventIn(BaseModel):
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    phi: PhiEnvelope | None = None  # ip and user agent sealed by the emitter (HPKE to this service's key)
 
     @field_validator("event_id")
     @classmethod
@@ -68,6 +77,12 @@ class AuditEventIn(BaseModel):
         if not _ACTION.match(value):
             raise ValueError("action must be lowercase dotted words")
         return value
+
+    @model_validator(mode="after")
+    def _phi_once(self) -> AuditEventIn:
+        if self.phi is not None and (self.ip is not None or self.user_agent is not None):
+            raise ValueError("phi: give the sealed envelope or the clear fields, not both")
+        return self
 
     @field_validator("meta")
     @classmethod

@@ -83,6 +83,7 @@ def _new_event(parsed: AuditEventIn) -> NewEvent:
         ip=parsed.ip,
         user_agent=parsed.user_agent,
         meta=parsed.meta,
+        phi=parsed.phi.model_dump() if parsed.phi is not None else None,
     )
 
 

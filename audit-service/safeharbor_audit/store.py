@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,9 +77,10 @@ class NewEvent:
     resource: str | None = None
     request_id: str | None = None
     severity: str = "info"
-    ip: str | None = None
+    ip: str | None = None  # in clear only until `append` seals them (before the sequencer)
     user_agent: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    phi: Mapping[str, str] | None = None  # the HPKE envelope, as the emitter sealed it
 
 
 @dataclass
@@ -199,6 +200,13 @@ class AuditLog:
 
     def append(self, events: Sequence[NewEvent]) -> AppendResult:
         """Sequence `events`; returns once they are committed (or were already in the log)."""
+        # PHI still in clear is sealed here, in the caller's thread: never under the sequencer's lock.
+        events = [
+            replace(ev, phi=self.cipher.seal({"ip": ev.ip, "user_agent": ev.user_agent}, event_id=ev.event_id),
+                    ip=None, user_agent=None)
+            if ev.ip is not None or ev.user_agent is not None else ev
+            for ev in events
+        ]
         item = _Pending(events)
         with self._queue_lock:
             self._queue.append(item)
@@ -322,7 +330,7 @@ class AuditLog:
             "request_id": ev.request_id,
             "severity": ev.severity,
             "meta": ev.meta if type(ev.meta) is dict else dict(ev.meta),
-            "phi": self.cipher.seal({"ip": ev.ip, "user_agent": ev.user_agent}, event_id=ev.event_id),
+            "phi": ev.phi if ev.phi is None or type(ev.phi) is dict else dict(ev.phi),
             "prev": prev.hex(),
         }
 

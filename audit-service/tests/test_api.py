@@ -79,7 +79,43 @@ def test_phi_is_encrypted_at_rest(app: Flask, ingest: Ingest) -> None:
     with log.engine.connect() as conn:
         raw = b"".join(bytes(r[0]) for r in conn.exec_driver_sql("SELECT canonical FROM audit_entries"))
     assert b"192.0.2.99" not in raw and b"SecretAgent" not in raw
-    assert b'"kid":"test-1"' in raw
+    assert b'"alg":"HPKE-X25519-SHA256-A256GCM"' in raw
+
+
+def test_phi_sealed_by_the_emitter_is_stored_as_sent(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
+    """The emitter fetches the signed key, seals; the service stores the envelope untouched and opens it
+    for auditors only. An envelope for another key stays sealed; clear and sealed fields at once: refused."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from safeharbor_common.audit_phi import PhiKeyError, PhiPublicKey
+    from safeharbor_common.encoding import b64url_encode
+    from safeharbor_common.service_identity import load_private_key
+
+    document = client.get("/internal/v1/audit/phi-key", headers=audit_env.service_headers("keydir")).get_json()
+    audit_identity = load_private_key(audit_env.environ["SERVICE_PRIVATE_KEY"]).public_key()
+    key = PhiPublicKey.from_signed(document, audit_identity=audit_identity)
+    with pytest.raises(PhiKeyError):
+        PhiPublicKey.from_signed(document, audit_identity=Ed25519PrivateKey.generate().public_key())
+    event = make_event(ip=None, user_agent=None)
+    event["phi"] = key.seal({"ip": "192.0.2.55", "user_agent": "Sealed/2"}, event_id=event["event_id"])
+    stranger = PhiPublicKey.from_setting(b64url_encode(X25519PrivateKey.generate().public_key().public_bytes_raw()))
+    other = make_event(ip=None, user_agent=None)
+    other["phi"] = stranger.seal({"ip": "192.0.2.56"}, event_id=other["event_id"])
+    both = make_event()
+    both["phi"] = event["phi"]
+    answer = ingest([event, other, both]).get_json()
+    assert answer["accepted"] == 2 and [r["index"] for r in answer["rejected"]] == [2]
+    page = client.get("/v1/audit/entries", headers=audit_env.bearer("auditor")).get_json()["entries"]
+    by_id = {e["event_id"]: e for e in page}
+    assert by_id[event["event_id"]]["ip"] == "192.0.2.55" and by_id[event["event_id"]]["user_agent"] == "Sealed/2"
+    assert by_id[other["event_id"]]["ip"] is None and by_id[other["event_id"]]["phi_encrypted"] is True
+    admin = client.get("/v1/audit/entries", headers=audit_env.bearer("admin")).get_json()["entries"]
+    assert all(e["ip"] is None for e in admin)
+    stored = json.dumps(event["phi"], sort_keys=True, separators=(",", ":")).encode()
+    log = client.application.extensions["audit_log"]
+    with log.engine.connect() as conn:
+        raw = b"".join(bytes(r[0]) for r in conn.exec_driver_sql("SELECT canonical FROM audit_entries"))
+    assert stored in raw  # as sealed by the emitter, byte for byte
 
 
 def test_pagination_and_time_range(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:

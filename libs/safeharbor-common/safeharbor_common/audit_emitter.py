@@ -15,6 +15,13 @@ only save the commit cost by acknowledging before the write is durable (or by ma
 on another thread, which costs more than the commit under the GIL). synchronous=NORMAL in WAL mode
 survives process crashes; an OS crash or power loss can drop the last transactions unless
 `AUDIT_OUTBOX_SYNC=full` is set (fsync on every commit).
+
+PHI (ip, user agent) is sealed before the event touches the outbox: HPKE to audit-service's X25519 key
+(`safeharbor_common.audit_phi`), which this emitter cannot open. The key comes from `AUDIT_PHI_PUBLIC_KEY`
+when set (pinned), else from audit-service, signed by its service identity and checked against the key
+this service already trusts for it; it is cached (signed, checked again on load) in the outbox file. Until
+a key was ever obtained (audit-service unreachable on a first start), ip and user agent are withheld,
+never written in clear: the event says so (`meta.phi_withheld`).
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from .audit_phi import KEY_PATH, PhiKeyError, PhiPublicKey
 
 INGEST_PATH = "/internal/v1/audit/events"
 AUDIT_SERVICE_IDENTITY = "audit"
@@ -64,7 +73,9 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     reason TEXT NOT NULL,
     at REAL NOT NULL
 )"""
+_PHI_KEY_TABLE = "CREATE TABLE IF NOT EXISTS phi_key (id INTEGER PRIMARY KEY CHECK (id = 1), document TEXT NOT NULL)"
 _OUTBOX_COLUMNS = "id, event_id, body, lease_until, lease_owner"
+PHI_KEY_RETRY_SECONDS = 5.0
 
 
 class AuditEmitError(ValueError):
@@ -112,7 +123,10 @@ class AuditEmitter:
         settings: ShipperSettings | None = None,
         sync_full: bool = False,
         session: requests.Session | None = None,
+        phi_key: PhiPublicKey | None = None,
+        phi_key_verifier: Callable[[Mapping[str, Any]], PhiPublicKey] | None = None,
     ) -> None:
+        """`phi_key`: pinned; else `phi_key_verifier` checks the signed key fetched from audit-service."""
         self.outbox_path = Path(outbox_path)
         self.source = source
         self.service_url = service_url.rstrip("/") if service_url else None
@@ -131,10 +145,14 @@ class AuditEmitter:
         self._stop = threading.Event()
         self._batch_size = self.settings.batch_size
         self.shipped = 0  # events this process delivered (2xx), for tests and metrics
+        self._phi_key = phi_key
+        self._phi_key_verifier = phi_key_verifier
+        self._phi_key_tried = 0.0
         self.outbox_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.closing(self._connect()) as conn:
             conn.execute(_OUTBOX_TABLE)
             conn.execute(_DEAD_LETTER_TABLE)
+            conn.execute(_PHI_KEY_TABLE)
             _upgrade_outbox(conn)
             conn.execute(_LEASE_INDEX)
 
@@ -183,7 +201,7 @@ class AuditEmitter:
             raise AuditEmitError("audit outcome must be a non-empty string")
         if severity not in SEVERITIES:
             raise AuditEmitError("audit severity must be info or high")
-        event = {
+        event: dict[str, Any] = {
             "event_id": event_id or str(uuid.uuid4()),
             "ts": ts or _utc_now_rfc3339(),
             "source": self.source,
@@ -194,10 +212,16 @@ class AuditEmitter:
             "outcome": outcome[:64],
             "request_id": _clip(request_id, "request_id"),
             "severity": severity,
-            "ip": _clip(ip, "ip"),
-            "user_agent": _clip(user_agent, "user_agent"),
-            "meta": dict(meta or {}),
         }
+        event["meta"] = event_meta = dict(meta or {})
+        ip, user_agent = _clip(ip, "ip"), _clip(user_agent, "user_agent")
+        if ip is not None or user_agent is not None:
+            key = self.phi_key()
+            if key is not None:
+                event["phi"] = key.seal({"ip": ip[:64] if ip else None, "user_agent": user_agent},
+                                        event_id=str(event["event_id"]))
+            else:
+                event_meta["phi_withheld"] = True
         try:
             body = _encode_json(event)
         except (TypeError, ValueError) as exc:
@@ -207,6 +231,35 @@ class AuditEmitter:
         if not self._wake.is_set():  # set() takes a lock and notifies: once per wake-up is enough
             self._wake.set()
         return str(event["event_id"])
+
+    # -- the PHI key --------------------------------------------------------------------------------
+
+    def phi_key(self) -> PhiPublicKey | None:
+        """The key PHI is sealed to: pinned, cached, or fetched (at most every few seconds while missing)."""
+        if self._phi_key is not None or self._phi_key_verifier is None:
+            return self._phi_key
+        row = self._conn().execute("SELECT document FROM phi_key WHERE id = 1").fetchone()
+        if row is not None:
+            with contextlib.suppress(PhiKeyError, ValueError):
+                self._phi_key = self._phi_key_verifier(json.loads(row[0]))
+                return self._phi_key
+        if self.service_url is None or time.monotonic() - self._phi_key_tried < PHI_KEY_RETRY_SECONDS:
+            return None
+        self._phi_key_tried = time.monotonic()
+        try:
+            headers = {"X-Service-Token": self._token_provider()} if self._token_provider else {}
+            response = self._session().get(self.service_url + KEY_PATH, headers=headers, timeout=1.0)
+            document = response.json() if response.status_code == 200 else None
+            if not isinstance(document, dict):
+                return None
+            key = self._phi_key_verifier(document)
+        except (requests.RequestException, ValueError) as exc:  # PhiKeyError is a ValueError
+            _log.warning("audit PHI key unavailable", extra={"fields": {"error": type(exc).__name__}})
+            return None
+        self._conn().execute("INSERT OR REPLACE INTO phi_key (id, document) VALUES (1, ?)",
+                             (_encode_json(document),))
+        self._phi_key = key
+        return key
 
     # -- shipping -----------------------------------------------------------------------------------
 
@@ -323,6 +376,8 @@ class AuditEmitter:
         session = self._session_factory()
         backoff = self.settings.backoff_initial
         stop, wake = self._stop, self._wake
+        with contextlib.suppress(Exception):  # obtained off the request path when possible
+            self.phi_key()
         while not stop.is_set():
             try:
                 sent = self.ship_once(conn, session)
@@ -429,7 +484,8 @@ def init_app(app: Any) -> AuditEmitter:
     """Builds the emitter from app.config and registers it as app.extensions["audit"].
 
     Keys: AUDIT_OUTBOX_PATH (default var/outbox-<service>.db), AUDIT_SERVICE_URL (default loopback 8103;
-    empty disables shipping), SERVICE_NAME, optional AUDIT_OUTBOX_SYNC ("full" to fsync every event);
+    empty disables shipping), SERVICE_NAME, optional AUDIT_OUTBOX_SYNC ("full" to fsync every event),
+    optional AUDIT_PHI_PUBLIC_KEY (pins the PHI key; else fetched, checked with the trusted "audit" key);
     the signer is app.extensions["service_signer"]. The shipper starts in the serving process on the first
     request or emit (never in a server main process before the fork).
     """
@@ -445,12 +501,23 @@ def init_app(app: Any) -> AuditEmitter:
         def token_provider() -> str:
             return str(signer.token_for(AUDIT_SERVICE_IDENTITY))
 
+    pinned = config.get("AUDIT_PHI_PUBLIC_KEY")
+    verifier = app.extensions.get("service_verifier")
+    audit_identity = verifier.trusted_key(AUDIT_SERVICE_IDENTITY) if verifier is not None else None
+    phi_key_verifier: Callable[[Mapping[str, Any]], PhiPublicKey] | None = None
+    if audit_identity is not None:
+
+        def phi_key_verifier(document: Mapping[str, Any]) -> PhiPublicKey:
+            return PhiPublicKey.from_signed(document, audit_identity=audit_identity)
+
     emitter = AuditEmitter(
         outbox_path=outbox,
         source=source,
         service_url=str(url) if url else None,
         token_provider=token_provider,
         sync_full=str(config.get("AUDIT_OUTBOX_SYNC", "normal")).lower() == "full",
+        phi_key=PhiPublicKey.from_setting(str(pinned)) if pinned else None,
+        phi_key_verifier=phi_key_verifier,
     )
     app.extensions["audit"] = emitter
     # Events left by a previous run ship as soon as this worker serves anything.

@@ -109,6 +109,10 @@ class ServiceTokenVerifier:
         self._trusted = dict(trusted)
         self._cache: dict[str, tuple[str, float]] = {}
 
+    def trusted_key(self, name: str) -> Ed25519PublicKey | None:
+        """The identity key trusted for a peer (e.g. to check what audit-service signs)."""
+        return self._trusted.get(name)
+
     def verify(self, token: str) -> str:
         """The calling service's name, or Unauthenticated."""
         now = time.time()

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flask import Flask, jsonify, request
 from safeharbor_common.audit_emitter import (
     AuditEmitError,
     AuditEmitter,
     ShipperSettings,
 )
+from safeharbor_common.audit_phi import KEY_PATH, PhiPublicKey, key_id, open_sealed
 from werkzeug.serving import make_server
 
 FAST = ShipperSettings(backoff_initial=0.02, backoff_max=0.2, idle_poll_seconds=0.05, linger_seconds=0.0)
@@ -36,7 +39,16 @@ class FakeAuditService:
         self.failing = False
         self.tokens: list[str | None] = []
         self.lock = threading.Lock()
+        # audit-service's PHI key, published signed by its identity (as the real one does)
+        self.identity = Ed25519PrivateKey.generate()
+        self.phi_private = X25519PrivateKey.generate()
+        self.phi_key = PhiPublicKey(key_id(self.phi_private.public_key()), self.phi_private.public_key())
+        self.key_document = self.phi_key.signed(self.identity)
         app = Flask("fake-audit")
+
+        @app.get(KEY_PATH)
+        def phi_key() -> Any:
+            return jsonify(self.key_document)
 
         @app.post("/internal/v1/audit/events")
         def ingest() -> Any:
@@ -109,14 +121,15 @@ def make_emitter(path: Path, url: str | None, **kw: Any) -> AuditEmitter:
 
 
 def test_emit_then_ship(tmp_path: Path, fake: FakeAuditService) -> None:
-    emitter = make_emitter(tmp_path / "outbox.db", fake.url)
+    emitter = make_emitter(tmp_path / "outbox.db", fake.url, phi_key=fake.phi_key)
     ids = [emitter.emit(action="test.thing", actor="u1", outcome="success", resource=f"r{i}",
                         ip="10.0.0.1", user_agent="ua", meta={"n": i}) for i in range(50)]
     assert emitter.flush(10)
     assert set(fake.events) == set(ids)
     event = fake.events[ids[3]]
     assert event["source"] == "test" and event["meta"] == {"n": 3} and event["ts"].endswith("Z")
-    assert event["severity"] == "info" and event["ip"] == "10.0.0.1"
+    assert event["severity"] == "info" and "ip" not in event
+    assert open_sealed(event["phi"], fake.phi_private, event_id=ids[3]) == {"ip": "10.0.0.1", "user_agent": "ua"}
     assert set(fake.tokens) == {"tok"}
     emitter.close()
 
@@ -312,3 +325,42 @@ def test_a_stalled_shipper_never_deletes_rows_it_no_longer_holds(tmp_path: Path,
     assert other.flush(10) and newer[0] in fake.events
     stalled.close()
     other.close()
+
+
+def _file_bytes(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+def test_phi_is_sealed_before_it_touches_the_outbox(tmp_path: Path, fake: FakeAuditService) -> None:
+    """Fetched from audit-service, checked against its identity, cached signed in the outbox; the outbox
+    (and its WAL) never holds the clear values; a key signed by anyone else is refused: PHI withheld."""
+    path = tmp_path / "outbox.db"
+    fake.failing = True  # events stay in the outbox, to be looked at
+
+    def verifier(document: Any) -> PhiPublicKey:
+        return PhiPublicKey.from_signed(document, audit_identity=fake.identity.public_key())
+
+    emitter = make_emitter(path, fake.url, phi_key_verifier=verifier)
+    event_id = emitter.emit(action="a", actor="u", outcome="success", ip="198.51.100.23",
+                            user_agent="PHI-MARKER-UA/7")
+    assert emitter.pending() == 1
+    stored = _file_bytes(path)
+    assert b"198.51.100.23" not in stored and b"PHI-MARKER-UA" not in stored and b"HPKE-X25519" in stored
+    body = json.loads(emitter._conn().execute("SELECT body FROM outbox").fetchone()[0])
+    assert open_sealed(body["phi"], fake.phi_private, event_id=event_id)["user_agent"] == "PHI-MARKER-UA/7"
+    emitter.close()
+    # A restart with audit-service gone uses the cached key (checked again).
+    fake.key_document = {}
+    again = make_emitter(path, fake.url, phi_key_verifier=verifier)
+    assert again.phi_key() == fake.phi_key
+    again.close()
+    # A key not signed by audit-service's identity: refused, and the PHI is withheld, never in clear.
+    forged = PhiPublicKey(key_id(X25519PrivateKey.generate().public_key()), X25519PrivateKey.generate().public_key())
+    fake.key_document = forged.signed(Ed25519PrivateKey.generate())
+    other = tmp_path / "other.db"
+    stranger = make_emitter(other, fake.url, phi_key_verifier=verifier)
+    stranger.emit(action="a", actor="u", outcome="success", ip="198.51.100.24", user_agent="PHI-MARKER-UA/8")
+    body = json.loads(stranger._conn().execute("SELECT body FROM outbox").fetchone()[0])
+    assert body["meta"] == {"phi_withheld": True} and "phi" not in body
+    assert b"PHI-MARKER-UA" not in _file_bytes(other) and b"198.51.100.24" not in _file_bytes(other)
+    stranger.close()
