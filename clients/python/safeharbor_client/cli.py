@@ -3,9 +3,11 @@
     safeharbor login dr-chen                  password (and one-time code) prompted; TOTP enrolment guided
     safeharbor whoami                         user, role, session countdown, this device's key
     safeharbor keys init [--pq] | rotate | backup | restore | show [USER_ID ...] | monitor
-    safeharbor channels list | open TYPE MEMBER_ID [MEMBER_ID ...] [--name NAME]
+    safeharbor channels list | open TYPE MEMBER [MEMBER ...] [--name NAME]   members by username or id
     safeharbor send CID "text"                (or "-" to read the text from stdin)
-    safeharbor read CID [--limit N]           decrypted, with the sender's verification
+    safeharbor read CID [--limit N] [--follow]   decrypted, verified; --follow keeps reading, and warns before
+                                              automatic logoff (Enter keeps the session alive)
+    safeharbor admin users|push|break-glass ...   admins (see `safeharbor admin -h`, safeharbor_client.cli_admin)
     safeharbor audit verify                   auditors: server verification + signed checkpoint consistency
     safeharbor audit export FILE [--format]   auditors: export, refused (no file) without a valid trailer
     safeharbor logout
@@ -14,19 +16,24 @@ Global options: --gateway (SAFEHARBOR_GATEWAY, default http://127.0.0.1:8080), -
 default ~/.safeharbor), --stream-url (STREAM_CHAT_URL), --json. Secrets for scripts: SAFEHARBOR_PASSWORD,
 SAFEHARBOR_OTP, SAFEHARBOR_BACKUP_PASSWORD (otherwise prompted, never echoed).
 Exit codes: 0 ok, 1 error, 2 usage, 3 log in again, 4 a message or log failed verification,
-5 `keys monitor` found a key for this device that this device never made.
+5 `keys monitor` found a key for this device that this device never made, 130 interrupted (Ctrl-C).
+With --json every answer, and every error (on stderr), is one JSON document.
 """
 from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import json
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from . import cli_admin
 from .client import ALARM, OTHER_DEVICE, THIS_DEVICE, AuditVerificationFailed, KeyMonitorReport, SafeHarborClient
 from .errors import (
     DirectoryError,
@@ -34,9 +41,11 @@ from .errors import (
     MfaRequired,
     SafeHarborClientError,
 )
+from .logoff import logoff_warning
 from .state import default_state_dir
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOGIN, EXIT_UNVERIFIED, EXIT_KEY_ALARM = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 STATUS_LABELS = {THIS_DEVICE: "this device", OTHER_DEVICE: "other device: confirm",
                  ALARM: "ALARM: not made here"}
 
@@ -63,8 +72,16 @@ class Cli:
         return value
 
     @staticmethod
-    def otp() -> str:
-        return os.environ.get("SAFEHARBOR_OTP") or input("One-time code: ").strip()
+    def prompt(text: str) -> str:
+        return input(text).strip()  # end of input (EOFError) is reported by main(), never a traceback
+
+    @classmethod
+    def otp(cls) -> str:
+        return os.environ.get("SAFEHARBOR_OTP") or cls.prompt("One-time code: ")
+
+    def note(self, text: str) -> None:
+        """Progress and warnings: stderr, so stdout stays the answer (and stays JSON with --json)."""
+        print(text, file=sys.stderr, flush=True)
 
     # -- sessions --------------------------------------------------------------------------------
 
@@ -75,13 +92,19 @@ class Cli:
         except MfaRequired:
             info = self.client.login(self.args.username, password, otp=self.otp())
         if info.needs_mfa_enrollment:
-            self.out("Your role requires a second factor. Add this key to your authenticator app:")
             enrolment = self.client.enroll_totp()
-            self.out(f"  secret: {enrolment['secret']}\n  uri:    {enrolment['otpauth_uri']}")
+            self.note("Your role requires a second factor. Scan this code with your authenticator app:\n"
+                      + qr_text(enrolment["otpauth_uri"])
+                      + f"or enter the key by hand: {enrolment['secret']}")
             codes = self.client.confirm_totp(self.otp())
-            self.out("Recovery codes (store them offline; each works once):\n  " + "\n  ".join(codes))
-            self.out("Now the code from your app again, to log in with it.")
-            info = self.client.login(self.args.username, password, otp=self.otp())
+            self.note("Recovery codes (store them offline; each works once):\n  " + "\n  ".join(codes))
+            session = self.client.session
+            if session is None or session.scope != "full":
+                # A server that does not yet end enrolment with a session: log in with the next code.
+                self.note("Now a new code from your app, to log in with it.")
+                info = self.client.login(self.args.username, password, otp=self.otp())
+            else:
+                info = session
         countdown = self.client.countdown()
         self.emit(f"Logged in as {info.name or info.user_id} ({info.role}); automatic logoff in "
                   f"{countdown.idle_remaining_s} s unless active, session ends in {countdown.absolute_remaining_s} s.",
@@ -221,8 +244,51 @@ class Cli:
         return EXIT_OK
 
     def read(self) -> int:
-        messages = self.client.read(self.args.cid, limit=self.args.limit)
-        lines, data, refused = [], [], 0
+        if self.args.follow:
+            return self._follow()
+        lines, data, refused = self._messages(self.client.read(self.args.cid, limit=self.args.limit))
+        self.emit("\n".join(lines) or "(no messages)", data)
+        return EXIT_UNVERIFIED if refused else EXIT_OK
+
+    def _follow(self) -> int:
+        """Reads new messages until interrupted. Following is not activity: the session idles out as usual,
+        with warnings before automatic logoff; Enter (the person acting) keeps it alive."""
+        self.client.passive = True
+        stay = threading.Event()
+        threading.Thread(target=_wait_for_enter, args=(stay,), name="stay-logged-in", daemon=True).start()
+        seen: set[str] = set()
+        warned: set[int] = set()
+        refused_total = 0
+        polls = 0
+        while True:
+            if stay.is_set():
+                stay.clear()
+                countdown = self.client.keep_alive()
+                warned.clear()
+                self.note(f"Still logged in: automatic logoff in {countdown.idle_remaining_s} s if idle.")
+            fresh = [m for m in self.client.read(self.args.cid, limit=self.args.limit)
+                     if m.stream_message_id not in seen]
+            seen.update(m.stream_message_id for m in fresh)
+            lines, data, refused = self._messages(fresh)
+            refused_total += refused
+            for line, item in zip(lines, data, strict=True):
+                self.out(json.dumps(item, default=str) if self.args.json else line)
+            countdown = self.client.countdown()
+            warning = logoff_warning(countdown.idle_remaining_s, countdown.absolute_remaining_s, warned=warned)
+            if warning:
+                self.note(json.dumps({"warning": "logoff", "remaining_s": min(countdown.idle_remaining_s,
+                                                                             countdown.absolute_remaining_s)})
+                          if self.args.json else f"safeharbor: {warning}")
+            polls += 1
+            if self.args.polls and polls >= self.args.polls:
+                return EXIT_UNVERIFIED if refused_total else EXIT_OK
+            time.sleep(self.args.interval)
+
+    @staticmethod
+    def _messages(messages: Sequence[Any]) -> tuple[list[str], list[dict[str, Any]], int]:
+        lines: list[str] = []
+        data: list[dict[str, Any]] = []
+        refused = 0
         for m in messages:
             when = m.created_at.strftime("%Y-%m-%d %H:%M:%S") if m.created_at else "?"
             if m.verified and m.sender is not None:
@@ -237,8 +303,7 @@ class Cli:
                 lines.append(f"{when}  [REFUSED {code}] posted as {m.stream_user_id}: {message}")
                 data.append({"id": m.stream_message_id, "verified": False, "error": code, "reason": message,
                              "posted_by": m.stream_user_id})
-        self.emit("\n".join(lines) or "(no messages)", data)
-        return EXIT_UNVERIFIED if refused else EXIT_OK
+        return lines, data, refused
 
     def audit(self) -> int:
         if self.args.audit_action == "export":
@@ -283,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch_sub.add_parser("list")
     open_ = ch_sub.add_parser("open", help="open (or find) a channel with peers")
     open_.add_argument("type", help="clinical, patient-care, billing ...")
-    open_.add_argument("members", nargs="+", help="user ids")
+    open_.add_argument("members", nargs="+", help="usernames or user ids (the server resolves names)")
     open_.add_argument("--name")
     send = sub.add_parser("send", help="encrypt, sign and send a message")
     send.add_argument("cid")
@@ -292,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     read = sub.add_parser("read", help="read, decrypt and verify a channel's messages")
     read.add_argument("cid")
     read.add_argument("--limit", type=int, default=50)
+    read.add_argument("--follow", action="store_true", help="keep reading new messages (Ctrl-C ends)")
+    read.add_argument("--interval", type=float, default=2.0, help="--follow: seconds between reads")
+    read.add_argument("--polls", type=int, default=0, help="--follow: stop after this many reads (0: never)")
     audit = sub.add_parser("audit", help="auditors")
     audit_sub = audit.add_subparsers(dest="audit_action", required=True)
     audit_sub.add_parser("verify", help="verify the audit log and its signed checkpoint")
@@ -300,29 +368,58 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("jsonl", "cef", "syslog"), default="jsonl")
     export.add_argument("--since", help="RFC 3339")
     export.add_argument("--until", help="RFC 3339 (exclusive)")
+    cli_admin.add_parser(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
-    args = build_parser().parse_args(argv)
+def qr_text(data: str) -> str:
+    """`data` as a QR code for the terminal (segno: two rows per line, quiet zone included)."""
+    import segno
+
+    buffer = io.StringIO()
+    segno.make(data, error="m").terminal(out=buffer, compact=True)
+    return buffer.getvalue()
+
+
+def _wait_for_enter(stay: threading.Event) -> None:
+    """Each line on stdin is the person saying "I am here"; end of input just stops listening."""
     try:
+        for _ in sys.stdin:
+            stay.set()
+    except (OSError, ValueError):
+        return
+
+
+def _fail(args: argparse.Namespace | None, code: str, text: str, status: int) -> int:
+    if args is not None and args.json:
+        print(json.dumps({"error": {"code": code, "message": text}}), file=sys.stderr)
+    else:
+        print(f"safeharbor: {text}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
+    args: argparse.Namespace | None = None
+    try:
+        args = build_parser().parse_args(argv)
         cli = Cli(args, out)
         handler: Callable[[], int] = {
             "login": cli.login, "logout": cli.logout, "whoami": cli.whoami, "keys": cli.keys,
             "channels": cli.channels, "send": cli.send, "read": cli.read, "audit": cli.audit,
+            "admin": lambda: cli_admin.run(cli),
         }[args.command]
         return handler()
     except LoginRequired as exc:
-        print(f"safeharbor: {exc.message.rstrip('.')}. Run `safeharbor login <username>`.", file=sys.stderr)
-        return EXIT_LOGIN
+        return _fail(args, exc.code, f"{exc.message.rstrip('.')}. Run `safeharbor login <username>`.", EXIT_LOGIN)
     except (AuditVerificationFailed, DirectoryError) as exc:
-        print(f"safeharbor: VERIFICATION FAILED ({exc.code}): {exc.message}", file=sys.stderr)
-        return EXIT_UNVERIFIED
+        return _fail(args, exc.code, f"VERIFICATION FAILED ({exc.code}): {exc.message}", EXIT_UNVERIFIED)
     except SafeHarborClientError as exc:
-        print(f"safeharbor: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(args, getattr(exc, "code", "client_error"), str(exc), EXIT_ERROR)
     except KeyboardInterrupt:
-        return EXIT_ERROR
+        # Ctrl-C: a clean stop, never a traceback. A request already answered by the server stays done.
+        return _fail(args, "interrupted", "interrupted; stopped.", EXIT_INTERRUPTED)
+    except EOFError:
+        return _fail(args, "end_of_input", "input ended before an answer was given; nothing was done.", EXIT_ERROR)
 
 
 if __name__ == "__main__":

@@ -245,6 +245,9 @@ class SafeHarborClient:
         self.kdf = kdf
         self._caches = _Caches()
         self._keydir_pin = keydir_verifier_key
+        # Passive (a command following a channel): calls do not slide the idle timeout, so automatic logoff
+        # still comes when the person does nothing; only keep_alive() (a person acting) refreshes.
+        self.passive = False
 
     # == sessions ===================================================================================
 
@@ -318,7 +321,7 @@ class SafeHarborClient:
             absolute_remaining_s=max(0, int(info.absolute_expires_at.timestamp() - now)),
         )
 
-    def _token(self, *, refresh: bool = True) -> str:
+    def _token(self, *, refresh: bool | None = None) -> str:
         """A live access token: refreshes when under half the idle timeout is left (activity keeps it alive);
         raises SessionExpired once the idle or absolute limit passed (automatic logoff)."""
         stored = self._stored_session()
@@ -329,6 +332,8 @@ class SafeHarborClient:
         if now >= info.absolute_expires_at.timestamp() or now >= info.expires_at.timestamp():
             self.state.clear_session()
             raise SessionExpired("the session has expired; log in again")
+        if refresh is None:
+            refresh = not self.passive
         if refresh and info.expires_at.timestamp() - now < info.idle_timeout_s / 2 and \
                 info.expires_at.timestamp() < info.absolute_expires_at.timestamp():
             self._refresh(stored)
@@ -354,8 +359,8 @@ class SafeHarborClient:
         return self._refresh(stored)
 
     def keep_alive(self) -> Countdown:
-        """Refresh if due; returns the countdown."""
-        self._token()
+        """Refresh if due (the person is active, even in passive mode); returns the countdown."""
+        self._token(refresh=True)
         return self.countdown()
 
     def _authed(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -380,7 +385,17 @@ class SafeHarborClient:
         return dict(self._authed("POST", "/v1/auth/mfa/totp/enroll"))
 
     def confirm_totp(self, code: str) -> list[str]:
-        return list(self._authed("POST", "/v1/auth/mfa/totp/confirm", json={"code": code})["recovery_codes"])
+        """Confirms the enrolment; the full session that an enrolment-only session earns by it is stored
+        (session_info() then reads scope "full"): no second login, no wait for the next code."""
+        previous = self._stored_session()
+        answer = self._authed("POST", "/v1/auth/mfa/totp/confirm", json={"code": code})
+        if answer.get("access_token"):
+            self._save_session({**answer, "logged_in_at": self.clock()}, previous=previous)
+        return list(answer["recovery_codes"])
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any gateway route with this session's token (refreshed when due): what the admin commands use."""
+        return self._authed(method, path, **kwargs)
 
     @property
     def user_id(self) -> str:
