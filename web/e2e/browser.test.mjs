@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { buildRecord, DeviceKeyPair } from "@safeharbor/client";
 import { chromium } from "playwright-core";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -209,6 +210,40 @@ test("two browsers chat end to end (post-quantum suite); Stream stores only ciph
     assert.deepEqual(wrap, { type: "secret", extractable: false, algorithm: "AES-GCM" });
   }
   assert.deepEqual(cspViolations, []);
+
+  // Someone with the patient's stolen device key rotates that device to a key this browser never made:
+  // the patient's "Check my keys" raises the alarm. (The test reads the keyring the way only code running
+  // in the page can: through the non-extractable wrapping key, which never leaves IndexedDB.)
+  const ring = await patient.evaluate(() => new Promise((resolve, reject) => {
+    const req = indexedDB.open("safeharbor");
+    req.onsuccess = () => {
+      const store = req.result.transaction("kv").objectStore("kv");
+      const all = store.getAllKeys();
+      all.onsuccess = () => {
+        const user = String(all.result.find((k) => String(k).startsWith("keyring:"))).slice("keyring:".length);
+        const wrapped = store.get(`keyring:${user}`);
+        wrapped.onsuccess = () => {
+          const key = store.get(`wrap:${user}`);
+          key.onsuccess = async () => {
+            const aad = new TextEncoder().encode(user);
+            const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: wrapped.result.iv, additionalData: aad }, key.result, wrapped.result.ct);
+            resolve(JSON.parse(new TextDecoder().decode(plain)));
+          };
+        };
+      };
+    };
+    req.onerror = () => reject(req.error);
+  }));
+  const stolen = DeviceKeyPair.fromPrivateJson(ring.keys[0]);
+  const forged = DeviceKeyPair.generate({ userId: stolen.userId, deviceId: stolen.deviceId, version: 2 });
+  const patToken = (await (await fetch(`${gateway}/v1/auth/login`, { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: "pat", password: PASSWORD }) })).json()).access_token;
+  const posted = await fetch(`${gateway}/v1/keys`, { method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${patToken}` },
+    body: JSON.stringify(buildRecord(forged, stolen)) });
+  assert.equal(posted.status, 201, await posted.text());
+  await patient.getByRole("button", { name: "Check my keys" }).click();
+  await patient.getByRole("alert").filter({ hasText: "ALARM" }).waitFor({ timeout: 15_000 });
+  await patient.screenshot({ path: join(SHOTS, "key-alarm.png") });
 
   // Backup, then restore on a new device (another browser profile): the old messages open there too.
   await doctor.goto(web).catch(() => undefined); // a reload is a logoff: tokens live in memory only
