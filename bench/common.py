@@ -37,7 +37,9 @@ PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0
 REDIS_BENCH_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 # A second stack beside the first (one per server compared, `gateway_overhead.py --servers`) gets its own.
 REDIS_BENCH_URL_2 = os.environ.get("BENCH_REDIS_URL_2", "redis://127.0.0.1:6379/12")
-SERVERS = ("granian", "gunicorn")  # granian: what the stack runs; gunicorn: what it ran before (bench/setup.sh)
+# The gateway's gunicorn worker class: gevent (what the stack runs) or gthread (16 threads, for comparison).
+# The services behind it always run gthread.
+SERVERS = ("gevent", "gthread")
 
 
 def server_list(text: str) -> list[str]:
@@ -154,9 +156,9 @@ class Databases:
 
 @dataclass
 class BenchStack:
-    """Every service and the Stream emulator as local processes on free loopback ports, each service under
-    `server`: granian through `safeharbor_common.serving` (what the stack runs), or gunicorn's gthread worker
-    with the settings the stack used before (for side-by-side comparisons only)."""
+    """Every service and the Stream emulator as local processes on free loopback ports, under gunicorn through
+    `safeharbor_common.serving` as `make run` starts them; `server` is the gateway's worker class (gevent, as
+    deployed, or gthread for side-by-side comparisons)."""
 
     backend: str = "sqlite"
     workers: int = 2
@@ -165,7 +167,7 @@ class BenchStack:
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     keep_logs: bool = bool(os.environ.get("KEEP_STACK_LOGS"))
     only: Sequence[str] | None = None  # start just these services (no emulator, no seeding)
-    server: str = "granian"
+    server: str = "gevent"
 
     def __post_init__(self) -> None:
         from safeharbor_devstack import SERVICES, Stack, StackSettings, free_port
@@ -195,7 +197,7 @@ class BenchStack:
         )
         if self.server not in SERVERS:
             raise ValueError(f"unknown server {self.server!r} (known: {', '.join(SERVERS)})")
-        self.stack = Stack(settings) if self.server == "granian" else _gunicorn_stack(settings)
+        self.stack = Stack(settings) if self.server == "gevent" else _gthread_gateway_stack(settings)
         self.services = SERVICES
 
     def __enter__(self) -> BenchStack:
@@ -540,18 +542,18 @@ def wait_quiet(threshold_cores: float = 0.25, max_wait: float = 120.0) -> float:
             return load
 
 
-def _gunicorn_stack(settings: object) -> object:
-    """The devstack with every service under gunicorn's gthread worker, as it ran until commit 9f7e26b."""
+def _gthread_gateway_stack(settings: object) -> object:
+    """The devstack with the gateway on gunicorn's gthread worker (16 threads) instead of gevent."""
     from safeharbor_devstack import Stack
-    from safeharbor_devstack.stack import _spec
 
-    class GunicornStack(Stack):
+    class GthreadGatewayStack(Stack):
         def start_service(self, name: str) -> None:
-            spec = _spec(name)
-            command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.settings.ports[name]}",
-                       "--workers", str(self.settings.workers), "--worker-class", "gthread", "--threads", "8",
-                       "--graceful-timeout", "5", "--timeout", "60", "--keep-alive", "30",
-                       f"{spec.package}.app:create_app()"]
+            if name != "gateway":
+                super().start_service(name)
+                return
+            command = [sys.executable, "-m", "safeharbor_common.serving", "safeharbor_gateway.app:create_app",
+                       "--port", str(self.settings.ports[name]), "--workers", str(self.settings.workers),
+                       "--worker-class", "gthread", "--threads", "16", "--keep-alive", "10"]
             self._spawn(name, command, self.env_for(name))
 
-    return GunicornStack(settings)
+    return GthreadGatewayStack(settings)

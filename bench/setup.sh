@@ -2,8 +2,7 @@
 # Installs what the benchmarks and drills need on a fresh Debian machine (run as root, or with sudo):
 # wrk (load generator), nginx-light (the plain reverse proxy to compare the gateway with), hyperfine
 # (command timings), redis-server (the Redis drill starts its own instance), and into the project's
-# venv: schemathesis (OpenAPI fuzzing), py-spy (sampling profiler) and gunicorn (the WSGI server the stack
-# ran under before granian, still compared with it in gateway_floor.py), pinned.
+# venv: schemathesis (OpenAPI fuzzing) and py-spy (sampling profiler), pinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -22,6 +21,6 @@ fi
 # loopback ports and don't need those.
 
 test -x .venv/bin/python || make install
-.venv/bin/python -m pip install -q "schemathesis==4.32.5" "py-spy==0.4.3" "gunicorn==27.0.1"
+.venv/bin/python -m pip install -q "schemathesis==4.32.5" "py-spy==0.4.3"
 echo "bench setup done: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(/usr/sbin/nginx -v 2>&1),"\
      "$(hyperfine --version), $(.venv/bin/schemathesis --version), $(.venv/bin/py-spy --version)"

@@ -8,7 +8,7 @@ Load: `--threads` clients through the gateway (key lookups and registrations, `m
 push status and audit reads as admin, channel filter), recording every status, error code and
 X-Request-ID, and every acknowledged write (key registrations, users created).
 For each of audit, keydir, push, auth, emulator (Stream) and gateway:
-1. SIGKILL one server worker (granian): its main process starts a new one by itself; the service must answer again
+1. SIGKILL one server worker (gunicorn): its arbiter starts a new one by itself; the service must answer again
    within 30 s.
 2. SIGKILL the whole service (main process and workers), keep it down `--down` seconds (auth: past the
    gateway's 5 s revocation-staleness limit, so the fail-closed 503 shows), then start it again as a
@@ -339,7 +339,7 @@ def main() -> int:
                 os.kill(pid, signal.SIGKILL)
                 return f"worker {pid}"
 
-            phase(f"kill -9 one {name} worker", kill_worker, down=3.0)  # granian's main process starts a new one
+            phase(f"kill -9 one {name} worker", kill_worker, down=3.0)  # gunicorn's arbiter starts a new one
             replaced = wait_replaced(master.pid, killed=workers[0], count=len(workers))
             log(f"{name}: {'a new worker replaced' if replaced else 'NO new worker replaced'} worker {workers[0]}")
             if not replaced:

@@ -83,7 +83,7 @@ class SimulatedUser:
                 response = self.api.call(method, path, timeout=60, **kwargs)
             except requests.ConnectionError as exc:
                 # The keep-alive race: the server closed an idle pooled connection (servers keep idle
-                # connections open for seconds: granian 30 s; users think 1-3 s) just as the request went
+                # connections open for seconds: gunicorn keep-alive; users think 1-3 s) just as the request went
                 # out on it, and nothing was answered. Browsers and HTTP clients resend on a fresh
                 # connection; so does this one, once, and counts it.
                 if "Connection aborted" not in str(exc):

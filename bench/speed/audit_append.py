@@ -1,10 +1,10 @@
 """Audit append: durable events per second, end to end, on SQLite and PostgreSQL, one and several emitters.
 
     .venv/bin/python bench/speed/audit_append.py [--backend sqlite,postgres] [--events 20000] [--runs 3]
-        [--emitters 1,4] [--profile] [--server granian|gunicorn] [--in-flight N]
+        [--emitters 1,4] [--profile] [--in-flight N]
 
 End to end = emitter process calls `AuditEmitter.emit()` (durable SQLite outbox) → its shipper thread →
-`POST /internal/v1/audit/events` on audit-service (granian, 2 workers) → group commit → committed entry.
+`POST /internal/v1/audit/events` on audit-service (gunicorn gthread, 2 workers) → group commit → committed entry.
 The clock runs from the first emit until audit-service's `log_head.size` counts every event (read from its
 database). Several emitters are separate processes with their own identity and outbox, like services.
 
@@ -264,8 +264,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--in-flight", type=int, default=None,
                         help="batches in flight per emitter process (default: the emitter's own, 2)")
-    parser.add_argument("--server", default="granian", choices=SERVERS,
-                        help="what serves audit-service (gunicorn: the former settings, from bench/setup.sh)")
+    parser.add_argument("--server", default="gevent", choices=SERVERS,
+                        help="the gateway's worker class (the stack is otherwise the same)")
     args = parser.parse_args()
     emitter_counts = [int(e) for e in args.emitters.split(",")]
     results: dict[str, Any] = {}

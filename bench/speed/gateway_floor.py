@@ -1,12 +1,10 @@
 """The gateway's own cost, apart from the stack: the real gateway app in front of a fixed-answer upstream,
 side by side with a hello-world WSGI app under the same server settings (the floor any Python component
-served that way pays) and the fixed upstream alone, each under every server of `--servers`: gunicorn's
-gthread worker (what the stack ran before; installed by `bench/setup.sh`) and granian (a Rust HTTP server
-running the same WSGI app in its blocking threads: what every service runs under now, through
-`safeharbor_common.serving`, with the same settings as here).
+served that way pays) and the fixed upstream alone, each under every gunicorn worker class of `--servers`
+(gevent: how the gateway is deployed; gthread: the services' class), through `safeharbor_common.serving`.
 
     .venv/bin/python bench/speed/gateway_floor.py [--runs 3] [--seconds 5] [--concurrency 1,8]
-        [--threads 8] [--no-audit] [--servers gunicorn,granian]
+        [--threads 8] [--no-audit] [--servers gevent,gthread]
 
 The upstream is a tiny asyncio HTTP/1.1 server (keep-alive, fixed JSON answers, ~0.1 ms) that also
 serves the revocation feed and accepts the audit shipper's batches, so what is measured is the gateway:
@@ -65,6 +63,8 @@ HELLO = textwrap.dedent('''
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])
         return [BODY]
+    def create():
+        return app
 ''')
 
 # The gateway with a JWKS of the bench's own key, every upstream at the fixed-answer server.
@@ -72,7 +72,8 @@ GATEWAY = textwrap.dedent('''
     import json, os
     from safeharbor_gateway.app import create_app
     jwks = json.loads(os.environ["BENCH_JWKS"])
-    app = create_app({"JWKS_FETCHER": lambda: jwks, "AUDIT_ENABLED": os.environ["BENCH_AUDIT"] == "1"})
+    def create():
+        return create_app({"JWKS_FETCHER": lambda: jwks, "AUDIT_ENABLED": os.environ["BENCH_AUDIT"] == "1"})
 ''')
 
 
@@ -90,15 +91,10 @@ def _token_and_jwks() -> tuple[str, str]:
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "bench"}), json.dumps({"keys": [jwk]})
 
 
-def _server_command(server: str, *, threads: int, app_dir: Path, port: int) -> list[str]:
-    """One worker of the named WSGI server on 127.0.0.1:`port`, `threads` threads running the app, keep-alive on."""
-    if server == "gunicorn":
-        return [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread",
-                "--threads", str(threads), "--keep-alive", "30", "--chdir", str(app_dir),
-                "--bind", f"127.0.0.1:{port}"]
-    return [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
-            "--blocking-threads", str(threads), "--no-ws", "--http", "1", "--working-dir", str(app_dir),
-            "--host", "127.0.0.1", "--port", str(port)]
+def _server_command(server: str, *, threads: int, app: str, port: int) -> list[str]:
+    """One gunicorn worker of class `server` on 127.0.0.1:`port` (gthread: `threads` threads), keep-alive on."""
+    return [sys.executable, "-m", "safeharbor_common.serving", app, "--port", str(port), "--workers", "1",
+            "--worker-class", server, "--threads", str(threads), "--keep-alive", "30"]
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -122,8 +118,8 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--no-audit", action="store_true")
-    parser.add_argument("--servers", type=server_list, default=["gunicorn", "granian"],
-                        help="WSGI servers to run the gateway and the hello-world app under, side by side")
+    parser.add_argument("--servers", type=server_list, default=["gevent", "gthread"],
+                        help="gunicorn worker classes to run the gateway and the hello-world app under")
     args = parser.parse_args()
     from safeharbor_common.service_identity import generate_keypair
     from safeharbor_devstack import free_port
@@ -152,7 +148,7 @@ def main() -> int:
             name = f"{app}-{server}"
             ports[name] = free_port()
             processes[name] = subprocess.Popen(
-                [*_server_command(server, threads=args.threads, app_dir=tmp, port=ports[name]), f"bench_{app}:app"],
+                _server_command(server, threads=args.threads, app=f"bench_{app}:create", port=ports[name]),
                 env=env, cwd=ROOT, start_new_session=True,
                 stderr=open(tmp / f"{name}.log", "wb"))  # noqa: SIM115 - lives with it
             label = "hello-world WSGI (the floor)" if app == "hello" else "gateway -> fixed upstream"
@@ -188,7 +184,7 @@ def main() -> int:
             process.wait(timeout=15)
 
     summary = []
-    print(f"\n1 worker, {args.threads} threads (gunicorn gthread; granian blocking threads)")
+    print(f"\n1 worker per worker class (gthread: {args.threads} threads)")
     print("| concurrency | what | req/s | p50 ms | p99 ms | CPU µs/request |")
     print("|---|---|---|---|---|---|")
     for c in concurrencies:

@@ -1,14 +1,16 @@
-"""Gateway overhead: the same authenticated GET direct to auth-service, through the gateway, and through
-nginx as a plain reverse proxy, under wrk at several concurrencies. Requests/s and p50/p99.
+"""Gateway overhead in the production topology: the same authenticated GET direct to auth-service, through
+nginx -> service, and through nginx -> gateway -> service (the edge), under wrk at several concurrencies.
+Requests/s, p50/p99, and CPU per request by part. What the gateway costs is edge minus nginx.
 
     .venv/bin/python bench/speed/gateway_overhead.py [--backend sqlite|postgres] [--runs 3] [--seconds 8]
-        [--concurrency 1,8,32,64] [--path /v1/auth/me] [--servers granian,gunicorn]
+        [--concurrency 1,8,32] [--path /v1/auth/me] [--servers gevent,gthread]
 
-`--servers granian,gunicorn` starts one stack per server (gunicorn from `bench/setup.sh`, with the
-settings the stack used before commit 9f7e26b) and interleaves their runs, for a ratio on one machine.
+Both nginx instances are plain reverse proxies (bench/nginx.conf.template: the edge's proxying without its TLS
+and per-IP limits, which cost the same on both sides and would throttle wrk). `--servers gevent,gthread`
+starts one stack per worker class of the gateway (services always gthread) and interleaves their runs.
 
-Runs are interleaved (direct, gateway, nginx, direct, ...) so drifting background load hits all three;
-after every gateway run the audit outboxes drain before the next run starts. Medians of `--runs`.
+Runs are interleaved (direct, nginx, edge, direct, ...) so drifting background load hits all three;
+after every edge run the audit outboxes drain before the next run starts. Medians of `--runs`.
 """
 from __future__ import annotations
 
@@ -85,15 +87,15 @@ def main() -> int:
     parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--path", default="/v1/auth/me")
     parser.add_argument("--user", default="pat")
-    parser.add_argument("--servers", type=server_list, default=["granian"],
-                        help="one stack per server, runs interleaved (default granian; granian,gunicorn compares)")
+    parser.add_argument("--servers", type=server_list, default=["gevent"],
+                        help="the gateway's worker class, one stack each, runs interleaved (gevent,gthread compares)")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     service = "keydir" if args.path.startswith("/v1/keys") else "auth"
-    paths = ("direct", "gateway", "nginx")
+    paths = ("direct", "nginx", "edge")
 
     with contextlib.ExitStack() as cleanup:
         targets: dict[tuple[str, str], str] = {}
@@ -107,8 +109,10 @@ def main() -> int:
             headers[server] = {"Authorization": f"Bearer {bench.api().token(args.user)}"}
             nginx, nginx_port, nginx_tmp = start_nginx(int(bench.url(service).rsplit(":", 1)[1]))
             cleanup.callback(_stop_nginx, nginx, nginx_tmp)
-            urls = {"direct": bench.url(service) + args.path, "gateway": bench.gateway_url + args.path,
-                    "nginx": f"http://127.0.0.1:{nginx_port}" + args.path}
+            edge, edge_port, edge_tmp = start_nginx(int(bench.gateway_url.rsplit(":", 1)[1]))
+            cleanup.callback(_stop_nginx, edge, edge_tmp)
+            urls = {"direct": bench.url(service) + args.path, "nginx": f"http://127.0.0.1:{nginx_port}" + args.path,
+                    "edge": f"http://127.0.0.1:{edge_port}" + args.path}
             for name, url in urls.items():  # sanity and warm-up (JWKS fetch, token cache, pools)
                 status = requests.get(url, headers=headers[server], timeout=10).status_code
                 if status != 200:
@@ -121,7 +125,7 @@ def main() -> int:
             cpu[server] = ComponentCpu({"gateway": bench.stack.processes["gateway"].pid,
                                         service: bench.stack.processes[service].pid,
                                         "audit": bench.stack.processes["audit"].pid,
-                                        "nginx": nginx.pid})
+                                        "nginx": nginx.pid, "edge nginx": edge.pid})
         runs: dict[tuple[str, str], dict[int, list[dict[str, float]]]] = {
             t: {c: [] for c in concurrencies} for t in targets}
         for run in range(args.runs):
@@ -132,7 +136,7 @@ def main() -> int:
                     before = {**cpu[server].snapshot(), "wrk": _children_cpu()}
                     result = wrk(url, connections=c, seconds=args.seconds, headers=headers[server])
                     foreign = others.stop()
-                    if name == "gateway":
+                    if name == "edge":
                         benches[server].wait_outboxes_empty()
                     used = ComponentCpu.per_request_us(before, {**cpu[server].snapshot(), "wrk": _children_cpu()},
                                                        result.requests)
@@ -143,8 +147,8 @@ def main() -> int:
                         f"others used {foreign:.2f} cores")
 
     summary = []
-    print("\n| server | concurrency | path | req/s | p50 ms | p99 ms | gateway p50 − direct p50 "
-          "| gateway/nginx req/s |")
+    print("\n| server | concurrency | path | req/s | p50 ms | p99 ms | edge p50 − nginx p50 "
+          "| edge/nginx req/s |")
     print("|---|---|---|---|---|---|---|---|")
     for server in args.servers:
         for c in concurrencies:
@@ -152,12 +156,12 @@ def main() -> int:
                    for t in paths}
             errors = {t: sum(r["non_2xx"] + r["socket_errors"] for r in runs[(server, t)][c]) for t in paths}
             row = {"server": server, "concurrency": c, "median": med, "errors": errors,
-                   "gateway_added_p50_ms": med["gateway"]["p50_ms"] - med["direct"]["p50_ms"],
-                   "gateway_over_nginx_rps": med["gateway"]["rps"] / med["nginx"]["rps"]}
+                   "gateway_added_p50_ms": med["edge"]["p50_ms"] - med["nginx"]["p50_ms"],
+                   "gateway_over_nginx_rps": med["edge"]["rps"] / med["nginx"]["rps"]}
             summary.append(row)
             for t in paths:
                 extra = (f"{row['gateway_added_p50_ms']:+.2f} ms", f"{row['gateway_over_nginx_rps']:.2f}") \
-                    if t == "gateway" else ("", "")
+                    if t == "edge" else ("", "")
                 print(f"| {server} | {c} | {t} | {fmt(med[t]['rps'], 0)} | {med[t]['p50_ms']:.2f} | "
                       f"{med[t]['p99_ms']:.2f} | {extra[0]} | {extra[1]} |")
     parts = sorted({k for t in runs for c in concurrencies for r in runs[t][c] for k in r if k.startswith("cpu_us:")})
@@ -177,11 +181,11 @@ def main() -> int:
             for c in concurrencies:
                 mine = {r["server"]: r for r in summary if r["concurrency"] == c}
                 a, o = mine[first], mine[other]
-                gateway_ratio = a["median"]["gateway"]["rps"] / o["median"]["gateway"]["rps"]
+                gateway_ratio = a["median"]["edge"]["rps"] / o["median"]["edge"]["rps"]
                 direct_ratio = a["median"]["direct"]["rps"] / o["median"]["direct"]["rps"]
-                print(f"  vs {other}, c={c}: gateway req/s {gateway_ratio:.2f}x, direct req/s {direct_ratio:.2f}x, "
+                print(f"  vs {other}, c={c}: edge req/s {gateway_ratio:.2f}x, direct req/s {direct_ratio:.2f}x, "
                       f"gateway added p50 {a['gateway_added_p50_ms']:+.2f} vs {o['gateway_added_p50_ms']:+.2f} ms")
-    suffix = "" if args.servers == ["granian"] else "-" + "-".join(args.servers)
+    suffix = "" if args.servers == ["gevent"] else "-" + "-".join(args.servers)
     name = f"gateway_overhead-{args.backend}{suffix}"
     write_result(name, {
         "path": args.path, "service": service, "seconds": args.seconds, "runs": args.runs, "servers": args.servers,

@@ -33,7 +33,7 @@ PARTS = {
     "service token for upstream": ("service_identity.py",),
     "flask/werkzeug request handling": ("flask/app.py", "werkzeug/"),
     "json logs, request ids, metrics (web.py)": ("safeharbor_common/web.py",),
-    "granian (Python side of the WSGI call)": ("granian/",),
+    "gunicorn and gevent (the server around the WSGI call)": ("gunicorn/", "gevent/"),
 }
 
 

@@ -17,6 +17,8 @@ from safeharbor_common.encoding import parse_decimal
 from safeharbor_common.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from safeharbor_common.serving import SOCKET_KEY
 
+from .cooperative import gevent_active
+
 READ_SIZE = 64 * 1024
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE"})
 
@@ -62,7 +64,7 @@ def read_body(environ: dict[str, Any], *, method: str, limit: int, timeout: floa
 
 @contextlib.contextmanager
 def _deadline(environ: dict[str, Any], seconds: float) -> Iterator[None]:
-    if _gevent_active():
+    if gevent_active():
         import gevent
 
         # One timeout for the whole body: a drip of one byte a second cannot stretch it.
@@ -89,11 +91,3 @@ def _stop_reading(environ: dict[str, Any]) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RD)
-
-
-def _gevent_active() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return bool(monkey.is_module_patched("socket"))

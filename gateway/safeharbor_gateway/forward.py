@@ -43,6 +43,7 @@ from safeharbor_common.tokens import SCOPE_MFA_ENROLLMENT, SessionClaims, TokenV
 
 from .body import read_body
 from .clientip import ClientAddress, rate_limit_bucket
+from .cooperative import run_blocking
 from .headers import (
     HSTS,
     SECURITY_HEADERS,
@@ -350,8 +351,10 @@ class Forwarder:
         if stream is not None:
             meta["stream"] = stream
         try:
-            # Committed before the answer leaves: an acknowledged request always has its event.
-            self.audit.emit(
+            # Committed before the answer leaves: an acknowledged request always has its event. The commit
+            # runs off the event loop, so it does not hold up the worker's other connections.
+            run_blocking(
+                self.audit.emit,
                 action=f"gateway.{label}",
                 actor=claims.sub if claims else "anonymous",
                 role=claims.role if claims else None,

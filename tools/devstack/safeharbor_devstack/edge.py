@@ -99,7 +99,7 @@ class Edge:
 
 
 def start_edge(*, gateway: str, tmp: Path, tls_dir: Path, https_port: int, http_port: int, health_port: int,
-               workers: int = 1, connections: int = 4096) -> Edge:
+               workers: str = "auto", connections: int = 4096) -> Edge:
     """nginx in the foreground with the production edge config in front of `gateway` (host:port).
 
     `tls_dir` holds `tls_cert` and `tls_key`, as the compose secrets are mounted."""
