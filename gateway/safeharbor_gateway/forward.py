@@ -237,7 +237,7 @@ class Forwarder:
         if not self.revocations.is_fresh():
             # Fail closed: without a current revocation list an ended session could slip through.
             raise ServiceUnavailable("Session checks are temporarily unavailable.")
-        if self.revocations.is_revoked(claims.sid):
+        if self.revocations.refuses(sid=claims.sid, jti=claims.jti):  # an ended session or a retired token
             raise SessionRevoked()
         if claims.scope not in route.scopes:
             if claims.scope == SCOPE_MFA_ENROLLMENT:
