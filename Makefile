@@ -19,7 +19,7 @@ $(VENV)/.installed: constraints.txt Makefile $(foreach p,$(PRESENT),$(p)/pyproje
 
 run: install
 	-bash scripts/setup-frontend.sh && npm run build --silent -w web  # the web app; the stack runs without it
-	$(BIN)/python -m safeharbor_devstack
+	SAFEHARBOR_WEB=1 $(BIN)/python -m safeharbor_devstack
 
 test: install
 	bash scripts/test-all.sh

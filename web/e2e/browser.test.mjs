@@ -59,7 +59,7 @@ async function startStack() {
   gateway = `http://127.0.0.1:${ports.GATEWAY_PORT}`;
   emulator = `http://127.0.0.1:${ports.STREAM_EMULATOR_PORT}`;
   const env = { ...process.env, ...ports, SAFEHARBOR_VAR_DIR: mkdtempSync(join(varDir, "run-")), SAFEHARBOR_ROOT: ROOT,
-    SAFEHARBOR_DEMO_PASSWORD: PASSWORD, SESSION_IDLE_TIMEOUT: String(IDLE_S), SAFEHARBOR_WORKERS: "1", STREAM_EMULATOR: "1" };
+    SAFEHARBOR_DEMO_PASSWORD: PASSWORD, SAFEHARBOR_WEB: "1", SESSION_IDLE_TIMEOUT: String(IDLE_S), SAFEHARBOR_WORKERS: "1", STREAM_EMULATOR: "1" };
   for (const k of ["STREAM_CHAT_URL", "STREAM_API_KEY", "STREAM_API_SECRET", "REDIS_URL"]) delete env[k];
   stack = spawn(PYTHON, ["-m", "safeharbor_devstack"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
   let output = "";

@@ -2,7 +2,8 @@
 
 Settings: GATEWAY_PORT (8080); <SERVICE>_DATABASE_URL (AUTH_, KEYDIR_, AUDIT_, PUSH_) and REDIS_URL to use
 PostgreSQL and Redis instead; STREAM_API_KEY / STREAM_API_SECRET / STREAM_CHAT_URL / STREAM_EMULATOR;
-SAFEHARBOR_DEMO_PASSWORD (demo users' password in dev mode).
+SAFEHARBOR_DEMO_PASSWORD (demo users' password in dev mode); SAFEHARBOR_WEB=1 (`make run` sets it) also serves
+the built web app at WEB_PORT (5173), see web/README.md.
 To run a second stack beside `make run` (tools/devstack/tests does): SAFEHARBOR_VAR_DIR (default <root>/var:
 secrets, SQLite files, logs, emulator state), AUTH_PORT / KEYDIR_PORT / AUDIT_PORT / PUSH_PORT (8101, 8102,
 8103, 8104), STREAM_EMULATOR_PORT (8190); SAFEHARBOR_WORKERS (server worker processes per service, 2).
@@ -90,13 +91,6 @@ def main() -> int:
         print(f"Could not start the stack: {exc}\nLogs: {var_dir / 'log'}", file=sys.stderr)
         return 1
     print(f"\nSafeHarbor gateway: {stack.gateway_url}", flush=True)
-    try:
-        web_url = start_web(stack, int(os.environ.get("WEB_PORT") or WEB_DEFAULT_PORT))
-    except (RuntimeError, ValueError) as exc:
-        web_url = None
-        print(f"Web app did not start: {exc}", file=sys.stderr)
-    print(f"SafeHarbor web app: {web_url}" if web_url else "Web app: not built (`make run` builds it with npm)",
-          flush=True)
     print(f"Gateway metrics (internal listener): http://127.0.0.1:{internal_port}/metrics", flush=True)
     if demo_password:
         print(
@@ -105,6 +99,15 @@ def main() -> int:
             flush=True,
         )
     print(f"Logs in {var_dir / 'log'}. Ctrl-C stops everything.", flush=True)
+    # The web app last: its server takes a moment, and the lines above are what launchers read first.
+    if os.environ.get("SAFEHARBOR_WEB") == "1":  # `make run` sets it (and builds the app first)
+        try:
+            web_url = start_web(stack, int(os.environ.get("WEB_PORT") or WEB_DEFAULT_PORT))
+        except (RuntimeError, ValueError) as exc:
+            web_url = None
+            print(f"Web app did not start: {exc}", file=sys.stderr)
+        print(f"SafeHarbor web app: {web_url}" if web_url else "Web app: not built (`make run` builds it with npm)",
+              flush=True)
     try:
         while not stopping:
             for name, process in list(stack.processes.items()):
