@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import traceback
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
+import orjson
 from safeharbor_common import checkpoint as cp
 from safeharbor_common import merkle
 from sqlalchemy import Engine
@@ -143,13 +145,13 @@ def fold(frontier: Sequence[bytes]) -> bytes:
     return acc
 
 
-def _entries_sql(sqlite: bool) -> str:
-    if sqlite:
-        types = "||','||".join(f"typeof({c})" for c in ("seq", "ts", *_TEXT_COLUMNS, "canonical", "hash"))
-        return (f"SELECT seq, ts, {', '.join(_TEXT_COLUMNS)}, canonical, hash, {types} "
-                "FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq")
-    return (f"SELECT seq, {_PG_TS}, {', '.join(_TEXT_COLUMNS)}, canonical, hash "
-            "FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq")
+_COLUMNS = f"seq, ts, {', '.join(_TEXT_COLUMNS)}, canonical, hash"
+_RANGE = "FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq"
+_SQLITE_ENTRIES = f"SELECT {_COLUMNS} {_RANGE}"
+_SQLITE_ENTRIES_STRICT = "SELECT {}, {} {}".format(
+    _COLUMNS, "||','||".join(f"typeof({c})" for c in ("seq", "ts", *_TEXT_COLUMNS, "canonical", "hash")), _RANGE
+)
+_PG_ENTRIES = f"SELECT {_COLUMNS.replace('ts,', _PG_TS + ',', 1)} {_RANGE}"
 
 
 def _nodes_in_window(conn: Any, sqlite: bool, lo: int, hi: int, max_level: int) -> dict[tuple[int, int], Any]:
@@ -184,6 +186,25 @@ def check_range(
     return result
 
 
+def _fetch_entries(conn: Any, sqlite: bool, lo: int, hi: int) -> tuple[list[tuple[Any, ...]], bool]:
+    """Rows [lo, hi); True when read the strict way (SQLite text as bytes, with each cell's storage class).
+
+    SQLite's fast way reads text as str: a TEXT cell then comes back as str and a BLOB as bytes, so types
+    still tell them apart; only a TEXT cell that is not UTF-8 makes the driver raise, and then this batch
+    is read the strict way.
+    """
+    if not sqlite:
+        return fetch(conn, False, _PG_ENTRIES, (lo, hi)), False
+    conn.text_factory = str
+    try:
+        return fetch(conn, True, _SQLITE_ENTRIES, (lo, hi)), False
+    except sqlite3.OperationalError:
+        pass
+    finally:
+        conn.text_factory = bytes
+    return fetch(conn, True, _SQLITE_ENTRIES_STRICT, (lo, hi)), True
+
+
 def _check_range(
     conn: Any, sqlite: bool, result: RangeResult, wanted: Sequence[int], range_level: int, anchor: bytes | None
 ) -> None:
@@ -197,23 +218,23 @@ def _check_range(
     elif anchor is None:
         prev = GENESIS_PREV
     differing: set[tuple[int, int]] = set()
-    compact = merkle.CompactRange()
+    frontier: list[bytes] = []
     if start > base:  # after a purge: the subtrees of [base, start) are kept as nodes (checkpoints sign them)
         ids = merkle.perfect_subtrees(base, start)
         found = {(r[0], r[1]): as_hash(r[2]) for r in fetch(
             conn, sqlite, "SELECT level, idx, hash FROM merkle_nodes WHERE " + " OR ".join(
                 "(level = ? AND idx = ?)" for _ in ids), [v for n in ids for v in (n.level, n.index)])}
-        frontier = [found.get((n.level, n.index)) for n in ids]
-        if any(h is None for h in frontier):
+        kept = [found.get((n.level, n.index)) for n in ids]
+        if any(h is None for h in kept):
             result.mark(start, "the Merkle nodes of the purged entries are missing")
             return
-        compact = merkle.CompactRange(size=start - base, frontier=[h for h in frontier if h is not None])
-    entries_sql = _entries_sql(sqlite)
-    sha256, leaf_hash, loads = hashlib.sha256, merkle.leaf_hash, json.loads
+        frontier = [h for h in kept if h is not None]
+    sha256, loads = hashlib.sha256, orjson.loads
+    prev_hex = prev.hex() if prev is not None else None
     expected = start
     for lo in range(start, end, _BATCH):
         hi = min(end, lo + _BATCH)
-        rows = fetch(conn, sqlite, entries_sql, (lo, hi))
+        rows, strict = _fetch_entries(conn, sqlite, lo, hi)
         nodes = _nodes_in_window(conn, sqlite, lo, hi, range_level)
         for row in rows:
             seq = row[0]
@@ -223,38 +244,77 @@ def _check_range(
                 result.mark(min(seq, expected), "entry missing (gap in the sequence)" if seq > expected
                             else "entry duplicated")
                 return
-            why = _check_entry(row, seq, prev, sqlite, sha256, loads)
-            if why is not None:
-                result.mark(seq, why)
-                return
-            entry_hash = row[12]
-            if type(entry_hash) is not bytes:
-                entry_hash = bytes(entry_hash)
-            for node, value in compact.append(leaf_hash(entry_hash)):
-                key = (node.level, node.index + (base >> node.level))
-                if as_hash(nodes.pop(key, None)) != value:
-                    differing.add(key)
-                    # A node above one that differs differs too: only the lowest is named.
-                    if key[0] == 0 or not ({(key[0] - 1, 2 * key[1]), (key[0] - 1, 2 * key[1] + 1)} & differing):
-                        result.mark(key[1] << key[0], f"Merkle node {key} is missing or differs")
-                    if key[0] == range_level:
+            # The common case in one pass, every comparison typed by its values; anything unusual is
+            # examined again by _check_entry, which says what is wrong.
+            canonical = row[11]
+            digest = sha256(canonical).digest() if type(canonical) is bytes else None
+            try:
+                entry = loads(canonical) if digest is not None and row[12] == digest else None
+            except ValueError:
+                entry = None
+            if (
+                strict
+                or type(entry) is not dict
+                or type(entry.get("seq")) is not int
+                or entry["seq"] != seq
+                or (prev_hex is not None and entry.get("prev") != prev_hex)
+                or (entry.get("event_id"), entry.get("source"), entry.get("actor"), entry.get("role"),
+                    entry.get("action"), entry.get("resource"), entry.get("outcome"), entry.get("request_id"),
+                    entry.get("severity")) != row[2:11]
+                or not _ts_matches(entry.get("ts"), row[1], sqlite)
+            ):
+                why = _check_entry(row, seq, prev, sqlite, strict)
+                if why is not None or digest is None:
+                    result.mark(seq, why or "entry bytes are not stored as bytes")
+                    return
+            assert digest is not None  # the fast test above fails without it
+            # Merkle: the leaf and every node it completes, each compared with the stored one.
+            value = sha256(b"\x00" + digest).digest()
+            if nodes.pop((0, seq), None) != value:
+                _node_differs(result, differing, 0, seq)
+            frontier.append(value)
+            index, level = seq - base, 0
+            while index & 1:
+                value = sha256(b"\x01" + frontier[-2] + value).digest()
+                del frontier[-2:]
+                frontier.append(value)
+                index >>= 1
+                level += 1
+                key = (level, index + (base >> level))
+                if nodes.pop(key, None) != value:
+                    _node_differs(result, differing, level, key[1])
+                    if level == range_level:
                         result.top_differs = True
-            prev = entry_hash
+            prev, prev_hex = digest, digest.hex()
             expected += 1
             if expected in wanted_set:
-                result.frontiers[expected] = list(compact.frontier)
+                result.frontiers[expected] = list(frontier)
         if result.first_bad is not None:
             return
         if expected < hi:
             result.mark(expected, "entry missing (gap in the sequence)")
             return
-    result.frontiers[end] = list(compact.frontier)
+    result.frontiers[end] = list(frontier)
     result.last_hash = prev
 
 
-def _check_entry(
-    row: tuple[Any, ...], seq: int, prev: bytes | None, sqlite: bool, sha256: Any, loads: Any
-) -> str | None:
+def _node_differs(result: RangeResult, differing: set[tuple[int, int]], level: int, index: int) -> None:
+    differing.add((level, index))
+    # A node above one that differs differs too: only the lowest is named.
+    if level == 0 or not ({(level - 1, 2 * index), (level - 1, 2 * index + 1)} & differing):
+        result.mark(index << level, f"Merkle node {(level, index)} is missing or differs")
+
+
+def _ts_matches(ts: Any, stored: Any, sqlite: bool) -> bool:
+    if type(ts) is not str or len(ts) != 27 or ts[10] != "T" or ts[19] != "." or ts[26] != "Z":
+        return False
+    return bool(stored == (ts[:10] + " " + ts[11:26] if sqlite else ts))
+
+
+def _check_entry(row: tuple[Any, ...], seq: int, prev: bytes | None, sqlite: bool, strict: bool) -> str | None:
+    """Every check of one row, saying what is wrong (None: nothing). `strict`: SQLite text read as bytes,
+    with each cell's storage class in row[13]."""
+    sha256, loads = hashlib.sha256, orjson.loads
     canonical, stored_hash = row[11], row[12]
     if isinstance(canonical, memoryview):
         canonical = bytes(canonical)
@@ -262,7 +322,7 @@ def _check_entry(
         return "entry bytes are not stored as bytes"
     if as_hash(stored_hash) != sha256(canonical).digest():
         return "entry hash does not match its canonical bytes"
-    if sqlite:
+    if strict:
         types = row[13]
         want = ["integer", "text"] + [
             "null" if row[2 + i] is None and c in _NULLABLE else "text" for i, c in enumerate(_TEXT_COLUMNS)
@@ -273,6 +333,10 @@ def _check_entry(
         entry = loads(canonical)
     except Exception:  # noqa: BLE001 - not JSON, too deep, not UTF-8: all the same to an auditor
         return "entry is not valid JSON"
+    if not strict:
+        for i in range(2, 11):  # fast read: TEXT is str, a BLOB (bytes) in a text column is a wrong type
+            if row[i] is not None and type(row[i]) is not str:
+                return "a column is stored with the wrong type"
     if type(entry) is not dict:
         return "entry is not a JSON object"
     entry_seq = entry.get("seq")

@@ -207,7 +207,7 @@ edits = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(edit=edits, range_level=range_levels)
 def test_any_value_in_any_column_is_reported_never_raised(
     copies: LogCopies, edit: tuple[str, str, int, Any], range_level: int
@@ -246,7 +246,7 @@ def test_any_value_in_any_column_is_reported_never_raised(
 row_operations = st.sampled_from(["delete", "swap", "duplicate", "delete_node", "extra_node", "delete_checkpoint"])
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(operation=row_operations, seq=st.integers(0, SIZE - 2), range_level=range_levels)
 def test_deleted_duplicated_and_reordered_rows_are_reported(
     copies: LogCopies, operation: str, seq: int, range_level: int
