@@ -10,6 +10,7 @@ from safeharbor_common import service_identity, tokens, web
 from safeharbor_common.db import create_db_engine, enable_sqlite_immediate
 from sqlalchemy import select
 
+from . import compliance_api
 from .api import bp
 from .config import load_config
 from .models import log_head
@@ -29,6 +30,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     tokens.init_app(app)
     app.extensions["audit_log"] = build_log(app.config)
     app.register_blueprint(bp)
+    compliance_api.init_app(app, test_config.get("ENVIRON") if test_config else None)
     return app
 
 

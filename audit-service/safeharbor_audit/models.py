@@ -82,3 +82,18 @@ audit_retention = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("days", Integer, nullable=False),
 )
+
+# Signed HIPAA §164.312 compliance reports, kept (issue 17; safeharbor_audit.compliance). Inserted, never
+# updated; `slot` (the scheduled period's number) is unique, so one worker of many keeps each daily report.
+compliance_reports = Table(
+    "compliance_reports",
+    metadata,
+    Column("report_id", String(36), primary_key=True, autoincrement=False),
+    Column("generated_at", Float, nullable=False),
+    Column("trigger", String(16), nullable=False),  # request | schedule
+    Column("slot", BigInteger, unique=True),
+    Column("sha256", String(64), nullable=False),
+    Column("statuses", Text, nullable=False),  # JSON {control id: status}, for the next report's comparison
+    Column("document", Text, nullable=False),  # JSON {report, sha256, signature, verifier_key}
+    Index("ix_compliance_reports_generated_at", "generated_at"),
+)

@@ -80,6 +80,7 @@ def make_env(database_url: str, **extra: str) -> AuditEnv:
         "AUDIT_CHECKPOINT_INTERVAL": "0.2",
         "STREAM_API_SECRET": STREAM_SECRET,
         "JWKS_URL": "http://127.0.0.1:9/jwks",
+        "COMPLIANCE_REPORT_INTERVAL": "0",  # no scheduled report thread in unit tests (test_compliance calls it)
         **extra,
     }
     signers = {n: ServiceTokenSigner(name=n, private_key=load_private_key(k[0])) for n, k in keys.items()}

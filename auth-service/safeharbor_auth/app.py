@@ -13,6 +13,7 @@ from safeharbor_common.db import create_db_engine
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import compliance
 from .api import bp
 from .config import load_config
 from .context import AuthServices
@@ -83,6 +84,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from .streaming import bp as stream_bp
 
     app.register_blueprint(stream_bp)
+    compliance.init_app(app)
     return app
 
 

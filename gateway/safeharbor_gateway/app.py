@@ -13,6 +13,7 @@ from safeharbor_common import service_identity, tokens, web
 from safeharbor_common.errors import SafeHarborError, ServiceUnavailable
 from safeharbor_common.revocation import RevocationList
 
+from . import compliance
 from .clientip import ClientAddress
 from .config import load_config
 from .forward import Forwarder, ForwardSettings
@@ -72,6 +73,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.extensions["forwarder"] = forwarder
     app.wsgi_app = forwarder  # type: ignore[method-assign]
+    compliance.init_app(app)  # issue 17: its controls, served on the internal listener only
     return app
 
 

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from safeharbor_common import web
 from safeharbor_common.audit_emitter import AuditEmitter
+from safeharbor_common.compliance import CONTROLS_PATH
 from safeharbor_common.errors import (
     Forbidden,
     InvalidRequest,
@@ -130,7 +131,7 @@ class Forwarder:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
-        if path in LOCAL_PATHS or (path == METRICS_PATH
+        if path in LOCAL_PATHS or (path in (METRICS_PATH, CONTROLS_PATH)
                                    and arrived_on_port(environ, self.settings.internal_port)):
             return self._local(environ, start_response, path)
         return self.forward(environ, start_response, path)

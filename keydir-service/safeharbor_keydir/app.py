@@ -8,6 +8,7 @@ from flask import Flask, current_app
 from safeharbor_common import audit_emitter, service_identity, tokens, web
 from safeharbor_common.db import create_db_engine
 
+from . import compliance
 from .api import bp
 from .config import load_config
 from .log import TransparencyLog
@@ -26,6 +27,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     audit_emitter.init_app(app)
     app.extensions["keydir_log"] = build_log(app.config)
     app.register_blueprint(bp)
+    compliance.init_app(app)
     return app
 
 

@@ -13,6 +13,7 @@ from safeharbor_common.errors import NotReady
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
+from . import compliance
 from .api import bp
 from .config import load_config
 from .drift import DriftChecker
@@ -85,6 +86,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         checker.ensure_started()
         app.before_request(checker.ensure_started)
     app.register_blueprint(bp)
+    compliance.init_app(app)
     return app
 
 

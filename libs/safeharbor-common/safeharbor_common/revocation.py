@@ -68,6 +68,14 @@ class RevocationList:
     def is_fresh(self) -> bool:
         return time.monotonic() - self._last_fresh <= self._max_staleness
 
+    def age(self) -> float:
+        """Seconds since the feed last answered in this worker (inf: never); the compliance report's evidence."""
+        return time.monotonic() - self._last_fresh
+
+    @property
+    def max_staleness(self) -> float:
+        return self._max_staleness
+
     def ensure_started(self) -> None:
         """Starts the background readers in this worker (after the server's fork), once."""
         if self._started:
