@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import operator
 import os
 import sqlite3
 import traceback
@@ -40,7 +41,10 @@ _BATCH = 8192  # rows per query inside a range (bounded memory on every driver)
 _TEXT_COLUMNS = ("event_id", "source", "actor", "role", "action", "resource", "outcome", "request_id", "severity")
 _NULLABLE = frozenset({"role", "resource", "request_id"})
 _PG_TS = """to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-_MISMATCH = object()  # a stored value of a type no hashed value can equal
+_MISMATCH = object()
+# Every stored entry has these keys (null where empty): C-level getters, a KeyError sends the row to the slow path.
+_HEAD_FIELDS = operator.itemgetter("seq", "prev", "ts")
+_INDEXED_FIELDS = operator.itemgetter(*_TEXT_COLUMNS)  # a stored value of a type no hashed value can equal
 
 
 @dataclass
@@ -230,6 +234,7 @@ def _check_range(
             return
         frontier = [h for h in kept if h is not None]
     sha256, loads = hashlib.sha256, orjson.loads
+    head_fields, indexed_fields = _HEAD_FIELDS, _INDEXED_FIELDS
     prev_hex = prev.hex() if prev is not None else None
     expected = start
     for lo in range(start, end, _BATCH):
@@ -250,19 +255,23 @@ def _check_range(
             digest = sha256(canonical).digest() if type(canonical) is bytes else None
             try:
                 entry = loads(canonical) if digest is not None and row[12] == digest else None
-            except ValueError:
-                entry = None
-            if (
-                strict
-                or type(entry) is not dict
-                or type(entry.get("seq")) is not int
-                or entry["seq"] != seq
-                or (prev_hex is not None and entry.get("prev") != prev_hex)
-                or (entry.get("event_id"), entry.get("source"), entry.get("actor"), entry.get("role"),
-                    entry.get("action"), entry.get("resource"), entry.get("outcome"), entry.get("request_id"),
-                    entry.get("severity")) != row[2:11]
-                or not _ts_matches(entry.get("ts"), row[1], sqlite)
-            ):
+                entry_seq, entry_prev, ts = head_fields(entry)  # type: ignore[arg-type]
+                ok = (
+                    not strict
+                    and type(entry_seq) is int
+                    and entry_seq == seq
+                    and (prev_hex is None or entry_prev == prev_hex)
+                    and indexed_fields(entry) == row[2:11]  # type: ignore[arg-type]
+                    and type(ts) is str
+                    and len(ts) == 27
+                    and ts[26] == "Z"
+                    and ts[10] == "T"
+                    and ts[19] == "."
+                    and row[1] == (ts[:10] + " " + ts[11:26] if sqlite else ts)
+                )
+            except (ValueError, TypeError, KeyError):  # not JSON, not an object, a key missing: look closer
+                ok = False
+            if not ok:
                 why = _check_entry(row, seq, prev, sqlite, strict)
                 if why is not None or digest is None:
                     result.mark(seq, why or "entry bytes are not stored as bytes")
@@ -303,12 +312,6 @@ def _node_differs(result: RangeResult, differing: set[tuple[int, int]], level: i
     # A node above one that differs differs too: only the lowest is named.
     if level == 0 or not ({(level - 1, 2 * index), (level - 1, 2 * index + 1)} & differing):
         result.mark(index << level, f"Merkle node {(level, index)} is missing or differs")
-
-
-def _ts_matches(ts: Any, stored: Any, sqlite: bool) -> bool:
-    if type(ts) is not str or len(ts) != 27 or ts[10] != "T" or ts[19] != "." or ts[26] != "Z":
-        return False
-    return bool(stored == (ts[:10] + " " + ts[11:26] if sqlite else ts))
 
 
 def _check_entry(row: tuple[Any, ...], seq: int, prev: bytes | None, sqlite: bool, strict: bool) -> str | None:
