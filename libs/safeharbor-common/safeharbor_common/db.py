@@ -44,15 +44,40 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+# pg_advisory_lock's key for migrations (an advisory lock is per database, so one key serves every service).
+MIGRATION_LOCK_KEY = 0x5AFE_4A7B_0001
+
+
 def upgrade_database(url: str, script_location: str | Path, revision: str = "head") -> None:
-    """Runs Alembic migrations in `script_location` against `url`."""
+    """Runs Alembic migrations in `script_location` against `url`.
+
+    On PostgreSQL under an advisory lock held for the whole upgrade: pods that start together (each runs the
+    migration in an init container, deploy/k8s) migrate one at a time, and the later ones find the schema at
+    head instead of racing to create the same tables.
+    """
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy import text
+    from sqlalchemy.pool import NullPool
 
     config = Config()
     config.set_main_option("script_location", str(script_location))
     config.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
-    command.upgrade(config, revision)
+    if make_url(normalise_url(url)).get_backend_name() != "postgresql":
+        command.upgrade(config, revision)
+        return
+    engine = create_db_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as lock:
+            lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            lock.commit()  # the lock is the session's, not the transaction's: no transaction stays open
+            try:
+                command.upgrade(config, revision)
+            finally:
+                lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                lock.commit()
+    finally:
+        engine.dispose()
 
 
 def run_migrations(target_metadata: Any) -> None:
