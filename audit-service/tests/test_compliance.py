@@ -17,7 +17,8 @@ from .conftest import AuditEnv, Ingest, make_event
 from .test_tamper import tamper
 
 
-def peer(statuses: dict[str, str] | None = None, *, silent: frozenset[str] = frozenset()) -> Callable[[str], PeerAnswer]:
+def peer(statuses: dict[str, str] | None = None, *,
+         silent: frozenset[str] = frozenset()) -> Callable[[str], PeerAnswer]:
     """A stand-in for the peers' endpoints: every catalogue control of the service, pass unless told."""
     statuses = statuses or {}
 

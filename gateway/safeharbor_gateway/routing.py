@@ -80,6 +80,7 @@ ROUTES: tuple[Route, ...] = (
     # audit-service
     _r("webhooks.stream", "audit", "POST", r"/v1/webhooks/stream", public=True),
     _r("audit.read", "audit", "GET", r"/v1/audit(/.*)?", roles=AUDIT_READERS),
+    _r("compliance.report", "audit", "GET", r"/v1/compliance/report(/key|/latest)?", roles=AUDIT_READERS),
     # push-config-service
     _r("push.admin", "push", "GET POST PUT", r"/v1/push(/.*)?", roles=ADMIN),
 )
