@@ -266,14 +266,17 @@ test("two browsers chat end to end (post-quantum suite); Stream stores only ciph
   await laptop.screenshot({ path: join(SHOTS, "restored-device.png") });
 });
 
-test("the auditor console verifies the log against its signed checkpoint and proves an entry", async () => {
+test("the auditor console verifies the log against its signed checkpoint, proves an entry, checks the signed compliance report", async () => {
   const p = await page();
   await enrolAndLogin(p, "audra");
   await p.getByTestId("audit-verify").click();
   await p.getByTestId("audit-verdict").filter({ hasText: "Verified" }).waitFor({ timeout: 20_000 });
   await p.getByRole("button", { name: "Prove" }).first().click();
   await p.getByText(/included in checkpoint \d+/).first().waitFor({ timeout: 20_000 });
-  await p.screenshot({ path: join(SHOTS, "auditor-console.png") });
+  await p.getByRole("button", { name: "Produce report now" }).click();
+  await p.getByTestId("compliance-verdict").filter({ hasText: "Signed report verified" }).waitFor({ timeout: 60_000 });
+  assert.match(await p.getByTestId("compliance-summary").textContent(), /pass: \d+/);
+  await p.screenshot({ path: join(SHOTS, "auditor-console.png"), fullPage: true });
 });
 
 test("a billing user sees no clinical channel", async () => {

@@ -1,6 +1,6 @@
 // Auditor console: entries with filters, server verification checked against the signed checkpoint
 // (verified here with the log's pinned key), inclusion proofs of single entries, and export.
-import { fromHex, leafHash, verifyCheckpoint, verifyInclusion } from "@safeharbor/client";
+import { buf, fromHex, jcs, leafHash, openNote, parseVerifierKey, toHex, verifyCheckpoint, verifyInclusion } from "@safeharbor/client";
 import { type FormEvent, useEffect, useState } from "react";
 import { ApiError, api } from "./api";
 
@@ -71,6 +71,7 @@ export function Auditor() {
         <label>action <input value={filter.action} onChange={(e) => setFilter({ ...filter, action: e.target.value })} /></label>
         <button type="submit">Filter</button>
       </form>
+      <Compliance />
       <table data-testid="audit-entries">
         <thead><tr><th>seq</th><th>time</th><th>actor</th><th>role</th><th>action</th><th>resource</th><th>outcome</th><th>proof</th></tr></thead>
         <tbody>
@@ -83,5 +84,53 @@ export function Auditor() {
         </tbody>
       </table>
     </main>
+  );
+}
+
+/** The HIPAA §164.312 report (audit-service): produced now or the latest kept, its signature and hash
+ * checked here against the report key: the C2SP note names the report id and the SHA-256 of its JCS. */
+function Compliance() {
+  const [doc, setDoc] = useState<Row | null>(null);
+  const [verdict, setVerdict] = useState<string | null>(null);
+
+  async function load(path: string) {
+    setVerdict("Measuring…");
+    try {
+      const [document, key] = await Promise.all([api<Row>("GET", path), api<string>("GET", "/v1/compliance/report/key")]);
+      const report = document["report"] as Row;
+      const digest = toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", buf(jcs(report)))));
+      const lines = openNote(String(document["signature"]), [parseVerifierKey(key.trim())]).split("\n");
+      const ok = lines[1] === report["format"] && lines[2] === report["report_id"] && lines[3] === `sha256 ${digest}` && document["sha256"] === digest;
+      setDoc(report);
+      setVerdict(ok ? `Signed report verified (sha256 ${digest.slice(0, 16)}…)` : "REPORT SIGNATURE DOES NOT MATCH ITS CONTENT");
+    } catch (err) {
+      setDoc(null);
+      setVerdict(`No report: ${message(err)}`);
+    }
+  }
+
+  const summary = (doc?.["summary"] ?? {}) as Record<string, number>;
+  return (
+    <section aria-label="Compliance report" className="compliance">
+      <h2>Compliance report (45 CFR 164.312)</h2>
+      <div className="inline">
+        <button onClick={() => void load("/v1/compliance/report")}>Produce report now</button>
+        <button onClick={() => void load("/v1/compliance/report/latest")}>Latest kept report</button>
+      </div>
+      {verdict && <p className={verdict.startsWith("Signed") ? "ok" : "error"} data-testid="compliance-verdict">{verdict}</p>}
+      {doc && (
+        <>
+          <p data-testid="compliance-summary">{Object.entries(summary).map(([k, v]) => `${k}: ${v}`).join(" · ")}</p>
+          <table>
+            <thead><tr><th>control</th><th>service</th><th>status</th></tr></thead>
+            <tbody>
+              {(doc["controls"] as Row[]).map((c) => (
+                <tr key={c["id"]} className={c["status"] === "fail" ? "alarm" : ""}><td>{c["title"] ?? c["id"]}</td><td>{c["service"]}</td><td>{c["status"]}</td></tr>
+              ))}
+            </tbody>
+          </table>
+        </>
+      )}
+    </section>
   );
 }
