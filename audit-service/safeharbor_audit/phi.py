@@ -1,11 +1,11 @@
 """PHI-bearing fields (ip, user agent) encrypted at rest.
 
-New entries carry an HPKE envelope (`safeharbor_common.audit_phi`) sealed by the emitter to this
-service's X25519 key, stored as sent: nothing is encrypted on the append path. The X25519 key is derived
-from `AUDIT_DATA_KEY` with HKDF (one secret to keep; `AUDIT_DATA_KEYS_PREVIOUS` still opens older
-entries); entries written before HPKE carry AES-256-GCM envelopes, still opened with the data keys.
-Both bind the ciphertext to the event id. The hash chain covers the stored, encrypted form: anyone can
-verify integrity without the key.
+New entries carry an envelope (`safeharbor_common.audit_phi`: AES-256-GCM under a content key wrapped
+with HPKE) sealed by the emitter to this service's X25519 key, stored as sent: nothing is encrypted on
+the append path. The X25519 key is derived from `AUDIT_DATA_KEY` with HKDF (one secret to keep;
+`AUDIT_DATA_KEYS_PREVIOUS` still opens older entries); entries written before carry AES-256-GCM
+envelopes under the data key, still opened. Both bind the ciphertext to the event id. The hash chain
+covers the stored, encrypted form: anyone can verify integrity without the key.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class PhiCipher:
     key: bytes = field(repr=False)
     previous: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     _private: dict[str, X25519PrivateKey] = field(init=False, repr=False, compare=False)
+    _unwrapped: dict[str, AESGCM] = field(init=False, repr=False, compare=False)
     public_key: PhiPublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +52,7 @@ class PhiCipher:
             privates[audit_phi.key_id(private.public_key())] = private
         current = derive_phi_key(self.key).public_key()
         object.__setattr__(self, "_private", privates)
+        object.__setattr__(self, "_unwrapped", {})
         object.__setattr__(self, "public_key", PhiPublicKey(audit_phi.key_id(current), current))
 
     def seal(self, values: Mapping[str, str | None], *, event_id: str) -> dict[str, str] | None:
@@ -67,7 +69,7 @@ class PhiCipher:
                 private = self._private.get(str(envelope.get("kid")))
                 if private is None:
                     raise PhiDecryptionError("no key for this PHI envelope")
-                return audit_phi.open_sealed(envelope, private, event_id=event_id)
+                return audit_phi.open_sealed(envelope, private, event_id=event_id, cache=self._unwrapped)
             return self._open_legacy(envelope, event_id=event_id)
         except PhiDecryptionError:
             raise

@@ -22,6 +22,8 @@ class PhiEnvelope(BaseModel):
 
     alg: Literal["HPKE-X25519-SHA256-A256GCM"]
     kid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    ek: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_-]+$")  # the HPKE-wrapped content key
+    nonce: str = Field(min_length=16, max_length=16, pattern=r"^[A-Za-z0-9_-]+$")
     ct: str = Field(min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9_-]+$")
 
 
