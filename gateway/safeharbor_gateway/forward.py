@@ -94,6 +94,7 @@ class _Attempt:
     route: Route | None = None
     claims: SessionClaims | None = None
     refusals: int = 0  # rate-limit refusals this window, this one included
+    error: str | None = None  # the error code of a refusal or failure (for the access log)
 
 
 class Forwarder:
@@ -173,8 +174,10 @@ class Forwarder:
             status, headers, body = self._handle(environ, attempt, origin)
             streamed = not isinstance(body, list)
         except SafeHarborError as exc:
+            attempt.error = exc.code
             status, headers, body = self._error(exc, attempt.request_id)
         except Exception as exc:  # noqa: BLE001 - one JSON shape for every failure, never a stack trace
+            attempt.error = "internal_error"
             status, payload, extra = web.unexpected_error(exc, attempt.request_id)
             status, headers, body = _json_answer(status, payload, list(extra.items()))
         headers.append((web.REQUEST_ID_HEADER, attempt.request_id))
@@ -324,9 +327,11 @@ class Forwarder:
         method = web.method_label(attempt.method)
         self.metrics.requests.labels("gateway", method, label, str(status)).inc()
         self.metrics.latency.labels("gateway", method, label).observe(elapsed)
-        _log.info("request", extra={"fields": {"request_id": attempt.request_id, "method": method,
-                                               "route": label, "status": status,
-                                               "ms": round(elapsed * 1000, 2)}})
+        fields: dict[str, Any] = {"request_id": attempt.request_id, "method": method, "route": label,
+                                  "status": status, "ms": round(elapsed * 1000, 2)}
+        if attempt.error is not None:
+            fields["error"] = attempt.error
+        _log.info("request", extra={"fields": fields})
         return label
 
     def _audits(self, status: int, attempt: _Attempt) -> bool:

@@ -14,6 +14,7 @@ What this module decides, and urllib3 does:
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ READ_CHUNK = 64 * 1024
 UNAVAILABLE = "A service is unavailable; try again shortly."
 # Only these may be sent again, and only when the connection was never made.
 _RESENDABLE = frozenset({"GET", "HEAD"})
+_log = logging.getLogger("safeharbor.gateway.upstream")
 _RETRY_CONNECT_ONCE = Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0,
                             raise_on_redirect=False, raise_on_status=False)
 
@@ -113,6 +115,10 @@ def _sock_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:
 def _failure(exc: HTTPError) -> ServiceUnavailable | UpstreamTimeout:
     """A timeout after sending is a 504 (the service may have acted); anything else a 503."""
     reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
+    # The failure's kind only (never a URL with a query, never a body): enough to tell a refused
+    # connection from a reset or a timeout when a 503 is investigated.
+    _log.warning("upstream request failed", extra={"fields": {"error": type(reason).__name__,
+                                                              "cause": type(reason.__context__).__name__}})
     if isinstance(reason, ReadTimeoutError):
         return UpstreamTimeout()
     return ServiceUnavailable(UNAVAILABLE)

@@ -83,8 +83,10 @@ class RevocationList:
         with self._start_lock:
             if self._started:
                 return
-            self._started = True
+            # The first poll before anyone is told "started": concurrent first requests wait on the lock for
+            # it instead of finding an empty, stale list (a burst of 503s at a worker's first load).
             self.poll_once()
+            self._started = True
             threading.Thread(target=self._poll_loop, name="revocation-poll", daemon=True).start()
             if self._redis_url:
                 threading.Thread(target=self._redis_loop, name="revocation-redis", daemon=True).start()
