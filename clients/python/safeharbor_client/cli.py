@@ -10,6 +10,7 @@
     safeharbor admin users|push|break-glass ...   admins (see `safeharbor admin -h`, safeharbor_client.cli_admin)
     safeharbor audit verify                   auditors: server verification + signed checkpoint consistency
     safeharbor audit export FILE [--format]   auditors: export, refused (no file) without a valid trailer
+    safeharbor compliance report [--html FILE]   auditors, admins: live HIPAA 164.312 report, signature checked
     safeharbor logout
 
 Global options: --gateway (SAFEHARBOR_GATEWAY, default http://127.0.0.1:8080), --state-dir (SAFEHARBOR_HOME,
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from . import cli_admin
+from . import cli_admin, cli_compliance
 from .client import ALARM, OTHER_DEVICE, THIS_DEVICE, AuditVerificationFailed, KeyMonitorReport, SafeHarborClient
 from .errors import (
     DirectoryError,
@@ -369,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="RFC 3339")
     export.add_argument("--until", help="RFC 3339 (exclusive)")
     cli_admin.add_parser(sub)
+    cli_compliance.add_parser(sub)
     return parser
 
 
@@ -406,7 +408,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         handler: Callable[[], int] = {
             "login": cli.login, "logout": cli.logout, "whoami": cli.whoami, "keys": cli.keys,
             "channels": cli.channels, "send": cli.send, "read": cli.read, "audit": cli.audit,
-            "admin": lambda: cli_admin.run(cli),
+            "admin": lambda: cli_admin.run(cli), "compliance": lambda: cli_compliance.run(cli),
         }[args.command]
         return handler()
     except LoginRequired as exc:
