@@ -470,16 +470,24 @@ def read_checkpoints(conn: Any, sqlite: bool, verifier_key: str, origin: str) ->
 
 
 def stray_rows(conn: Any, sqlite: bool, pruned_before: int) -> tuple[int | None, bool, bool]:
-    """Rows no append can have written: entries at or past the head (or not an integer seq), entries
-    below the pruned start, Merkle nodes past the head. One statement each, comparing with the head as it
-    is now, so appends committed during verification are not strays. Returns (size now, entries?, nodes?)."""
+    """Rows no append can have written: entries at or past the head, below the pruned start or without a
+    seq; Merkle nodes past the head. Each compared with the head as it is now, in one statement, so appends
+    committed during verification are not strays. Every clause is an index range: on SQLite a TEXT or BLOB
+    seq or level sorts after every number, so `>=` finds those too. Returns (size now, entries?, nodes?)."""
     head_now = "(SELECT size FROM log_head WHERE id = 1)"
-    odd_type = " OR typeof(seq) != 'integer'" if sqlite else ""
-    entries = fetch(conn, sqlite, f"SELECT {head_now}, seq FROM audit_entries WHERE seq IS NULL OR seq >= {head_now}"
-                                  f" OR seq < ?{odd_type} LIMIT 1", (pruned_before,))
-    odd_node = " OR typeof(level) != 'integer' OR typeof(idx) != 'integer'" if sqlite else ""
-    nodes = fetch(conn, sqlite, "SELECT 1 FROM merkle_nodes WHERE level IS NULL OR idx IS NULL OR level < 0 OR "
-                                f"level > 62 OR idx < 0 OR idx >= ({head_now} >> level){odd_node} LIMIT 1")
+
+    def any_of(table: str, conditions: list[str]) -> str:
+        # One index search per arm (an OR of them made both databases scan the whole index).
+        return " UNION ALL ".join(f"SELECT * FROM (SELECT 1 FROM {table} WHERE {c} LIMIT 1) AS arm{i}"
+                                  for i, c in enumerate(conditions))
+
+    entries = fetch(conn, sqlite, any_of("audit_entries", ["seq IS NULL", f"seq >= {head_now}",
+                                                           f"seq < {int(pruned_before)}"]))
+    arms = ["level IS NULL", "level < 0", "level > 62"]
+    for lv in range(63):
+        arms += [f"level = {lv} AND idx IS NULL", f"level = {lv} AND idx < 0",
+                 f"level = {lv} AND idx >= ({head_now} >> {lv})"]
+    nodes = fetch(conn, sqlite, any_of("merkle_nodes", arms))
     size_now = fetch(conn, sqlite, f"SELECT {head_now}")[0][0]
     return as_int(size_now), bool(entries), bool(nodes)
 

@@ -1,7 +1,11 @@
 """Audit append: durable events per second, end to end, on SQLite and PostgreSQL, one and several emitters.
 
     .venv/bin/python bench/speed/audit_append.py [--backend sqlite,postgres] [--events 20000] [--runs 3]
-        [--emitters 1,4] [--profile] [--in-flight N]
+        [--emitters 1,4] [--profile] [--in-flight N] [--legacy-emitter PATH]
+
+Side by side with an earlier tree (same harness, same server, same machine, alternating runs):
+    PYTHONPATH=/tmp/base-tree/audit-service .venv/bin/python bench/speed/audit_append.py --backend postgres \
+        --legacy-emitter /tmp/base-tree/libs/safeharbor-common/safeharbor_common/audit_emitter.py
 
 End to end = emitter process calls `AuditEmitter.emit()` (durable SQLite outbox) → its shipper thread →
 `POST /internal/v1/audit/events` on audit-service (gunicorn gthread, 2 workers) → group commit → committed entry.
@@ -97,15 +101,43 @@ def event_fields(i: int) -> dict[str, Any]:
     }
 
 
-def emitter_child(identity: str, seed: str, outbox: str, url: str, count: int, go: Any, out: Any,
-                  in_flight: int | None) -> None:
-    from safeharbor_common.audit_emitter import AuditEmitter, ShipperSettings
+def emitter_child(identity: str, seed: str, audit_seed: str, outbox: str, url: str, count: int, go: Any, out: Any,
+                  in_flight: int | None, legacy_emitter: str | None = None) -> None:
     from safeharbor_common.service_identity import ServiceTokenSigner, load_private_key
 
     signer = ServiceTokenSigner(name=identity, private_key=load_private_key(seed))
+    if legacy_emitter:  # the earlier tree's emitter module (ip and user agent sent in clear, as it did)
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("legacy_audit_emitter", legacy_emitter)
+        assert spec is not None and spec.loader is not None
+        legacy = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(legacy)
+        emitter = legacy.AuditEmitter(
+            outbox_path=outbox, source=identity, service_url=url, token_provider=lambda: signer.token_for("audit"),
+            settings=legacy.ShipperSettings(in_flight=in_flight) if in_flight else None)
+        _emit_all(emitter, count, go, out, identity)
+        return
+    from safeharbor_common.audit_emitter import AuditEmitter, ShipperSettings
+    from safeharbor_common.audit_phi import PhiPublicKey
+
+    audit_identity = load_private_key(audit_seed).public_key()
+
+    def phi_key_verifier(document: Any) -> Any:
+        return PhiPublicKey.from_signed(document, audit_identity=audit_identity)
+
+    # As in the services: ip and user agent sealed (HPKE) to audit-service's key, fetched signed, before
+    # each event is written to the outbox.
     emitter = AuditEmitter(outbox_path=outbox, source=identity, service_url=url,
                            token_provider=lambda: signer.token_for("audit"),
-                           settings=ShipperSettings(in_flight=in_flight) if in_flight else None)
+                           settings=ShipperSettings(in_flight=in_flight) if in_flight else None,
+                           phi_key_verifier=phi_key_verifier)
+    if emitter.phi_key() is None:
+        raise RuntimeError("the emitter could not obtain audit-service's PHI key")
+    _emit_all(emitter, count, go, out, identity)
+
+
+def _emit_all(emitter: Any, count: int, go: Any, out: Any, identity: str) -> None:
     go.wait()
     started = time.perf_counter()
     for i in range(count):
@@ -117,7 +149,7 @@ def emitter_child(identity: str, seed: str, outbox: str, url: str, count: int, g
 
 
 def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int,
-               in_flight: int | None = None) -> dict[str, Any]:
+               in_flight: int | None = None, legacy_emitter: str | None = None) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     go, out = ctx.Event(), ctx.Queue()
     per = events // emitters
@@ -127,8 +159,9 @@ def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int,
         identity = IDENTITIES[k]
         seed = bench.secrets[f"{identity.upper()}_SERVICE_PRIVATE_KEY"]
         outbox = str(bench.tmp / f"bench-outbox-{identity}-{run}.db")
-        child = ctx.Process(target=emitter_child, args=(identity, seed, outbox, bench.url("audit"), per, go, out,
-                                                          in_flight))
+        child = ctx.Process(target=emitter_child, args=(identity, seed, bench.secrets["AUDIT_SERVICE_PRIVATE_KEY"],
+                                                          outbox, bench.url("audit"), per, go, out, in_flight,
+                                                          legacy_emitter))
         child.start()
         children.append(child)
     time.sleep(1.0)  # children import and open their outboxes before the clock starts
@@ -158,9 +191,27 @@ def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int,
             "emit_only_events_per_s": emit_rate, "cpu_us_per_event": cpu_us}
 
 
-def wire_event(source: str, i: int) -> dict[str, Any]:
-    return {"event_id": str(uuid.uuid4()), "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "source": source, "severity": "info", **event_fields(i)}
+def wire_event(source: str, i: int, phi_key: Any = None) -> dict[str, Any]:
+    """An event as an emitter sends it: ip and user agent sealed (HPKE) when `phi_key` is given."""
+    event = {"event_id": str(uuid.uuid4()), "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+             "source": source, "severity": "info", **event_fields(i)}
+    if phi_key is not None:
+        event["phi"] = phi_key.seal({"ip": event.pop("ip"), "user_agent": event.pop("user_agent")},
+                                    event_id=event["event_id"])
+    return event
+
+
+def audit_phi_key(bench: BenchStack) -> Any:
+    """audit-service's PHI key, derived from its data key as the service derives it (None for an earlier
+    audit-service, which took ip and user agent in clear and sealed them itself)."""
+    from safeharbor_audit import phi
+
+    if not hasattr(phi, "derive_phi_key"):
+        return None
+    PhiCipher = phi.PhiCipher
+    from safeharbor_common.encoding import b64url_decode
+
+    return PhiCipher(key_id="bench", key=b64url_decode(bench.secrets["AUDIT_DATA_KEY"])).public_key
 
 
 def ingest_only(bench: BenchStack, *, events: int, threads: int = 4) -> dict[str, Any]:
@@ -169,7 +220,8 @@ def ingest_only(bench: BenchStack, *, events: int, threads: int = 4) -> dict[str
 
     signer = ServiceTokenSigner(name="gateway",
                                 private_key=load_private_key(bench.secrets["GATEWAY_SERVICE_PRIVATE_KEY"]))
-    bodies = [json.dumps({"events": [wire_event("gateway", i) for i in range(BATCH)]}).encode()
+    phi_key = audit_phi_key(bench)
+    bodies = [json.dumps({"events": [wire_event("gateway", i, phi_key) for i in range(BATCH)]}).encode()
               for _ in range(events // BATCH)]
     url = bench.url("audit") + "/internal/v1/audit/events"
     failures: list[int] = []
@@ -200,14 +252,16 @@ def store_only(bench: BenchStack, *, events: int, profile: bool) -> dict[str, An
     from safeharbor_audit.store import NewEvent
 
     log_ = build_log(load_config(bench.stack.env_for("audit")))
+    phi_key = audit_phi_key(bench)
     batches = []
     for _ in range(events // BATCH):
         batch = []
         for i in range(BATCH):
-            w = wire_event("gateway", i)
+            w = wire_event("gateway", i, phi_key)  # sealed by the emitter, before the sequencer
+            phi = {"phi": w["phi"]} if phi_key is not None else {"ip": w["ip"], "user_agent": w["user_agent"]}
             batch.append(NewEvent(event_id=w["event_id"], ts=datetime.now(UTC), source="gateway", actor=w["actor"],
                                   action=w["action"], outcome=w["outcome"], role=w["role"], resource=w["resource"],
-                                  request_id=w["request_id"], ip=w["ip"], user_agent=w["user_agent"], meta=w["meta"]))
+                                  request_id=w["request_id"], meta=w["meta"], **phi))
         batches.append(batch)
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
@@ -262,6 +316,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--emitters", default="1,4")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--legacy-emitter", help="an earlier tree's audit_emitter.py, for its side-by-side run "
+                        "(with PYTHONPATH=<that tree>/audit-service: its audit-service, this harness)")
     parser.add_argument("--in-flight", type=int, default=None,
                         help="batches in flight per emitter process (default: the emitter's own, 2)")
     parser.add_argument("--server", default="gevent", choices=SERVERS,
@@ -277,7 +333,8 @@ def main() -> int:
                 for n in emitter_counts:
                     wait_quiet()
                     others = ForeignCpu().start()
-                    r = end_to_end(bench, emitters=n, events=args.events, run=run, in_flight=args.in_flight)
+                    r = end_to_end(bench, emitters=n, events=args.events, run=run, in_flight=args.in_flight,
+                                   legacy_emitter=args.legacy_emitter)
                     r["foreign_cores"] = others.stop()
                     res["end_to_end"].setdefault(str(n), []).append(r)
                     log(f"{backend} run {run + 1}: {n} emitter(s) {fmt(r['events_per_s'], 0)} events/s end to end "
