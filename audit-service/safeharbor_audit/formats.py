@@ -36,7 +36,8 @@ def _epoch_ms(ts: str) -> int:
 
 
 def cef_line(entry: dict[str, Any]) -> str:
-    severity = 8 if entry.get("severity") == "high" else 3
+    # "alert": a compliance control turned to fail (issue 17)
+    severity = {"alert": 10, "high": 8}.get(str(entry.get("severity")), 3)
     fields: list[tuple[str, object]] = [
         ("rt", _epoch_ms(entry["ts"])),
         ("suser", entry["actor"]),
@@ -71,7 +72,7 @@ def _sd_value(value: object) -> str:
 
 
 def syslog_line(entry: dict[str, Any], *, hostname: str = "-") -> str:
-    severity = 4 if entry.get("severity") == "high" else 6  # warning / informational
+    severity = {"alert": 1, "high": 4}.get(str(entry.get("severity")), 6)  # alert / warning / informational
     pri = SYSLOG_FACILITY_LOG_AUDIT * 8 + severity
     params: list[tuple[str, object]] = [
         ("seq", entry["seq"]),

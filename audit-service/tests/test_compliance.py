@@ -186,3 +186,15 @@ def test_daily_report_is_kept_once_per_period(
     compliance.verify_report(latest, key.strip())
     assert len(entries(client, audit_env, "compliance.report.signed")) == 3
     assert entries(client, audit_env, "audit.read.compliance")
+
+
+def test_alert_entries_export_with_the_highest_siem_severity(
+    client: FlaskClient, audit_env: AuditEnv, reporter: ComplianceReporter
+) -> None:
+    get_report(client, audit_env)
+    reporter.fetch = peer({"keydir.log_verifies": "fail"})
+    get_report(client, audit_env)
+    for fmt, marker in (("cef", "|compliance.control.failed|10|"), ("syslog", "<105>1 ")):
+        lines = client.get(f"/v1/audit/export?format={fmt}", headers=audit_env.bearer("auditor")).get_data(True)
+        [alert] = [line for line in lines.splitlines() if "compliance.control.failed" in line]
+        assert marker in alert, alert
