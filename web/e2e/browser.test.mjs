@@ -2,7 +2,7 @@
 // `make run` starts it (python -m safeharbor_devstack: services, Stream emulator, the web server), with
 // a 30 s idle timeout so the automatic logoff is observable. Screenshots go to web/test-results/.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -29,6 +29,7 @@ let emulator;
 const cspViolations = [];
 const recoveryCodes = {};
 const varDir = mkdtempSync(join(tmpdir(), "sh-web-"));
+const distDir = join(varDir, "dist");
 
 function freePort() {
   return new Promise((resolve) => {
@@ -59,7 +60,7 @@ async function startStack() {
   gateway = `http://127.0.0.1:${ports.GATEWAY_PORT}`;
   emulator = `http://127.0.0.1:${ports.STREAM_EMULATOR_PORT}`;
   const env = { ...process.env, ...ports, SAFEHARBOR_VAR_DIR: mkdtempSync(join(varDir, "run-")), SAFEHARBOR_ROOT: ROOT,
-    SAFEHARBOR_DEMO_PASSWORD: PASSWORD, SAFEHARBOR_WEB: "1", SESSION_IDLE_TIMEOUT: String(IDLE_S), SAFEHARBOR_WORKERS: "1", STREAM_EMULATOR: "1" };
+    SAFEHARBOR_DEMO_PASSWORD: PASSWORD, SAFEHARBOR_WEB: "1", SAFEHARBOR_WEB_DIST: distDir, SESSION_IDLE_TIMEOUT: String(IDLE_S), SAFEHARBOR_WORKERS: "1", STREAM_EMULATOR: "1" };
   for (const k of ["STREAM_CHAT_URL", "STREAM_API_KEY", "STREAM_API_SECRET", "REDIS_URL"]) delete env[k];
   stack = spawn(PYTHON, ["-m", "safeharbor_devstack"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
   let output = "";
@@ -86,6 +87,10 @@ async function stopStack() {
 
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
+  // The app built into this run's own folder (not web/dist): test runs sharing a working tree, or a
+  // `make run` beside them, never serve each other's half-written build.
+  execFileSync(process.execPath, [join(ROOT, "node_modules", "vite", "bin", "vite.js"), "build", "web", "--outDir", distDir,
+    "--emptyOutDir", "--logLevel", "error"], { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] });
   try {
     web = await startStack();
   } catch (err) {

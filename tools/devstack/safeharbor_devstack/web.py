@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 from .stack import Stack, _wait_http
 
@@ -16,11 +17,14 @@ def start_web(stack: Stack, port: int) -> str | None:
     """Spawn the static server as one more stack process (stopped with the rest); its URL, or None."""
     root = stack.settings.root
     vite = root / "node_modules" / "vite" / "bin" / "vite.js"
+    # The browser tests build into a folder of their own: runs sharing a working tree keep off each other.
+    dist = Path(os.environ.get("SAFEHARBOR_WEB_DIST") or root / "web" / "dist")
     node = shutil.which("node")
-    if node is None or not vite.exists() or not (root / "web" / "dist" / "index.html").exists():
+    if node is None or not vite.exists() or not (dist / "index.html").exists():
         return None
     env = {**os.environ, "SAFEHARBOR_GATEWAY_URL": stack.gateway_url, "SAFEHARBOR_STREAM_URL": stack.emulator_url}
-    command = [node, str(vite), "preview", "web", "--host", "127.0.0.1", "--port", str(port), "--strictPort"]
+    command = [node, str(vite), "preview", "web", "--outDir", str(dist), "--host", "127.0.0.1", "--port", str(port),
+               "--strictPort"]
     stack._spawn("web", command, env)  # same package; the lead's launcher rewrite may fold it in
     url = f"http://127.0.0.1:{port}"
     try:
