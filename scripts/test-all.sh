@@ -42,7 +42,7 @@ fi
 # The web app in Debian's Chromium (playwright-core), against the stack as `make run` starts it (~2 min).
 if [ "$what" = all ] || [ "$what" = integration ] || [ "$what" = browser ]; then
   echo "=== browser: web (Chromium)"
-  if bash scripts/setup-frontend.sh --browser && npm run build --silent -w web >/dev/null \
+  if bash scripts/setup-frontend.sh --browser && npm run typecheck --silent -w web \
       && SAFEHARBOR_PYTHON="$PWD/$PY" npm run test:e2e --silent -w web; then :; else
     failed+=("browser: web")
   fi
