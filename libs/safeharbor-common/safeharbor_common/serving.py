@@ -162,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(argv, os.environ)
         if settings.internal_port is not None:
             os.environ["INTERNAL_PORT"] = str(settings.internal_port)  # the application's half of the rule
+        if settings.worker_class == "gevent":
+            # gevent's default resolver hands every name lookup to a native thread and back: on a busy
+            # 2-core machine that cost the gateway 3x its latency per request (docs/PERFORMANCE.md). Its
+            # lookups are of the services' own addresses, made when a pooled connection is opened.
+            os.environ.setdefault("GEVENT_RESOLVER", "block")
         server = build_server(settings)
     except ServingError as exc:
         print(f"safeharbor serving: {exc}", file=sys.stderr)

@@ -70,6 +70,15 @@ def test_gunicorn_options_per_worker_class() -> None:
     assert "certfile" not in service
 
 
+def test_gevent_workers_resolve_names_in_the_worker_itself(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """gevent's thread-pool resolver tripled the gateway's latency on a busy machine (PERFORMANCE.md)."""
+    monkeypatch.delenv("GEVENT_RESOLVER", raising=False)
+    monkeypatch.setattr(serving, "build_server", lambda settings: type("S", (), {"run": lambda self: None})())
+    assert serving.main(["g.app:f", "--port", "8080", "--worker-class", "gevent"]) == 0
+    assert os.environ["GEVENT_RESOLVER"] == "block"
+
+
 def test_tls_floor_is_1_2(tmp_path: Path) -> None:
     import ssl
 
