@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,12 @@ import pytest
 import requests
 from safeharbor_devstack import SERVICES, Stack, StackSettings, free_port
 from safeharbor_devstack.secrets import generate_secrets
+from stack_modes import MARKERS, RemoteStack, admin_account, ensure_demo_users
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_PASSWORD = "Harbor-it-" + secrets.token_hex(4)
+# A stack the suite did not start (--stack-url) hands over its demo users' password (tests/stack_modes.py).
+DEMO_PASSWORD = os.environ.get("SAFEHARBOR_DEMO_PASSWORD") or "Harbor-it-" + secrets.token_hex(4)
+REMOTE: pytest.StashKey[RemoteStack] = pytest.StashKey()
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_DB_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
@@ -30,6 +33,26 @@ REDIS_TEST_DB_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14"
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--backend", default=os.environ.get("SAFEHARBOR_TEST_BACKEND", "sqlite"),
                      choices=["sqlite", "postgres"])
+    parser.addoption("--stack-url", default=os.environ.get("SAFEHARBOR_STACK_URL"),
+                     help="run against the stack whose gateway is at this URL instead of starting one "
+                          "(see tests/stack_modes.py for what it reads from the environment)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker, reason in MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: {reason}")
+    url = config.getoption("--stack-url")
+    if url:
+        config.stash[REMOTE] = RemoteStack.from_environment(url)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    remote = item.config.stash.get(REMOTE, None)
+    if remote is not None:
+        for marker in MARKERS:
+            why = remote.missing(marker) if item.get_closest_marker(marker) else None
+            if why:
+                pytest.skip(why)
 
 
 @dataclass
@@ -37,6 +60,8 @@ class Api:
     """A small client for the gateway: JSON in, JSON out, status kept."""
 
     base: str
+    # A role's account where it is not the demo one: {"admin": (username, password)} on a stack elsewhere.
+    accounts: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def call(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> requests.Response:
         headers = dict(kwargs.pop("headers", {}) or {})
@@ -45,7 +70,7 @@ class Api:
         return requests.request(method, self.base + path, headers=headers, timeout=30, **kwargs)
 
     def login(self, username: str, password: str = DEMO_PASSWORD, **extra: Any) -> dict[str, Any]:
-        response = self.call("POST", "/v1/auth/login", json={"username": username, "password": password, **extra})
+        response = self.call("POST", "/v1/auth/login", json={**self._account(username, password), **extra})
         assert response.status_code == 200, response.text
         return dict(response.json())
 
@@ -106,8 +131,13 @@ class Api:
         time.sleep(30 - time.time() % 30 + 0.5)
         return self._next_code(username, secret)
 
+    def _account(self, username: str, password: str) -> dict[str, Any]:
+        if username in self.accounts and password == DEMO_PASSWORD:
+            username, password = self.accounts[username]
+        return {"username": username, "password": password}
+
     def _credentials(self, username: str, password: str) -> dict[str, Any]:
-        creds: dict[str, Any] = {"username": username, "password": password}
+        creds: dict[str, Any] = self._account(username, password)
         if username in _MFA:
             creds["otp"] = self.otp(username)
         return creds
@@ -154,7 +184,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(backend: str) -> Iterator[Stack]:
+def stack(backend: str, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    remote = request.config.stash.get(REMOTE, None)
+    if remote is not None:
+        yield remote  # type: ignore[misc]  # the parts of a Stack a stack elsewhere has (stack_modes.py)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="safeharbor-it-"))
     databases = _Databases(backend)
     redis_url = None
@@ -208,7 +242,13 @@ def stack(backend: str) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def api(stack: Stack) -> Api:
-    return Api(stack.gateway_url)
+    if not isinstance(stack, RemoteStack):
+        return Api(stack.gateway_url)
+    api = Api(stack.gateway_url, accounts={"admin": admin_account(os.environ, DEMO_PASSWORD)})
+    if os.environ.get("SAFEHARBOR_ADMIN_TOTP_SECRET"):  # enrolled already: the harness logs in with it
+        _MFA["admin"] = {"secret": os.environ["SAFEHARBOR_ADMIN_TOTP_SECRET"], "recovery": []}
+    ensure_demo_users(api, api.token("admin"), DEMO_PASSWORD)
+    return api
 
 
 @pytest.fixture

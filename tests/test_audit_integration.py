@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 from conftest import Api
 from safeharbor_common import checkpoint as cp
 from safeharbor_common import merkle
@@ -60,6 +61,7 @@ def test_entry_is_provably_in_a_signed_checkpoint(api: Api) -> None:
     assert report["ok"] is True and report["first_bad_seq"] is None
 
 
+@pytest.mark.stack_secrets
 def test_stream_webhook_signature_and_replay(api: Api, stack: Stack) -> None:
     secret = stack.settings.secrets["STREAM_API_SECRET"]
     cid = f"clinical:it-{uuid.uuid4().hex[:8]}"

@@ -9,6 +9,7 @@ import time
 import uuid
 
 import jwt
+import pytest
 from conftest import ROOT, Api
 from safeharbor_devstack import Stack
 
@@ -82,6 +83,7 @@ def test_lockout_is_shared_by_workers(api: Api, admin_token: str) -> None:
     assert int(locked.headers["Retry-After"]) >= 1
 
 
+@pytest.mark.owned_stack
 def test_key_rotation_keeps_old_tokens_and_prepublishes_the_new_key(stack: Stack, api: Api) -> None:
     old = api.login("sam")["access_token"]
     old_kid = jwt.get_unverified_header(old)["kid"]

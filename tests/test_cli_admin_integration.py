@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import DEMO_PASSWORD, Api
 from safeharbor_devstack import Stack
 
@@ -30,6 +31,7 @@ class Cli:
         return json.loads(done.stdout) if done.stdout.strip() else None
 
 
+@pytest.mark.stream
 def test_admin_tasks_through_the_cli(api: Api, stack: Stack, tmp_path: Path) -> None:
     api.session("admin")  # enrolled in TOTP (the suite shares the secret)
     cli = Cli(stack, tmp_path / "admin-cli")

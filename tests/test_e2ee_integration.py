@@ -41,6 +41,8 @@ from safeharbor_client.errors import (
 from safeharbor_common.checkpoint import sign_checkpoint, split_note
 from safeharbor_common.encoding import b64url_decode
 
+pytestmark = pytest.mark.stream  # the clients send through Stream
+
 BACKUP_PASSWORD = "tide pool lantern 42"
 
 
@@ -128,6 +130,7 @@ def _texts(messages: list[Any]) -> list[str | None]:
     return [m.text for m in messages]
 
 
+@pytest.mark.emulator
 def test_two_users_and_a_second_device(world: World, conversation: dict[str, Any]) -> None:
     doc, pat, cid = conversation["doc"], conversation["pat"], conversation["cid"]
     for reader in (doc, pat):
@@ -225,6 +228,8 @@ def test_expired_or_ended_session_asks_for_login(world: World) -> None:
     assert code == EXIT_LOGIN
 
 
+@pytest.mark.emulator
+@pytest.mark.stack_secrets
 def test_tampered_replayed_and_readdressed_envelopes_refused(world: World, conversation: dict[str, Any]) -> None:
     doc, pat, cid = conversation["doc"], conversation["pat"], conversation["cid"]
     target = doc.send(cid, "Dose change: 50 mg.")
@@ -275,6 +280,7 @@ def _keydir_signer(world: World, note: str) -> tuple[str, str, Ed25519PrivateKey
     return origin, signatures[0][0], key
 
 
+@pytest.mark.stack_secrets
 def test_forked_directory_refused(world: World, conversation: dict[str, Any]) -> None:
     doc = conversation["doc"]
     doc.lookup_keys([world.patient.user_id])  # remembers the current checkpoint

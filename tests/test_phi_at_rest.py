@@ -8,7 +8,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Api
+
+pytestmark = pytest.mark.owned_stack  # reads the stack's files and databases
 
 
 def _every_file(root: Path) -> list[Path]:

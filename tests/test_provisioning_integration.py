@@ -20,6 +20,8 @@ from safeharbor_devstack.secrets import generate_secrets
 from safeharbor_push.defaults import DEFAULT_TEMPLATES
 from stream_chat import StreamChat
 
+pytestmark = pytest.mark.owned_stack  # starts fresh services of its own
+
 # What auth-service must have written (kept literal here: the test checks the code, not itself).
 ROLES = {"clinician", "billing", "patient", "auditor", "safeharbor_admin"}
 ALLOWED = {"clinical": {"clinician", "safeharbor_admin"}, "patient-care": {"clinician", "patient", "safeharbor_admin"},

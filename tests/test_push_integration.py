@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from conftest import Api
 from safeharbor_devstack import Stack
 from stream_chat import StreamChat
@@ -24,6 +25,8 @@ def _status(api: Api, token: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+@pytest.mark.stack_secrets
+@pytest.mark.stream
 def test_push_templates_lint_apply_drift_rollback(api: Api, stack: Stack, admin_token: str) -> None:
     lint = api.call(
         "POST",

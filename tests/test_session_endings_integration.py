@@ -32,6 +32,7 @@ def _until_refused(stack: Stack, service: str, token: str, *, within: float) -> 
     raise AssertionError(f"{service} reached directly kept accepting the token for {within} s")
 
 
+@pytest.mark.owned_stack
 def test_services_reached_directly_refuse_a_logged_out_session_within_one_second(api: Api, stack: Stack) -> None:
     token = api.session("admin")["access_token"]
     for service in DIRECT:
@@ -42,6 +43,7 @@ def test_services_reached_directly_refuse_a_logged_out_session_within_one_second
         _until_refused(stack, service, token, within=1.0)
 
 
+@pytest.mark.owned_stack
 def test_refresh_retires_the_old_token_everywhere_and_reuse_ends_the_session(api: Api, stack: Stack) -> None:
     first = api.login("sam")["access_token"]
     refreshed = api.call("POST", "/v1/auth/refresh", token=first)
@@ -58,6 +60,7 @@ def test_refresh_retires_the_old_token_everywhere_and_reuse_ends_the_session(api
     _until_refused(stack, "keydir", second, within=1.0)
 
 
+@pytest.mark.stream
 def test_logout_ends_stream_access_and_new_credentials_work_at_once(api: Api, stack: Stack) -> None:
     from stream_chat import StreamChat
     from stream_chat.base.exceptions import StreamAPIException

@@ -15,6 +15,8 @@ from safeharbor_devstack import Stack
 from stream_chat import StreamChat
 from stream_chat.base.exceptions import StreamAPIException
 
+pytestmark = [pytest.mark.stack_secrets, pytest.mark.stream]  # Stream's server credentials, and its API
+
 
 def _user_client(stack: Stack, token: str) -> StreamChat:
     client = StreamChat(api_key=stack.settings.secrets["STREAM_API_KEY"],
@@ -89,6 +91,7 @@ def test_credentials_for_each_role_through_the_gateway(stack: Stack, api: Api, u
     _user_client(stack, body["token"]).query_channels({"members": {"$in": [body["user"]["id"]]}})
 
 
+@pytest.mark.owned_stack
 def test_stream_down_deprovisioning_finishes_once_stream_is_back(stack: Stack, api: Api, admin_token: str) -> None:
     user_id, username, password = _new_user(api, admin_token, "patient")
     token = api.login(username, password)["access_token"]
@@ -118,6 +121,7 @@ def test_stream_down_deprovisioning_finishes_once_stream_is_back(stack: Stack, a
         _user_client(stack, creds["token"]).query_channels({"members": {"$in": [user_id]}})
 
 
+@pytest.mark.emulator
 def test_break_glass_through_the_gateway_ends_on_time(stack: Stack, api: Api, admin_token: str) -> None:
     patient_id, _, _ = _new_user(api, admin_token, "patient")
     owner = api.token("dr-chen")
