@@ -80,6 +80,13 @@ class Cli:
     def otp(cls) -> str:
         return os.environ.get("SAFEHARBOR_OTP") or cls.prompt("One-time code: ")
 
+    def say(self, text: str) -> None:
+        """Instructions for the person: stdout, except with --json, where stdout is only the answer."""
+        if self.args.json:
+            self.note(text)
+        else:
+            self.out(text)
+
     def note(self, text: str) -> None:
         """Progress and warnings: stderr, so stdout stays the answer (and stays JSON with --json)."""
         print(text, file=sys.stderr, flush=True)
@@ -94,15 +101,16 @@ class Cli:
             info = self.client.login(self.args.username, password, otp=self.otp())
         if info.needs_mfa_enrollment:
             enrolment = self.client.enroll_totp()
-            self.note("Your role requires a second factor. Scan this code with your authenticator app:\n"
-                      + qr_text(enrolment["otpauth_uri"])
-                      + f"or enter the key by hand: {enrolment['secret']}")
+            self.say("Your role requires a second factor. Scan this code with your authenticator app:\n"
+                     + qr_text(enrolment["otpauth_uri"])
+                     + f"or enter the key by hand:\n  secret: {enrolment['secret']}\n"
+                     + f"  uri:    {enrolment['otpauth_uri']}")
             codes = self.client.confirm_totp(self.otp())
-            self.note("Recovery codes (store them offline; each works once):\n  " + "\n  ".join(codes))
+            self.say("Recovery codes (store them offline; each works once):\n  " + "\n  ".join(codes))
             session = self.client.session
             if session is None or session.scope != "full":
                 # A server that does not yet end enrolment with a session: log in with the next code.
-                self.note("Now a new code from your app, to log in with it.")
+                self.say("Now a new code from your app, to log in with it.")
                 info = self.client.login(self.args.username, password, otp=self.otp())
             else:
                 info = session

@@ -178,9 +178,10 @@ def test_enrolment_shows_a_qr_code_and_ends_with_a_session(gateway: FakeGateway,
     monkeypatch.setattr(builtins, "input", lambda prompt="": "123456")
     code, printed = run(gateway, tmp_path, "login", "newdoc")
     assert code == 0
-    err = capsys.readouterr().err
-    assert "▄" in err or "█" in err  # the QR code, drawn in the terminal
-    assert "JBSWY3DPEHPK3PXP" in err and "aaaa-bbbb" in err
+    shown = "\n".join(printed)
+    assert "▄" in shown or "█" in shown  # the QR code, drawn in the terminal
+    assert "JBSWY3DPEHPK3PXP" in shown and "aaaa-bbbb" in shown
+    assert "Traceback" not in capsys.readouterr().err
     assert gateway.logins == 1  # no second login: confirming the code gave the full session
     assert "Logged in as" in printed[-1]
     stored = SafeHarborClient(gateway.url, state_dir=tmp_path).session
