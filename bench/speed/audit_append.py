@@ -112,6 +112,7 @@ def emitter_child(identity: str, seed: str, audit_seed: str, outbox: str, url: s
         spec = importlib.util.spec_from_file_location("legacy_audit_emitter", legacy_emitter)
         assert spec is not None and spec.loader is not None
         legacy = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = legacy  # dataclasses look their module up there
         spec.loader.exec_module(legacy)
         emitter = legacy.AuditEmitter(
             outbox_path=outbox, source=identity, service_url=url, token_provider=lambda: signer.token_for("audit"),
@@ -176,6 +177,8 @@ def end_to_end(bench: BenchStack, *, emitters: int, events: int, run: int,
         size = bench.audit_size()
         if size >= target:
             break
+        if all(c.exitcode not in (None, 0) for c in children):
+            raise RuntimeError("every emitter process failed (see its traceback above)")
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
     cpu_after = cpu_snapshot(audit_pid)  # emitters still alive (flush/close): their CPU is counted
