@@ -8,7 +8,7 @@ from typing import Any, TypeVar, cast
 from flask import Blueprint, Response, g, jsonify, request
 from safeharbor_common.errors import Forbidden, InvalidRequest
 from safeharbor_common.roles import Role
-from safeharbor_common.service_identity import require_service
+from safeharbor_common.service_identity import calling_service, require_service
 from safeharbor_common.tokens import (
     SCOPE_BREAK_GLASS,
     SCOPE_FULL,
@@ -207,3 +207,13 @@ def revocations() -> Response:
         raise InvalidRequest("Query 'since': must be a cursor from a previous answer.",
                              extra={"field": "since"}) from exc
     return _json(service.revocation_feed(since_ms=since))
+
+
+@bp.post("/internal/v1/revocations/reuse")
+@api_doc(summary="A verifier saw a token retired by refresh after its grace: end that session (reuse)",
+         request_model=schemas.ReuseReport, auth="service")
+@require_service("gateway", "keydir", "audit", "push")
+def report_reuse() -> Response:
+    body = json_body(schemas.ReuseReport)
+    ended = service.report_token_reuse(sid=body.sid, jti=body.jti, reporter=calling_service() or "unknown")
+    return _json({"revoked": ended})

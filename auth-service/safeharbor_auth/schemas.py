@@ -169,6 +169,11 @@ class RetiredItem(BaseModel):
     until: str
 
 
+class ReuseReport(_Strict):
+    sid: str = Field(min_length=1, max_length=64)
+    jti: str = Field(min_length=1, max_length=64)
+
+
 class RevocationFeed(BaseModel):
     revoked: list[RevokedItem]
     retired: list[RetiredItem] = []

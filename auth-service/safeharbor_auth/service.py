@@ -372,7 +372,26 @@ def current(claims: SessionClaims) -> tuple[Session, User]:
     return session, user
 
 
-def _token_reused(*, session: Session, user: User, jti: str) -> None:
+def report_token_reuse(*, sid: str, jti: str, reporter: str) -> bool:
+    """A verifier (gateway, keydir, audit, push) refused a retired token of `sid`: reuse, so the session ends.
+    Believed only for a token this service retired for that very session, past its grace. True if it ended."""
+    svc = services()
+    now = utcnow()
+    with _db(svc) as db:
+        retired = db.get(RetiredToken, jti)
+        session = db.get(Session, sid)
+        user = db.get(User, session.user_id) if session is not None else None
+    if retired is None or retired.session_id != sid or retired.refuse_from > now or session is None \
+            or user is None or session.revoked_at is not None:
+        return False
+    try:
+        _token_reused(session=session, user=user, jti=jti, seen_by=reporter)
+    except SessionRevoked:
+        return True
+    return True
+
+
+def _token_reused(*, session: Session, user: User, jti: str, seen_by: str = "auth") -> None:
     """A token replaced by refresh came back after its grace: it was copied. End the session (every token
     of it, the thief's and the owner's) and raise the alarm."""
     audit.record(
@@ -383,7 +402,7 @@ def _token_reused(*, session: Session, user: User, jti: str) -> None:
         outcome="failure",
         # "alert" is not yet a severity the audit schema accepts (issue 15 owns it): high + meta.alert.
         severity="high",
-        meta={"session_id": session.id, "jti": jti, "alert": True},
+        meta={"session_id": session.id, "jti": jti, "alert": True, "seen_by": seen_by},
     )
     revoke_sessions(ids=[session.id], reason="token_reuse", actor="svc:auth", actor_role=None)
     raise SessionRevoked()

@@ -101,3 +101,31 @@ def test_withdrawn_signing_key_is_refused_once_the_jwks_is_refreshed(make_app: A
     refused = factory.client.get("/v1/auth/me", headers=bearer(old_token))
     assert refused.status_code == 401 and error_code(refused) == "unauthenticated"
     assert factory.client.get("/v1/auth/me", headers=bearer(factory.token(account))).status_code == 200
+
+
+def test_a_verifier_reporting_reuse_ends_the_session(make_app: AppFactory, peers: Peers) -> None:
+    """The gateway and the services refuse a retired token themselves (it may never reach auth-service), so
+    they report it; auth-service believes a report only for a token it retired for that session."""
+    from safeharbor_common.service_identity import ServiceTokenSigner, load_private_key
+
+    app = make_app(SESSION_REFRESH_GRACE="0")
+    factory = Factory(app)
+    account = factory.user(role="patient")
+    body = factory.login(account)
+    second = _refresh(factory, body["access_token"])
+    keydir = ServiceTokenSigner(name="keydir", private_key=load_private_key(peers.keydir_seed)).headers_for("auth")
+    # Not a token retired for this session: nothing happens.
+    bogus = factory.client.post("/internal/v1/revocations/reuse", headers=keydir,
+                                json={"sid": body["session_id"], "jti": "0" * 32})
+    assert bogus.status_code == 200 and bogus.get_json() == {"revoked": False}
+    assert factory.client.get("/v1/auth/me", headers=bearer(second)).status_code == 200
+    # Without a service identity: refused.
+    assert factory.client.post("/internal/v1/revocations/reuse",
+                               json={"sid": body["session_id"], "jti": "x"}).status_code == 401
+    reported = factory.client.post("/internal/v1/revocations/reuse", headers=keydir,
+                                   json={"sid": body["session_id"], "jti": _claims(body["access_token"])["jti"]})
+    assert reported.status_code == 200 and reported.get_json() == {"revoked": True}
+    ended = factory.client.get("/v1/auth/me", headers=bearer(second))
+    assert ended.status_code == 401 and error_code(ended) == "session_revoked"
+    alert = audit_of(app).of("auth.session.token_reuse")
+    assert len(alert) == 1 and alert[0]["meta"]["seen_by"] == "keydir"

@@ -50,6 +50,7 @@ class RevocationList:
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
         self._http = requests.Session()
+        self._reported: set[str] = set()  # retired jtis whose reuse auth-service has been told of
 
     # -- the hot path -------------------------------------------------------------------------------
 
@@ -62,8 +63,19 @@ class RevocationList:
         return window is not None and window[0] <= time.time() <= window[1] + 60
 
     def refuses(self, *, sid: str, jti: str) -> bool:
-        """True when the session has ended or this token was replaced by refresh (grace over)."""
-        return self.is_revoked(sid) or self.is_retired(jti)
+        """True when the session has ended or this token was replaced by refresh (grace over).
+
+        A retired token presented here is reuse, whichever verifier sees it first: auth-service is told (once
+        per token, in the background) and ends the whole session, as it would had the token reached it."""
+        if self.is_revoked(sid):
+            return True
+        if not self.is_retired(jti):
+            return False
+        if jti not in self._reported:
+            self._reported.add(jti)
+            threading.Thread(target=self._report_reuse, args=(sid, jti), name="revocation-reuse",
+                             daemon=True).start()
+        return True
 
     def is_fresh(self) -> bool:
         return time.monotonic() - self._last_fresh <= self._max_staleness
@@ -101,6 +113,19 @@ class RevocationList:
 
     def add_retired(self, jti: str, *, refuse_from: float, until: float) -> None:
         self._retired[jti] = (refuse_from, until)
+
+    def _report_reuse(self, sid: str, jti: str) -> None:
+        try:
+            response = requests.post(
+                self._feed_url + "/reuse",
+                json={"sid": sid, "jti": jti},
+                headers=self._signer.headers_for("auth"),
+                timeout=(0.5, 2.0),
+            )
+            response.raise_for_status()
+        except requests.RequestException:
+            self._reported.discard(jti)  # told again at the token's next appearance
+            _log.warning("token reuse report failed; retried when the token comes back")
 
     def poll_once(self) -> bool:
         try:

@@ -12,7 +12,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from jwt.algorithms import OKPAlgorithm
 from safeharbor_common import service_identity, tokens, web
 from safeharbor_common.errors import SessionExpired, Unauthenticated
@@ -151,7 +151,13 @@ class Feed:
     def __init__(self) -> None:
         self.body: dict[str, Any] = {"revoked": [], "retired": [], "cursor": "0"}
         self.up = True
+        self.reuse_reports: list[dict[str, Any]] = []
         app = Flask("feed")
+
+        @app.post("/internal/v1/revocations/reuse")
+        def reuse() -> Any:
+            self.reuse_reports.append(dict(request.get_json()))
+            return jsonify({"revoked": True})
 
         @app.get("/internal/v1/revocations")
         def feed() -> Any:
@@ -223,6 +229,14 @@ def test_service_refuses_a_revoked_session_and_a_retired_token(feed: Feed) -> No
             time.sleep(0.02)
         assert _call(app, replaced) == (401, "session_revoked")
         assert _call(app, live) == (200, None)
+        # The retired token was reuse: auth-service is told (once), so it ends the whole session.
+        deadline = time.monotonic() + 2.0
+        while not feed.reuse_reports:
+            assert time.monotonic() < deadline, "reuse not reported to auth-service"
+            time.sleep(0.02)
+        assert _call(app, replaced) == (401, "session_revoked")
+        time.sleep(0.1)
+        assert feed.reuse_reports == [{"sid": "s-live", "jti": replaced_jti}]
     finally:
         revocations.stop()
 
