@@ -386,7 +386,7 @@ class SafeHarborClient:
 
     def confirm_totp(self, code: str) -> list[str]:
         """Confirms the enrolment; the full session that an enrolment-only session earns by it is stored
-        (session_info() then reads scope "full"): no second login, no wait for the next code."""
+        (`session` then reads scope "full"): no second login, no wait for the next code."""
         previous = self._stored_session()
         answer = self._authed("POST", "/v1/auth/mfa/totp/confirm", json={"code": code})
         if answer.get("access_token"):
