@@ -424,9 +424,10 @@ def wrk(url: str, *, connections: int, seconds: int, headers: dict[str, str] | N
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     return WrkResult(
         rps=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
-        p50_ms=_ms(latency["50"]),
-        p90_ms=_ms(latency["90"]),
-        p99_ms=_ms(latency["99"]),
+        # wrk omits the distribution when no request completed: NaN, and the errors say why.
+        p50_ms=_ms(latency["50"]) if "50" in latency else float("nan"),
+        p90_ms=_ms(latency["90"]) if "90" in latency else float("nan"),
+        p99_ms=_ms(latency["99"]) if "99" in latency else float("nan"),
         requests=int(re.search(r"(\d+) requests in", output).group(1)),  # type: ignore[union-attr]
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(x) for x in errors.groups()) if errors else 0,

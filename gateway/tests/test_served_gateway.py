@@ -27,7 +27,7 @@ from flask import Flask, Response, jsonify, request
 from safeharbor_common.service_identity import generate_keypair
 from werkzeug.serving import make_server
 
-BODY_TIMEOUT = 1.5
+BODY_TIMEOUT = 3.0
 READ_TIMEOUT = 1.0
 
 
@@ -158,6 +158,16 @@ def _stalled_login(served: Served) -> socket.socket:
                          b"Content-Length: 1000\r\n\r\n{")
 
 
+def _answer(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the gateway sends until it closes the connection (or `timeout` passes)."""
+    sock.settimeout(timeout)
+    answer = b""
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while data := sock.recv(65536):
+            answer += data
+    return answer
+
+
 def _events_for(served: Served, resource: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -177,10 +187,10 @@ def test_stalled_bodies_neither_stop_other_requests_nor_last(served: Served) -> 
         started = time.monotonic()
         response = requests.get(served.url + "/.well-known/jwks.json", timeout=5)
         assert response.status_code == 200
-        assert time.monotonic() - started < 3.0  # (a busy test machine; the finding was 40 s)
+        # Answered before any stalled body timed out: it never waited behind them (the finding: 40 s).
+        assert time.monotonic() - started < BODY_TIMEOUT
         # Each stalled client is answered 408 at the body deadline and its connection closed.
-        stalled[0].settimeout(BODY_TIMEOUT + 5)
-        answer = stalled[0].recv(65536)
+        answer = _answer(stalled[0], BODY_TIMEOUT + 5)  # closed after the answer: nothing more is read
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
         assert b'"request_timeout"' in answer
     finally:
@@ -213,8 +223,7 @@ def test_a_drip_fed_body_is_cut_at_the_deadline(served: Served) -> None:
 def test_a_body_cut_short_is_never_forwarded(served: Served) -> None:
     sock = _stalled_login(served)
     sock.shutdown(socket.SHUT_WR)  # the client goes away after one byte of 1000
-    sock.settimeout(BODY_TIMEOUT + 5)
-    answer = sock.recv(65536)
+    answer = _answer(sock, BODY_TIMEOUT + 5)
     sock.close()
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
     time.sleep(0.2)

@@ -140,12 +140,10 @@ class Stack:
             self.prepare()
             for spec in SERVICES:
                 self.start_service(spec.name)
+            # Ready means provisioned: auth-service sets up Stream's roles and channel types, and
+            # push-config-service the PHI-safe push defaults, at every start, and /readyz fails until done.
             for spec in SERVICES:
                 self.wait_ready(spec.name, timeout=timeout)
-            self._run("auth", [sys.executable, "-m", "safeharbor_auth.manage", "provision-stream"])
-            # Stream's own push defaults show sender names and message text: replace them with the
-            # generic PHI-safe templates unless an admin has already approved others.
-            self._run("push", [sys.executable, "-m", "safeharbor_push.manage", "apply-defaults"])
         except BaseException:
             self.stop()
             raise
