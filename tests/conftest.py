@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,14 +19,16 @@ from typing import Any
 
 import pytest
 import requests
+from compose_stack import ComposeStack, ComposeUnavailable, engine
 from safeharbor_devstack import SERVICES, Stack, StackSettings, free_port
 from safeharbor_devstack.secrets import generate_secrets
-from stack_modes import MARKERS, RemoteStack, admin_account, ensure_demo_users
+from stack_modes import MARKERS, RemoteStack, ensure_demo_users
 
 ROOT = Path(__file__).resolve().parent.parent
 # A stack the suite did not start (--stack-url) hands over its demo users' password (tests/stack_modes.py).
 DEMO_PASSWORD = os.environ.get("SAFEHARBOR_DEMO_PASSWORD") or "Harbor-it-" + secrets.token_hex(4)
 REMOTE: pytest.StashKey[RemoteStack] = pytest.StashKey()
+COMPOSE: pytest.StashKey[str | None] = pytest.StashKey()  # --stack=compose: None, or why it cannot run
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_DB_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
@@ -36,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--stack-url", default=os.environ.get("SAFEHARBOR_STACK_URL"),
                      help="run against the stack whose gateway is at this URL instead of starting one "
                           "(see tests/stack_modes.py for what it reads from the environment)")
+    parser.addoption("--stack", default="local", choices=["local", "compose"],
+                     help="compose: build and start docker-compose.yml (dev profile) for the run "
+                          "(tests/compose_stack.py); skipped without a Docker engine unless REQUIRE_DOCKER=1")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,9 +50,20 @@ def pytest_configure(config: pytest.Config) -> None:
     url = config.getoption("--stack-url")
     if url:
         config.stash[REMOTE] = RemoteStack.from_environment(url)
+    if config.getoption("--stack") == "compose":
+        try:
+            engine()
+            config.stash[COMPOSE] = None
+        except ComposeUnavailable as exc:
+            if os.environ.get("REQUIRE_DOCKER") == "1":
+                raise pytest.UsageError(f"--stack=compose: {exc} and REQUIRE_DOCKER=1") from None
+            config.stash[COMPOSE] = f"!!! --stack=compose: {exc}: the compose stack is NOT tested"
+            print(f"\n{config.stash[COMPOSE]}\n", file=sys.stderr)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if COMPOSE in item.config.stash and item.get_closest_marker("owned_stack"):
+        pytest.skip(f"--stack=compose: {MARKERS['owned_stack']}")
     remote = item.config.stash.get(REMOTE, None)
     if remote is not None:
         for marker in MARKERS:
@@ -189,6 +206,9 @@ def stack(backend: str, request: pytest.FixtureRequest) -> Iterator[Stack]:
     if remote is not None:
         yield remote  # type: ignore[misc]  # the parts of a Stack a stack elsewhere has (stack_modes.py)
         return
+    if COMPOSE in request.config.stash:
+        yield from _compose_stack(request)  # type: ignore[misc]
+        return
     tmp = Path(tempfile.mkdtemp(prefix="safeharbor-it-"))
     databases = _Databases(backend)
     redis_url = None
@@ -240,11 +260,25 @@ def stack(backend: str, request: pytest.FixtureRequest) -> Iterator[Stack]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _compose_stack(request: pytest.FixtureRequest) -> Iterator[ComposeStack]:
+    unavailable = request.config.stash[COMPOSE]
+    if unavailable:
+        pytest.skip(unavailable)
+    folder = Path(tempfile.mkdtemp(prefix="safeharbor-compose-"))
+    running = ComposeStack.up(folder)  # on failure: the containers' logs are in folder/logs
+    try:
+        yield running
+    finally:
+        if request.session.testsfailed:
+            print(f"compose logs kept in {running.collect_logs()}")
+        running.down()
+
+
 @pytest.fixture(scope="session")
 def api(stack: Stack) -> Api:
     if not isinstance(stack, RemoteStack):
         return Api(stack.gateway_url)
-    api = Api(stack.gateway_url, accounts={"admin": admin_account(os.environ, DEMO_PASSWORD)})
+    api = Api(stack.gateway_url, accounts={"admin": stack.admin_account(DEMO_PASSWORD)})
     if os.environ.get("SAFEHARBOR_ADMIN_TOTP_SECRET"):  # enrolled already: the harness logs in with it
         _MFA["admin"] = {"secret": os.environ["SAFEHARBOR_ADMIN_TOTP_SECRET"], "recovery": []}
     ensure_demo_users(api, api.token("admin"), DEMO_PASSWORD)

@@ -98,6 +98,10 @@ class RemoteStack:
             _unmarked("stream")
         return self._stream_url
 
+    def admin_account(self, demo_password: str) -> tuple[str, str]:
+        """The bootstrap admin: from the environment (a devstack's admin has the demo password)."""
+        return admin_account(os.environ, demo_password)
+
     def missing(self, marker: str) -> str | None:
         """Why a test with `marker` cannot run against this stack, or None."""
         available = {"owned_stack": False, "stack_secrets": len(self.settings.secrets) > 0,

@@ -32,6 +32,7 @@ REQUIRED = {
               "AUDIT_DATA_KEY_ID", "STREAM_API_SECRET", "AUTH_SERVICE_URL"},
     "push": {"SERVICE_PRIVATE_KEY", "SERVICE_PUBLIC_KEYS", "DATABASE_URL", "STREAM_API_KEY", "STREAM_API_SECRET"},
 }
+DEV_ONLY = ("stream-emulator",)  # the `dev` profile
 _NAME = re.compile(r"[\"']([A-Z][A-Z0-9_]{2,})[\"']")
 
 
@@ -96,11 +97,22 @@ def test_every_service_is_deployed() -> None:
     for service in PACKAGES:
         assert service in SERVICES
     assert {"postgres", "redis"} <= set(SERVICES)
-    assert not any("emulator" in name for name in SERVICES), "the Stream emulator is a dev tool"
+    # The Stream emulator is a dev tool: only under the `dev` profile, which a production `up` never starts.
+    assert [name for name in SERVICES if "emulator" in name] == list(DEV_ONLY)
+    assert all(SERVICES[name]["profiles"] == ["dev"] for name in DEV_ONLY)
+    assert [name for name, spec in SERVICES.items() if spec.get("profiles")] == list(DEV_ONLY)
+
+
+def test_the_dev_emulator_is_published_on_loopback_and_sends_webhooks_to_the_gateway() -> None:
+    emulator = SERVICES["stream-emulator"]
+    assert all(port.startswith("127.0.0.1:") for port in emulator["ports"])
+    assert emulator["environment"]["STREAM_EMULATOR_WEBHOOK_URL"] == "http://gateway:8080/v1/webhooks/stream"
+    assert "internal" in emulator["networks"]  # auth and push reach it as http://stream-emulator:8190
+    assert "8190" in emulator["ports"][0] and "EXPOSE 8190" in (ROOT / emulator["build"]["dockerfile"]).read_text()
 
 
 def test_only_the_edge_is_published() -> None:
-    published = {name for name, spec in SERVICES.items() if spec.get("ports")}
+    published = {name for name, spec in SERVICES.items() if spec.get("ports") and name not in DEV_ONLY}
     assert published == {"edge"}
     assert SERVICES["edge"]["image"].startswith("nginx:") and "public" in SERVICES["edge"]["networks"]
     assert sorted(SERVICES["edge"]["secrets"]) == ["tls_cert", "tls_key"]  # TLS from mounted secrets
@@ -161,5 +173,5 @@ def test_dependencies_wait_for_health_or_completion() -> None:
 def test_internal_network_is_internal() -> None:
     assert COMPOSE["networks"]["internal"].get("internal") is True
     for name, spec in SERVICES.items():
-        if name != "edge":
+        if name != "edge" and name not in DEV_ONLY:
             assert "public" not in (spec.get("networks") or []), name
