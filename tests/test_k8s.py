@@ -265,7 +265,9 @@ def test_services_are_reached_by_the_gateway_and_the_services_whose_code_calls_t
 
 def test_who_calls_which_internal_endpoint_is_what_the_policies_were_written_from() -> None:
     """The table the policies' comments state, held to the code (a new caller shows up here first)."""
-    http = lambda *callers: {(c, "http") for c in callers}  # noqa: E731
+    def http(*callers: str) -> set[tuple[str, str]]:
+        return {(c, "http") for c in callers}
+
     assert callers_in_code() == {
         "gateway": {("audit", "internal")},  # the compliance controls on the internal listener
         "auth": http("gateway", "keydir", "audit", "push"),  # JWKS, /internal/v1/revocations, controls
