@@ -7,7 +7,7 @@ from pathlib import Path
 import requests
 from safeharbor_common import compliance
 from safeharbor_common.service_identity import ServiceTokenSigner, generate_keypair, load_private_key
-from test_served_gateway import serve_gateway
+from test_served_gateway import BODY_TIMEOUT, serve_gateway
 
 
 def test_controls_only_on_the_internal_listener_only_for_audit_and_measured_live(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_controls_only_on_the_internal_listener_only_for_audit_and_measured_live
         assert controls["gateway.rate_limits"]["status"] == "fail"
         assert controls["gateway.rate_limits"]["evidence"]["per_ip"] == {"requests": 100000, "window_s": 60}
         assert controls["gateway.body_deadline"]["status"] == "pass"
-        assert controls["gateway.body_deadline"]["evidence"]["body_read_timeout_s"] == 1.5
+        assert controls["gateway.body_deadline"]["evidence"]["body_read_timeout_s"] == BODY_TIMEOUT
         assert controls["gateway.revocation_feed"]["status"] == "pass"  # the fake feed answers
         assert controls["gateway.transport"]["status"] == "warn"  # dev, no TLS here, no edge trusted
         assert controls["gateway.trusted_proxies"]["status"] == "pass"
