@@ -41,7 +41,7 @@ class AuditEventIn(BaseModel):
     resource: str | None = None
     outcome: str = Field(min_length=1, max_length=64)
     request_id: str | None = None
-    severity: Literal["info", "high"] = "info"
+    severity: Literal["info", "high", "alert"] = "info"
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)

@@ -51,6 +51,12 @@ def test_ingest_validates_each_event(ingest: Ingest) -> None:
     assert "hunter2" not in json.dumps(body)
 
 
+def test_ingest_takes_the_alert_severity_and_no_other_new_one(ingest: Ingest) -> None:
+    """Token reuse and a failing compliance control are written with severity alert (issues 14 and 17)."""
+    body = ingest([make_event(severity="alert"), make_event(severity="panic")]).get_json()
+    assert body["accepted"] == 1 and [r["index"] for r in body["rejected"]] == [1]
+
+
 def test_entries_query_roles_and_phi(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:
     ingest(
         [

@@ -400,8 +400,7 @@ def _token_reused(*, session: Session, user: User, jti: str, seen_by: str = "aut
         role=user.role,
         resource=f"session:{session.id}",
         outcome="failure",
-        # "alert" is not yet a severity the audit schema accepts (issue 15 owns it): high + meta.alert.
-        severity="high",
+        severity="alert",
         meta={"session_id": session.id, "jti": jti, "alert": True, "seen_by": seen_by},
     )
     revoke_sessions(ids=[session.id], reason="token_reuse", actor="svc:auth", actor_role=None)

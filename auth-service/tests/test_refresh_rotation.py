@@ -34,7 +34,7 @@ def test_refreshed_token_is_retired_and_its_reuse_ends_the_session(make_app: App
     assert after.status_code == 401 and error_code(after) == "session_revoked"
     alerts = audit_of(app).of("auth.session.token_reuse")
     assert len(alerts) == 1
-    assert alerts[0]["severity"] == "high" and alerts[0]["meta"]["alert"] is True
+    assert alerts[0]["severity"] == "alert" and alerts[0]["meta"]["alert"] is True
     assert alerts[0]["meta"]["session_id"] == _claims(first)["sid"]
     revokes = audit_of(app).of("auth.session.revoke")
     assert any(e["meta"]["reason"] == "token_reuse" for e in revokes)

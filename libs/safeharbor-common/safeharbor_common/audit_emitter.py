@@ -46,7 +46,7 @@ from .audit_phi import KEY_PATH, PhiKeyError, PhiPublicKey
 
 INGEST_PATH = "/internal/v1/audit/events"
 AUDIT_SERVICE_IDENTITY = "audit"
-SEVERITIES = frozenset({"info", "high"})
+SEVERITIES = frozenset({"info", "high", "alert"})  # alert: someone must look now (token reuse, a failed control)
 MAX_FIELD_LENGTH = 512
 LEASE_SECONDS = 30.0
 
@@ -200,7 +200,7 @@ class AuditEmitter:
         if not isinstance(outcome, str) or not outcome:
             raise AuditEmitError("audit outcome must be a non-empty string")
         if severity not in SEVERITIES:
-            raise AuditEmitError("audit severity must be info or high")
+            raise AuditEmitError("audit severity must be info, high or alert")
         event: dict[str, Any] = {
             "event_id": event_id or str(uuid.uuid4()),
             "ts": ts or _utc_now_rfc3339(),
