@@ -113,6 +113,8 @@ class Stack:
             env["SAFEHARBOR_DEMO_PASSWORD"] = s.demo_password
         for svc, setting in URL_SETTINGS.items():
             env[setting] = self.url(svc)
+        if s.gateway_internal_port:  # where audit-service reads the gateway's compliance controls
+            env["GATEWAY_INTERNAL_URL"] = f"http://127.0.0.1:{s.gateway_internal_port}"
         if name in s.database_urls:
             env["DATABASE_URL"] = s.database_urls[name]
         if s.redis_url:
