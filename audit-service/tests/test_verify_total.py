@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -98,6 +99,7 @@ class LogCopies:
             import psycopg
 
             name = f"audit_copy_{uuid.uuid4().hex[:10]}"
+            _close_sessions(self.base)
             with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
                 admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.base}"')
             url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
@@ -162,6 +164,29 @@ def copies(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogCopies
 
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{base}" WITH (FORCE)')
+
+
+def _close_sessions(database: str) -> None:
+    """Ends every other session on `database`: PostgreSQL copies a template only when nobody is connected.
+
+    The app's pools are disposed by now, but a backend whose client has gone (the verify pool's worker
+    processes, the checkpoint ticker's last connection) can outlive it for a moment on a busy machine.
+    """
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        )
+        for _ in range(100):
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+            ).fetchone()
+            if row is not None and row[0] == 0:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"sessions on {database} did not end")
 
 
 def _rows(raw: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
