@@ -1,6 +1,7 @@
 """docker-compose.yml checked without a Docker engine: build contexts, Dockerfiles, settings, exposure."""
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
@@ -10,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-from safeharbor_common import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -81,16 +81,35 @@ def _served_command(dockerfile: str) -> list[str]:
     return args
 
 
+def gunicorn_command(dockerfile: str) -> argparse.Namespace:
+    """The Dockerfile's `gunicorn ...` CMD, read by gunicorn's own command-line parser."""
+    from gunicorn.config import Config
+
+    args = _served_command(dockerfile)
+    assert args[0] == "gunicorn", args
+    return Config().parser().parse_args(args[1:])
+
+
+def bound_ports(parsed: argparse.Namespace) -> list[int]:
+    return [int(bind.rpartition(":")[2]) for bind in parsed.bind]
+
+
 @pytest.mark.parametrize("name", sorted(PACKAGES))
-def test_each_service_is_served_by_the_shared_launcher_on_its_exposed_port(name: str) -> None:
+def test_each_service_runs_gunicorn_with_the_shared_policy_on_its_exposed_port(name: str) -> None:
     text = (ROOT / SERVICES[name]["build"]["dockerfile"]).read_text()
-    args = _served_command(text)
-    assert args[:3] == ["python", "-m", "safeharbor_common.serving"] and "command" not in SERVICES[name]
-    settings = serving.settings_from(args[3:], {})  # the launcher's own parser accepts the arguments
-    assert settings.target == f"{PACKAGES[name].split('/')[1]}.app:create_app" and settings.host == "0.0.0.0"
-    port = dict(re.findall(r"^ENV (\w+)=(\S+)$", text, re.MULTILINE)).get("PORT", str(settings.port))
-    assert f"EXPOSE {settings.port}" in text and port == str(settings.port)
-    assert f"127.0.0.1:{settings.port}/healthz" in text or "127.0.0.1:%s/healthz" in text  # probes that port
+    assert "command" not in SERVICES[name]
+    parsed = gunicorn_command(text)
+    assert parsed.config == "python:safeharbor_common.gunicorn_config"
+    assert parsed.args == [f"{PACKAGES[name].split('/')[1]}.app:create_app()"]
+    public, *internal = parsed.bind
+    host, _, port = public.rpartition(":")
+    env = dict(re.findall(r"^ENV (\w+)=(\S+)$", text, re.MULTILINE))
+    assert host == "0.0.0.0" and f"EXPOSE {port}" in text and env.get("PORT", port) == port
+    assert f"127.0.0.1:{port}/healthz" in text or "127.0.0.1:%s/healthz" in text  # probes that port
+    if name == "gateway":  # stalled clients cost greenlets; /metrics on the internal listener only
+        assert parsed.worker_class == "gevent" and internal == [f"0.0.0.0:{env['INTERNAL_PORT']}"]
+    else:
+        assert parsed.worker_class == "gthread" and not internal
 
 
 def test_every_service_is_deployed() -> None:

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from safeharbor_common import serving
-from test_compose import PACKAGES, REQUIRED, _names_read, _served_command
+from test_compose import PACKAGES, REQUIRED, _names_read, bound_ports, gunicorn_command
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy/k8s"
@@ -129,13 +128,13 @@ def test_one_deployment_service_hpa_and_pdb_per_service() -> None:
 def test_services_listen_where_their_images_serve_and_probe_healthz_and_readyz(service: str) -> None:
     deployment = objects("production", "Deployment")[service]
     c = container(deployment, service)
-    assert "command" not in c and "args" not in c, "the image's CMD (the shared launcher) serves"
-    launched = serving.settings_from(_served_command((ROOT / f"{PACKAGES[service].split('/')[0]}/Dockerfile")
-                                                     .read_text().replace("${PORT}", str(PORTS[service])))[3:], {})
+    assert "command" not in c and "args" not in c, "the image's CMD (gunicorn) serves"
+    launched = gunicorn_command((ROOT / f"{PACKAGES[service].split('/')[0]}/Dockerfile").read_text())
+    public, *internal_ports = bound_ports(launched)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports["http"] == launched.port == PORTS[service]
+    assert ports["http"] == public == PORTS[service]
     if service == "gateway":  # its /metrics lives only on the internal listener
-        assert ports == {"http": 8080, "internal": launched.internal_port} and launched.worker_class == "gevent"
+        assert ports == {"http": 8080, "internal": internal_ports[0]} and launched.worker_class == "gevent"
     else:
         assert set(ports) == {"http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -148,8 +147,8 @@ def test_services_listen_where_their_images_serve_and_probe_healthz_and_readyz(s
         url = env_of(c).get(f"{other.upper()}_SERVICE_URL")
         assert url is None or url["value"] == f"http://{other}:{port}"
     internal = env_of(c).get("GATEWAY_INTERNAL_URL")
-    gateway = serving.settings_from(_served_command((ROOT / "gateway/Dockerfile").read_text())[3:], {})
-    assert internal is None or internal["value"] == f"http://gateway:{gateway.internal_port}"
+    gateway_internal = bound_ports(gunicorn_command((ROOT / "gateway/Dockerfile").read_text()))[1]
+    assert internal is None or internal["value"] == f"http://gateway:{gateway_internal}"
 
 
 @pytest.mark.parametrize("service", sorted(PACKAGES))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from conftest import Signer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask, Response, jsonify, request
 from safeharbor_common.service_identity import generate_keypair
+from safeharbor_devstack import free_port
 from werkzeug.serving import make_server
 
 BODY_TIMEOUT = 3.0
@@ -76,11 +78,6 @@ def _services_app(state: Services, signer: Signer) -> Flask:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @dataclass
 class Served:
@@ -98,15 +95,16 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve_gateway(var: Path, **settings: str) -> Iterator[Served]:
-    """The gateway under the real launcher in front of fake services; `settings` adds to its environment."""
+def serve_gateway(var: Path, *, as_in_the_dockerfile: bool = False, **settings: str) -> Iterator[Served]:
+    """The gateway under the real launcher (or the Dockerfile's own gunicorn command, on loopback ports) in
+    front of fake services; `settings` adds to its environment."""
     signer = Signer(Ed25519PrivateKey.generate(), "kid-1")
     state = Services()
     server = make_server("127.0.0.1", 0, _services_app(state, signer), threaded=True)
     state.url = f"http://127.0.0.1:{server.server_port}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     seed, pub = generate_keypair()
-    port, internal = _free_port(), _free_port()
+    port, internal = free_port(), free_port()
     env = {**os.environ, "SERVICE_PRIVATE_KEY": seed, "SERVICE_PUBLIC_KEYS": f"gateway={pub}",
            "AUTH_SERVICE_URL": state.url, "KEYDIR_SERVICE_URL": state.url, "AUDIT_SERVICE_URL": state.url,
            "PUSH_SERVICE_URL": state.url, "JWKS_URL": state.url + "/.well-known/jwks.json",
@@ -116,12 +114,13 @@ def serve_gateway(var: Path, **settings: str) -> Iterator[Served]:
     env.pop("REDIS_URL", None)
     log = var / "gateway.log"
     with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "safeharbor_common.serving", "safeharbor_gateway.app:create_app",
-             "--port", str(port), "--internal-port", str(internal), "--workers", "1",
-             "--worker-class", "gevent", "--connections", "4096", "--keep-alive", "5"],
-            env=env, stdout=subprocess.DEVNULL, stderr=log_file,
-        )
+        command = (dockerfile_command(port, internal) if as_in_the_dockerfile else
+                   [sys.executable, "-m", "safeharbor_common.serving", "safeharbor_gateway.app:create_app",
+                    "--port", str(port), "--internal-port", str(internal), "--workers", "1",
+                    "--worker-class", "gevent", "--connections", "4096", "--keep-alive", "5"])
+        if as_in_the_dockerfile:
+            env["INTERNAL_PORT"] = str(internal)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     served = Served(port, internal, state, signer)
     try:
         deadline = time.monotonic() + 30
@@ -139,6 +138,17 @@ def serve_gateway(var: Path, **settings: str) -> Iterator[Served]:
         process.terminate()
         process.wait(timeout=20)
         server.shutdown()
+
+
+def dockerfile_command(port: int, internal: int) -> list[str]:
+    """gateway/Dockerfile's CMD, its binds moved to loopback ports (the executable from this venv)."""
+    text = (Path(__file__).resolve().parents[1] / "Dockerfile").read_text().replace("\\\n", " ")
+    match = re.search(r"^CMD (\[.*\])$", text, re.MULTILINE)
+    assert match, "no CMD in exec form"
+    args: list[str] = json.loads(match.group(1))
+    binds = {"0.0.0.0:8080": f"127.0.0.1:{port}", "0.0.0.0:9180": f"127.0.0.1:{internal}"}
+    assert args[0] == "gunicorn" and set(binds) <= set(args), args
+    return [str(Path(sys.executable).with_name("gunicorn")), *(binds.get(arg, arg) for arg in args[1:])]
 
 
 @pytest.fixture(scope="module")
@@ -300,3 +310,13 @@ def test_the_server_never_copies_its_environment_into_requests(served: Served, t
     response = requests.get(served.url + "/v1/auth/me", headers={"Authorization": f"Bearer {served.token()}"},
                             timeout=5)
     assert "x-user-id" not in response.json()["headers"]
+
+
+def test_the_dockerfiles_gunicorn_command_serves_the_gateway(tmp_path: Path) -> None:
+    """What the image runs: `gunicorn --config python:safeharbor_common.gunicorn_config ... create_app()`."""
+    with serve_gateway(tmp_path, as_in_the_dockerfile=True) as served:
+        token = served.token()
+        me = requests.get(served.url + "/v1/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert me.status_code == 200
+        assert requests.get(served.url + "/metrics", timeout=5).status_code == 404
+        assert requests.get(f"http://127.0.0.1:{served.internal_port}/metrics", timeout=5).status_code == 200

@@ -1,4 +1,5 @@
-"""Serves a service's WSGI application under gunicorn: the one launcher of every service (Docker, devstack, tests).
+"""Serves a service's WSGI application under gunicorn, as the devstack, the tests and the bench start it; the
+Dockerfiles run the `gunicorn` command itself with the same policy (`safeharbor_common.gunicorn_config`).
 
     python -m safeharbor_common.serving safeharbor_gateway.app:create_app --port 8080 --worker-class gevent
     python -m safeharbor_common.serving safeharbor_auth.app:create_app --port 8101 --workers 2 --threads 8
@@ -21,12 +22,13 @@ import argparse
 import importlib
 import logging
 import os
-import ssl
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from . import gunicorn_config
 
 _log = logging.getLogger("safeharbor.serving")
 
@@ -94,41 +96,25 @@ def settings_from(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Ser
 
 
 def gunicorn_options(settings: ServeSettings) -> dict[str, Any]:
-    """The gunicorn settings for `settings` (names as in gunicorn's documentation)."""
+    """The gunicorn settings for `settings` (names as in gunicorn's documentation): the shared policy of
+    `safeharbor_common.gunicorn_config`, which the Dockerfiles load with `--config`, plus this invocation's."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     binds = [f"{host}:{settings.port}"]
     if settings.internal_port is not None:
         binds.append(f"{host}:{settings.internal_port}")
-    options: dict[str, Any] = {
+    options: dict[str, Any] = {name: getattr(gunicorn_config, name) for name in gunicorn_config.__all__}
+    options.update({
         "bind": binds,
         "workers": settings.workers,
         "worker_class": WORKER_CLASSES[settings.worker_class],
         "threads": settings.threads,
         "worker_connections": settings.connections,
         "keepalive": settings.keep_alive,
-        "timeout": 30,  # a worker silent this long (a hung process, not a slow request) is replaced
         "graceful_timeout": settings.graceful_seconds,
-        # X-Forwarded-* is never believed by the server: the gateway decides which proxies it trusts.
-        "forwarded_allow_ips": "",
-        "proxy_allow_ips": "",
-        "accesslog": None,  # each service writes its own access log, without PHI
-        "errorlog": "-",
-        "loglevel": "info",
-        "limit_request_line": 8190,
-        "limit_request_fields": 100,
-        "limit_request_field_size": 8190,
-        # A restarted container must not find a stale control socket in its read-only file system.
-        "control_socket_disable": True,
-    }
+    })
     if settings.tls_cert and settings.tls_key:
-        options.update(certfile=str(settings.tls_cert), keyfile=str(settings.tls_key), ssl_context=tls_context)
+        options.update(certfile=str(settings.tls_cert), keyfile=str(settings.tls_key))
     return options
-
-
-def tls_context(config: Any, default_ssl_context_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-    context = default_ssl_context_factory()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def build_server(settings: ServeSettings) -> Any:
@@ -162,11 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(argv, os.environ)
         if settings.internal_port is not None:
             os.environ["INTERNAL_PORT"] = str(settings.internal_port)  # the application's half of the rule
-        if settings.worker_class == "gevent":
-            # gevent's default resolver hands every name lookup to a native thread and back: on a busy
-            # 2-core machine that cost the gateway 3x its latency per request (docs/PERFORMANCE.md). Its
-            # lookups are of the services' own addresses, made when a pooled connection is opened.
-            os.environ.setdefault("GEVENT_RESOLVER", "block")
         server = build_server(settings)
     except ServingError as exc:
         print(f"safeharbor serving: {exc}", file=sys.stderr)

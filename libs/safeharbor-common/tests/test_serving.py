@@ -8,12 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from safeharbor_common import serving
+from safeharbor_common import gunicorn_config, serving
 from safeharbor_common.serving import ServingError
 
 ECHO_APP = '''
@@ -70,20 +72,30 @@ def test_gunicorn_options_per_worker_class() -> None:
     assert "certfile" not in service
 
 
-def test_gevent_workers_resolve_names_in_the_worker_itself(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gevent_workers_resolve_names_in_the_worker_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     """gevent's thread-pool resolver tripled the gateway's latency on a busy machine (PERFORMANCE.md)."""
     monkeypatch.delenv("GEVENT_RESOLVER", raising=False)
-    monkeypatch.setattr(serving, "build_server", lambda settings: type("S", (), {"run": lambda self: None})())
-    assert serving.main(["g.app:f", "--port", "8080", "--worker-class", "gevent"]) == 0
+
+    def server(worker_class: str) -> Any:
+        return types.SimpleNamespace(cfg=types.SimpleNamespace(worker_class_str=worker_class))
+
+    gunicorn_config.post_fork(server("gthread"), None)
+    assert "GEVENT_RESOLVER" not in os.environ
+    gunicorn_config.post_fork(server("gevent"), None)
     assert os.environ["GEVENT_RESOLVER"] == "block"
 
 
-def test_tls_floor_is_1_2(tmp_path: Path) -> None:
+def test_tls_floor_is_1_2() -> None:
     import ssl
 
-    context = serving.tls_context(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    context = gunicorn_config.ssl_context(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_the_launcher_and_the_dockerfiles_share_one_policy() -> None:
+    options = serving.gunicorn_options(serving.settings_from(["a.app:f", "--port", "8101"], {}))
+    for name in gunicorn_config.__all__:
+        assert options[name] == getattr(gunicorn_config, name), name
 
 
 def test_internal_port_must_differ(capsys: pytest.CaptureFixture[str]) -> None:
