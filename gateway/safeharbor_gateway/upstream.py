@@ -47,8 +47,8 @@ class UpstreamAnswer:
 
 class UpstreamClient:
     def __init__(self, *, connect_timeout: float, read_timeout: float, pool_size: int = 32) -> None:
-        self._connect_timeout = connect_timeout
         self._deadline = read_timeout
+        self._timeout = Timeout(connect=connect_timeout, read=read_timeout, total=read_timeout)
         # block=False: a burst beyond pool_size opens extra connections, closed after use.
         self._pools = urllib3.PoolManager(num_pools=8, maxsize=pool_size, block=False, retries=False)
 
@@ -61,7 +61,7 @@ class UpstreamClient:
                 method, url, body=body, headers=headers,
                 retries=_RETRY_CONNECT_ONCE if method in _RESENDABLE else False,
                 redirect=False, assert_same_host=False, preload_content=False, decode_content=False,
-                timeout=Timeout(connect=self._connect_timeout, read=self._deadline, total=self._deadline),
+                timeout=self._timeout,
             )
         except HTTPError as exc:
             raise _failure(exc) from exc

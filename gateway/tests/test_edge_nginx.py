@@ -13,16 +13,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from safeharbor_devstack import free_port
 from safeharbor_devstack.edge import Edge, nginx_binary, start_edge, write_self_signed
 from test_served_gateway import Served, serve_gateway
 
 pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (scripts/setup-test-tools.sh)")
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +29,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Edge, Serve
     write_self_signed(tls / "tls_cert", tls / "tls_key")
     with serve_gateway(tmp, TRUSTED_PROXIES="127.0.0.1/32") as gateway:
         running = start_edge(gateway=f"127.0.0.1:{gateway.port}", tmp=tmp / "nginx", tls_dir=tls,
-                             https_port=_free_port(), http_port=_free_port(), health_port=_free_port())
+                             https_port=free_port(), http_port=free_port(), health_port=free_port())
         try:
             yield running, gateway
         finally:

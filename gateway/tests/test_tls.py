@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from safeharbor_common.service_identity import generate_keypair
+from safeharbor_devstack import free_port
 from safeharbor_devstack.edge import write_self_signed
 
 
@@ -23,18 +24,13 @@ def _self_signed(tmp: Path, key_form: serialization.PrivateFormat) -> tuple[Path
     return cert_path, key_path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(params=[serialization.PrivateFormat.TraditionalOpenSSL, serialization.PrivateFormat.PKCS8],
                 ids=["sec1-key", "pkcs8-key"])
 def https_gateway(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     cert, key = _self_signed(tmp_path, request.param)
     seed, _ = generate_keypair()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key), "SERVICE_PRIVATE_KEY": seed,
            "AUDIT_OUTBOX_PATH": str(tmp_path / "outbox.db"), "AUTH_SERVICE_URL": "http://127.0.0.1:9"}
     process = subprocess.Popen(
