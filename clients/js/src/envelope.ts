@@ -264,7 +264,7 @@ export async function seal(o: SealOptions): Promise<Envelope> {
     wrapped, iv, new Uint8Array(0), null);
   const payload = pad(jcs({ text: o.text }));
   const withCt = unsigned.with({ ciphertext: await aesGcm("encrypt", key, iv, payload, unsigned.contentAad()) });
-  const signed = withCt.with({ signature: o.sender.sign(withCt.signedBytes()) });
+  const signed = withCt.with({ signature: await o.sender.signAsync(withCt.signedBytes()) });
   const size = signed.toText().length;
   const max = o.maxChars ?? DEFAULT_MAX_ENVELOPE_CHARS;
   if (size > max) {
@@ -316,7 +316,7 @@ export async function decryptContent(envelope: Envelope, keyring: Keyring): Prom
   try {
     contentKey = envelope.suite === SUITE_PQ
       ? await openHybrid(pair.pq!, envelope.wrapInfo(), envelope.wrapped[index]!)
-      : await openX25519(pair.encPrivate, envelope.wrapInfo(), envelope.wrapped[index]!);
+      : await openX25519(pair.held?.enc ?? pair.encPrivate, envelope.wrapInfo(), envelope.wrapped[index]!);
   } catch (cause) {
     throw new EnvelopeTampered("the wrapped content key does not open", { ...m, cause });
   }

@@ -67,6 +67,11 @@ export class KeyRecordInvalid extends DirectoryError {
 export class KeysNotInitialized extends SafeHarborClientError {
   static override code = "keys_not_initialized";
 }
+/** JS only: the private key is a non-extractable WebCrypto key (the web app's IndexedDB form), so its bytes
+ *  cannot be exported, e.g. into a backup. */
+export class KeyNotExtractable extends SafeHarborClientError {
+  static override code = "key_not_extractable";
+}
 export class BackupError extends SafeHarborClientError {
   static override code = "backup_error";
 }

@@ -7,7 +7,7 @@
 // @hpke/core has no such KEM for a private key kept as (ML-KEM seed, X25519 scalar), which is how the
 // Python keyring stores it, so it is plugged in here from @noble primitives; the interop tests and the
 // Python vectors hold it to the Python SDK byte for byte.
-import { Aes256Gcm, CipherSuite, HkdfSha256 } from "@hpke/core";
+import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256 as NativeDhkemX25519, HkdfSha256 } from "@hpke/core";
 import { DhkemX25519HkdfSha256 } from "@hpke/dhkem-x25519";
 import { x25519 } from "@noble/curves/ed25519.js";
 import { sha3_256 } from "@noble/hashes/sha3.js";
@@ -94,6 +94,8 @@ class MlKem768X25519 {
 
 const x25519Kem = new DhkemX25519HkdfSha256();
 const SUITE_X25519 = new CipherSuite({ kem: x25519Kem, kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+// WebCrypto's X25519 (Chromium, Node): the suite that accepts non-extractable CryptoKeys.
+const SUITE_X25519_NATIVE = new CipherSuite({ kem: new NativeDhkemX25519(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
 const SUITE_PQ = new CipherSuite({
   kem: new MlKem768X25519() as unknown as DhkemX25519HkdfSha256,
   kdf: new HkdfSha256(),
@@ -107,11 +109,16 @@ export async function sealX25519(publicKey: Uint8Array, info: Uint8Array, plaint
   return concat(new Uint8Array(enc), new Uint8Array(ct));
 }
 
-export async function openX25519(privateKey: Uint8Array, info: Uint8Array, wrapped: Uint8Array): Promise<Uint8Array> {
-  const recipientKey = await x25519Kem.importKey("raw", buf(privateKey), false);
+/** Open with the private key as bytes, or as a WebCrypto key pair (non-extractable private key: the
+ *  browser's held form), through @hpke/core's DHKEM on WebCrypto's own X25519. */
+export async function openX25519(privateKey: Uint8Array | CryptoKeyPair, info: Uint8Array, wrapped: Uint8Array): Promise<Uint8Array> {
   const enc = buf(wrapped.subarray(0, X25519_SIZE));
-  const pt = await SUITE_X25519.open({ recipientKey, enc, info: buf(info) }, buf(wrapped.subarray(X25519_SIZE)));
-  return new Uint8Array(pt);
+  const ct = buf(wrapped.subarray(X25519_SIZE));
+  if (!(privateKey instanceof Uint8Array)) {
+    return new Uint8Array(await SUITE_X25519_NATIVE.open({ recipientKey: privateKey, enc, info: buf(info) }, ct));
+  }
+  const recipientKey = await x25519Kem.importKey("raw", buf(privateKey), false);
+  return new Uint8Array(await SUITE_X25519.open({ recipientKey, enc, info: buf(info) }, ct));
 }
 
 export async function sealHybrid(publicKey: HybridPublicKey, info: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {

@@ -2,8 +2,8 @@
 // records, signed bytes and JSON forms as clients/python/safeharbor_client/keys.py.
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { sha256 } from "@noble/hashes/sha2.js";
-import { b64urlDecode, b64urlEncode, equalBytes, jcs, randomBytes, toHex } from "./encoding.js";
-import { KeyRecordInvalid, KeysNotInitialized } from "./errors.js";
+import { b64urlDecode, b64urlEncode, buf, equalBytes, jcs, randomBytes, toHex } from "./encoding.js";
+import { KeyNotExtractable, KeyRecordInvalid, KeysNotInitialized } from "./errors.js";
 import { type HybridPrivateKey, type HybridPublicKey, HYBRID_PUBLIC_SIZE, hybridPublicBytes, hybridPublicKey } from "./hpke.js";
 
 export const SIGNED_FIELDS = ["user_id", "device_id", "version", "enc_pub", "sig_pub", "created_at", "prev_hash"] as const;
@@ -54,21 +54,37 @@ export function parseTime(text: unknown): number {
   return ms;
 }
 
-/** The private keys of one device key version (raw bytes; the web app keeps them wrapped at rest). */
+/** The X25519 and Ed25519 private keys of a pair as non-extractable WebCrypto keys: usable (decap, sign),
+ *  never readable as bytes. The X25519 public key rides along because HPKE's decap needs pk(skR). */
+export interface HeldKeys {
+  readonly enc: CryptoKeyPair;
+  readonly sig: CryptoKey;
+}
+
+/** The private keys of one device key version: raw bytes (as the Python keyring keeps them, and as a
+ *  backup carries them), or, after `toHeld()`, non-extractable WebCrypto keys for X25519 and Ed25519. The
+ *  ML-KEM-768 hybrid part stays bytes either way: WebCrypto has no ML-KEM. */
 export class DeviceKeyPair {
   record: KeyRecord | null;
+  private readonly publicKeys: { enc: string; sig: string } | null;
 
   constructor(
     readonly userId: string,
     readonly deviceId: string,
     readonly version: number,
     readonly createdAt: string,
-    readonly encPrivate: Uint8Array,
-    readonly sigPrivate: Uint8Array,
+    private readonly encBytes: Uint8Array | null,
+    private readonly sigBytes: Uint8Array | null,
     readonly pq: HybridPrivateKey | null = null,
     record: KeyRecord | null = null,
+    readonly held: HeldKeys | null = null,
+    publicKeys: { enc: string; sig: string } | null = null,
   ) {
+    if ((encBytes === null || sigBytes === null) && (held === null || publicKeys === null)) {
+      throw new KeysNotInitialized("a device key pair needs its private key bytes or held keys with their public keys");
+    }
     this.record = record;
+    this.publicKeys = publicKeys;
   }
 
   static generate(o: { userId: string; deviceId: string; version: number; withPq?: boolean; createdAt?: string }): DeviceKeyPair {
@@ -79,24 +95,71 @@ export class DeviceKeyPair {
       randomBytes(32), randomBytes(32), pq);
   }
 
+  /** A pair whose X25519 and Ed25519 private keys are WebCrypto keys (e.g. read back from IndexedDB). */
+  static fromHeld(o: {
+    userId: string; deviceId: string; version: number; createdAt: string; held: HeldKeys; encPub: string; sigPub: string;
+    pq?: HybridPrivateKey | null; record?: KeyRecord | null;
+  }): DeviceKeyPair {
+    return new DeviceKeyPair(o.userId, o.deviceId, o.version, o.createdAt, null, null, o.pq ?? null, o.record ?? null, o.held,
+      { enc: o.encPub, sig: o.sigPub });
+  }
+
   get ref(): DeviceRef {
     return { userId: this.userId, deviceId: this.deviceId, version: this.version };
   }
 
+  /** False once the X25519 and Ed25519 keys are held as non-extractable WebCrypto keys. */
+  get extractable(): boolean {
+    return this.encBytes !== null && this.sigBytes !== null;
+  }
+
+  get encPrivate(): Uint8Array {
+    if (this.encBytes === null) throw new KeyNotExtractable("this X25519 key is a non-extractable WebCrypto key");
+    return this.encBytes;
+  }
+
+  get sigPrivate(): Uint8Array {
+    if (this.sigBytes === null) throw new KeyNotExtractable("this Ed25519 key is a non-extractable WebCrypto key");
+    return this.sigBytes;
+  }
+
   get encPub(): string {
-    return b64urlEncode(x25519.getPublicKey(this.encPrivate));
+    return this.publicKeys?.enc ?? b64urlEncode(x25519.getPublicKey(this.encPrivate));
   }
 
   get sigPub(): string {
-    return b64urlEncode(ed25519.getPublicKey(this.sigPrivate));
+    return this.publicKeys?.sig ?? b64urlEncode(ed25519.getPublicKey(this.sigPrivate));
   }
 
+  /** Ed25519 over `message` with the key bytes (Ed25519 is deterministic: the same bytes as `signAsync`). */
   sign(message: Uint8Array): Uint8Array {
     return ed25519.sign(message, this.sigPrivate);
   }
 
+  /** Ed25519 with whichever form the key has: WebCrypto for a held key, the bytes otherwise. */
+  async signAsync(message: Uint8Array): Promise<Uint8Array> {
+    if (!this.held) return this.sign(message);
+    return new Uint8Array(await crypto.subtle.sign("Ed25519", this.held.sig, buf(message)));
+  }
+
+  /** The same pair with its X25519 and Ed25519 private keys imported into WebCrypto non-extractable. */
+  async toHeld(): Promise<DeviceKeyPair> {
+    if (this.held) return this;
+    const encPub = this.encPub;
+    const sigPub = this.sigPub;
+    const jwk = (crv: string, d: Uint8Array, x: string): JsonWebKey => ({ kty: "OKP", crv, d: b64urlEncode(d), x });
+    const sig = await crypto.subtle.importKey("jwk", jwk("Ed25519", this.sigPrivate, sigPub), { name: "Ed25519" }, false, ["sign"]);
+    const encPrivate = await crypto.subtle.importKey("jwk", jwk("X25519", this.encPrivate, encPub), { name: "X25519" }, false, ["deriveBits"]);
+    const encPublic = await crypto.subtle.importKey("raw", buf(b64urlDecode(encPub)), { name: "X25519" }, true, []);
+    return DeviceKeyPair.fromHeld({
+      userId: this.userId, deviceId: this.deviceId, version: this.version, createdAt: this.createdAt,
+      held: { enc: { privateKey: encPrivate, publicKey: encPublic }, sig }, encPub, sigPub, pq: this.pq, record: this.record,
+    });
+  }
+
   /** The keyring JSON form of one pair (Python's `to_private_json`). */
   toPrivateJson(): Record<string, unknown> {
+    if (!this.extractable) throw new KeyNotExtractable("a held (non-extractable) key has no private JSON form");
     const out: Record<string, unknown> = {
       user_id: this.userId,
       device_id: this.deviceId,
