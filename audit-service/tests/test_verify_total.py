@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from safeharbor_audit.app import build_log
 from safeharbor_audit.config import load_config
-from safeharbor_audit.store import AuditLog, VerifyReport
+from safeharbor_audit.store import AuditLog
+from safeharbor_audit.verify import VerifyReport
 
 from .conftest import PG_ADMIN_URL, AuditEnv, Ingest, build_app, make_env, make_event, migrate, postgres_available
 from .test_tamper import drop_guards
