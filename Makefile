@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PACKAGES := libs/safeharbor-common gateway auth-service keydir-service audit-service \
+PACKAGES := libs/safeharbor-protocol libs/safeharbor-common gateway auth-service keydir-service audit-service \
             push-config-service tools/stream-emulator tools/devstack clients/python
 PRESENT  := $(foreach p,$(PACKAGES),$(if $(wildcard $(p)/pyproject.toml),$(p)))
 DEV_TOOLS := pytest hypothesis ruff mypy pyyaml pyotp kubernetes-validate docker
@@ -30,11 +30,11 @@ unit: install
 integration: install
 	bash scripts/test-all.sh integration
 
-# mypy per package, strict; the shared library is analysed from source (editable installs hide it).
+# mypy per package, strict; the shared libraries are analysed from source (editable installs hide it).
 lint: install
 	$(BIN)/ruff check $(PRESENT) tests scripts
 	for pkg in $$(ls -d $(foreach p,$(PRESENT),$(p)/*/__init__.py) | xargs -n1 dirname); do \
-	  MYPYPATH=libs/safeharbor-common $(BIN)/mypy --strict --ignore-missing-imports $$pkg || exit 1; done
+	  MYPYPATH=libs/safeharbor-protocol:libs/safeharbor-common $(BIN)/mypy --strict --ignore-missing-imports $$pkg || exit 1; done
 
 clean:
 	rm -rf var .pytest_cache

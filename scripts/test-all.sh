@@ -25,7 +25,7 @@ if ! bash scripts/setup-edge.sh; then
 fi
 
 if [ "$what" = all ] || [ "$what" = unit ]; then
-  for pkg in libs/safeharbor-common gateway auth-service keydir-service audit-service \
+  for pkg in libs/safeharbor-protocol libs/safeharbor-common gateway auth-service keydir-service audit-service \
              push-config-service tools/stream-emulator tools/devstack clients/python; do
     [ -d "$pkg/tests" ] && run_pytest "unit: $pkg" "$pkg/tests"
   done

@@ -194,3 +194,31 @@ def test_internal_network_is_internal() -> None:
     for name, spec in SERVICES.items():
         if name != "edge" and name not in DEV_ONLY:
             assert "public" not in (spec.get("networks") or []), name
+
+
+def _local_requirements(folder: str) -> list[str]:
+    """The in-repository packages (folders) `folder`'s pyproject depends on, nearest first."""
+    import tomllib
+
+    by_name = {tomllib.loads(p.read_text())["project"]["name"]: str(p.parent.relative_to(ROOT))
+               for p in ROOT.glob("*/pyproject.toml")} | {
+        tomllib.loads(p.read_text())["project"]["name"]: str(p.parent.relative_to(ROOT))
+        for p in ROOT.glob("libs/*/pyproject.toml")}
+    deps = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0] for d in deps]
+    return [by_name[n] for n in names if n in by_name]
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGES))
+def test_dockerfile_installs_every_in_repo_dependency_before_it(name: str) -> None:
+    """pip cannot fetch safeharbor-* from an index: whatever a service (or a library it installs) needs
+    from this repository must be copied and named on the same `pip install`, dependencies first."""
+    text = (ROOT / SERVICES[name]["build"]["dockerfile"]).read_text().replace("\\\n", " ")
+    match = re.search(r"pip install -c constraints.txt ((?:/app/\S+ ?)+)", text)
+    assert match, "no pip install of the local packages"
+    installed = [p.removeprefix("/app/") for p in match.group(1).split()]
+    copied = set(re.findall(r"^COPY (\S+)", text, re.MULTILINE))
+    for position, folder in enumerate(installed):
+        assert folder in copied, f"installs {folder} without copying it"
+        for needed in _local_requirements(folder):
+            assert needed in installed[:position], f"{folder} needs {needed}, installed before it"

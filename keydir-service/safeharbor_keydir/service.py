@@ -23,11 +23,11 @@ from typing import Any
 
 from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 from safeharbor_common.errors import InvalidRequest
+from safeharbor_protocol import keyrecords as records
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import records
 from .errors import (
     BackupNotFound,
     BackupReadsLimited,

@@ -12,8 +12,8 @@ import pytest
 from conftest import DeviceKeys, KeydirEnv, body_of, build_app, make_env, migrate, now_rfc3339, x25519_public
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
-from safeharbor_keydir import records
 from safeharbor_keydir.log import TransparencyLog
+from safeharbor_protocol import keyrecords as records
 from sqlalchemy import text
 
 CONTENDERS = 8

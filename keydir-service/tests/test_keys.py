@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
 from safeharbor_common.encoding import b64url_encode
-from safeharbor_keydir import records
 from safeharbor_keydir.schemas import HistoryResponse, KeyRegistered, LookupResponse
-from safeharbor_keydir.verify import LogWatcher, open_checkpoint, verify_chain, verify_inclusion
+from safeharbor_protocol import keyrecords as records
+from safeharbor_protocol.keydir import LogWatcher, open_checkpoint, verify_chain, verify_inclusion
 
 
 def _error(response: Any) -> str:

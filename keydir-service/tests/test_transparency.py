@@ -12,9 +12,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from safeharbor_common import checkpoint as cp
 from safeharbor_common import merkle
-from safeharbor_keydir import records
 from safeharbor_keydir.log import TransparencyLog
-from safeharbor_keydir.verify import LogWatcher, VerificationError, open_checkpoint, verify_inclusion
+from safeharbor_protocol import keyrecords as records
+from safeharbor_protocol.keydir import LogWatcher, VerificationError, open_checkpoint, verify_inclusion
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from safeharbor_common.canonical import canonical_json
 from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
+from safeharbor_protocol.keyrecords import fingerprint as fingerprint
 
 from .errors import KeyRecordInvalid, KeysNotInitialized
 
@@ -334,25 +335,6 @@ def verify_record(
         record=dict(record),
         revoked_at=revoked,
     )
-
-
-def fingerprint(record: Mapping[str, Any]) -> str:
-    """A short, comparable fingerprint of a device key: SHA-256 over user, device and both public keys.
-
-    Shown as 8 groups of 4 hex digits (128 bits): two people compare it out of band to rule out a
-    substituted key.
-    """
-    material = canonical_json(
-        {
-            "purpose": "safeharbor/fingerprint/v1",
-            "user_id": record.get("user_id"),
-            "device_id": record.get("device_id"),
-            "enc_pub": record.get("enc_pub"),
-            "sig_pub": record.get("sig_pub"),
-        }
-    )
-    digest = hashlib.sha256(material).hexdigest()[:32]
-    return " ".join(digest[i : i + 4] for i in range(0, 32, 4))
 
 
 # -- keyring ----------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ name the same controls: a control a service does not report is shown as failed, 
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,9 +15,14 @@ from typing import Any, Literal
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-from . import checkpoint as cp
+# The signed report's format is the protocol package's; these names stay importable from here.
+from safeharbor_protocol.compliance_report import REPORT_FORMAT as REPORT_FORMAT
+from safeharbor_protocol.compliance_report import ReportSignatureError as ReportSignatureError
+from safeharbor_protocol.compliance_report import report_note_text as report_note_text
+from safeharbor_protocol.compliance_report import report_sha256 as report_sha256
+from safeharbor_protocol.compliance_report import verify_report as verify_report
+
 from . import web
-from .canonical import canonical_json
 from .service_identity import require_service
 
 _log = logging.getLogger("safeharbor.compliance")
@@ -144,38 +148,3 @@ def status_at_most(value: float, *, pass_max: float, warn_max: float) -> Status:
     if value <= pass_max:
         return "pass"
     return "warn" if value <= warn_max else "fail"
-
-
-# -- the signed report (audit-service signs, the CLI and auditors verify) ------------------------------
-
-REPORT_FORMAT = "safeharbor-compliance-report/1"
-
-
-class ReportSignatureError(ValueError):
-    """The report's signature, hash or verifier key does not check out."""
-
-
-def report_sha256(report: Mapping[str, Any]) -> str:
-    """Hex SHA-256 of the report's RFC 8785 canonical JSON: what the signature and the audit entry name."""
-    return hashlib.sha256(canonical_json(report)).hexdigest()
-
-
-def report_note_text(key_name: str, report_id: str, sha256_hex: str) -> str:
-    """The C2SP signed note's text: key name (as a checkpoint's origin line), format, report id, hash."""
-    return f"{key_name}\n{REPORT_FORMAT}\n{report_id}\nsha256 {sha256_hex}\n"
-
-
-def verify_report(document: Mapping[str, Any], verifier_key: str) -> str:
-    """Checks a report document (`{report, sha256, signature}`) against a verifier key; returns the hash."""
-    try:
-        verifier = cp.parse_verifier_key(verifier_key)
-        report = document["report"]
-        digest = report_sha256(report)
-        text, _ = cp.open_note(str(document["signature"]), [verifier])
-    except (cp.NoteError, cp.VerifierKeyError, KeyError, TypeError, ValueError) as exc:
-        raise ReportSignatureError(f"the report's signature does not verify: {exc}") from exc
-    if text != report_note_text(verifier.name, str(report.get("report_id")), digest):
-        raise ReportSignatureError("the report was changed after it was signed")
-    if document.get("sha256") not in (None, digest):
-        raise ReportSignatureError("the report's stated sha256 is not its hash")
-    return digest

@@ -1,7 +1,7 @@
 """Client-side verification of what the key directory returns (pure: no Flask, no database, no network).
 
-The client SDK reuses this. A client trusts the log's verifier key (pinned, or fetched once over a
-trusted channel) and remembers the last checkpoint it accepted. Then:
+Used by keydir's tests and the client SDK's `directory.py`. A client trusts the log's verifier key (pinned,
+or fetched once over a trusted channel) and remembers the last checkpoint it accepted. Then:
 
 - `verify_record` checks a record's own signature (proof of possession) and, given the previous version,
   the chain link (prev_hash) and the rotation signature by the previous key;
@@ -15,11 +15,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from safeharbor_common import checkpoint as cp
-from safeharbor_common import merkle
-from safeharbor_common.checkpoint import Checkpoint
-
-from . import records
+from . import checkpoint as cp
+from . import keyrecords, merkle
+from .checkpoint import Checkpoint
 
 __all__ = ["Checkpoint", "LogWatcher", "VerificationError"]
 
@@ -52,11 +50,11 @@ def verify_record(record: Mapping[str, Any], previous: Mapping[str, Any] | None 
     if expected_user is not None and record.get("user_id") != expected_user:
         raise VerificationError("record names another user")
     try:
-        records.verify_self_signature(record)
-        records.verify_pq_extension(record)
+        keyrecords.verify_self_signature(record)
+        keyrecords.verify_pq_extension(record)
         if previous is not None or record.get("version") == 1:
-            records.verify_link(record, previous)
-    except records.RecordError as exc:
+            keyrecords.verify_link(record, previous)
+    except keyrecords.RecordError as exc:
         raise VerificationError(f"key record does not verify: {exc}") from exc
 
 
@@ -64,8 +62,8 @@ def verify_revocation(leaf: Mapping[str, Any], verifier_key: str) -> None:
     """A revocation leaf carries the log's signature (the same key as the checkpoints)."""
     try:
         public_key = cp.parse_verifier_key(verifier_key).public_key
-        records.verify_revocation(leaf, public_key)
-    except (cp.NoteError, records.RecordError) as exc:
+        keyrecords.verify_revocation(leaf, public_key)
+    except (cp.NoteError, keyrecords.RecordError) as exc:
         raise VerificationError(f"revocation does not verify: {exc}") from exc
 
 
@@ -74,7 +72,7 @@ def verify_inclusion(leaf: Mapping[str, Any], leaf_index: int, proof_hex: Sequen
     """The leaf (record or revocation object as returned) is leaf `leaf_index` of the checkpoint's tree."""
     try:
         merkle.verify_inclusion(
-            merkle.leaf_hash(records.leaf_data(leaf)),
+            merkle.leaf_hash(keyrecords.leaf_data(leaf)),
             leaf_index,
             checkpoint.size,
             _hashes(proof_hex, "inclusion proof"),

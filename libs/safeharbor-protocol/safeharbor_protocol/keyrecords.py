@@ -1,7 +1,7 @@
 """Key records and revocation leaves: their exact bytes, hashes and signatures (pure, no Flask, no DB).
 
-Shared by the server (validation), `verify.py` (clients) and the client SDK, so both sides compute the
-same bytes. Wire format (API.md, "Keys"):
+The one definition: keydir-service validates with it, `keydir.py` and the client SDK build and verify with
+it, so both sides compute the same bytes. Wire format (API.md, "Keys"):
 
 - signed bytes = RFC 8785 canonical JSON of {user_id, device_id, version, enc_pub, sig_pub, created_at,
   prev_hash};
@@ -25,8 +25,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from safeharbor_common.canonical import canonical_json
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
+
+from .canonical import canonical_json
+from .encoding import EncodingError, b64url_decode, b64url_encode
 
 PUBLIC_KEY_BYTES = 32
 SIGNED_FIELDS: tuple[str, ...] = (
@@ -41,6 +42,7 @@ SIGNED_FIELDS: tuple[str, ...] = (
 # Optional post-quantum extension (the client SDK's): a hybrid ML-KEM-768 + X25519 public key, signed by
 # the same sig_pub over its own canonical bytes, so the API's signed bytes stay what every verifier checks.
 PQ_KEY_PURPOSE = "safeharbor/pq-key/v1"
+FINGERPRINT_PURPOSE = "safeharbor/fingerprint/v1"
 MLKEM768_PUBLIC_BYTES = 1184
 PQ_PUBLIC_BYTES = MLKEM768_PUBLIC_BYTES + PUBLIC_KEY_BYTES
 KEY_LEAF = "key"
@@ -260,3 +262,22 @@ def verify_revocation(leaf: Mapping[str, Any], log_public_key: Ed25519PublicKey)
 
 def leaf_kind(leaf: Mapping[str, Any]) -> str:
     return REVOCATION_LEAF if "revoked_at" in leaf else KEY_LEAF
+
+
+def fingerprint(record: Mapping[str, Any]) -> str:
+    """A short, comparable fingerprint of a device key: SHA-256 over user, device and both public keys.
+
+    Shown as 8 groups of 4 hex digits (128 bits): two people compare it out of band to rule out a
+    substituted key. Version and times stay out, so a fingerprint outlives nothing but a key change.
+    """
+    material = canonical_json(
+        {
+            "purpose": FINGERPRINT_PURPOSE,
+            "user_id": record.get("user_id"),
+            "device_id": record.get("device_id"),
+            "enc_pub": record.get("enc_pub"),
+            "sig_pub": record.get("sig_pub"),
+        }
+    )
+    digest = hashlib.sha256(material).hexdigest()[:32]
+    return " ".join(digest[i : i + 4] for i in range(0, 32, 4))

@@ -8,7 +8,7 @@ from typing import Any
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from safeharbor_common.canonical import canonical_json
+from safeharbor_protocol.canonical import canonical_json
 
 _scalars = (
     st.none()

@@ -5,8 +5,8 @@ import base64
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from safeharbor_common import checkpoint as cp
-from safeharbor_common.checkpoint import Checkpoint, NoteError, VerifierKeyError
+from safeharbor_protocol import checkpoint as cp
+from safeharbor_protocol.checkpoint import Checkpoint, NoteError, VerifierKeyError
 
 # golang.org/x/mod/sumdb/note (note_test.go / package doc): the PeterNeumann example.
 GO_SIGNER_KEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"

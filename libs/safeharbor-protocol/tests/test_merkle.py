@@ -6,8 +6,8 @@ import hashlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from safeharbor_common import merkle
-from safeharbor_common.merkle import (
+from safeharbor_protocol import merkle
+from safeharbor_protocol.merkle import (
     EMPTY_ROOT,
     CompactRange,
     MemoryNodeStore,
