@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { buildRecord, DeviceKeyPair } from "@safeharbor/client";
+import { b64urlEncode, DeviceKeyPair, recordHash, signedBytes } from "@safeharbor/client";
 import { chromium } from "playwright-core";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -116,6 +116,35 @@ async function page() {
   return p;
 }
 
+/** What IndexedDB holds for the page's user: each stored key version's private keys described. */
+async function storedKeys(p) {
+  return p.evaluate(() => new Promise((resolve, reject) => {
+    const describe = (k) => ({ cryptoKey: k instanceof CryptoKey, type: k.type, extractable: k.extractable, algorithm: k.algorithm?.name,
+      usages: [...(k.usages ?? [])].sort() });
+    const req = indexedDB.open("safeharbor");
+    req.onsuccess = () => {
+      const store = req.result.transaction("kv").objectStore("kv");
+      const all = store.getAllKeys();
+      all.onsuccess = () => {
+        const name = String(all.result.find((k) => String(k).startsWith("keyring:")));
+        const ring = store.get(name);
+        ring.onsuccess = () => {
+          const wrap = store.get(`wrap:${name.slice("keyring:".length)}`);
+          wrap.onsuccess = () => {
+            const pairs = (ring.result?.pairs ?? []).map((pair) => ({
+              userId: pair.user_id, deviceId: pair.device_id, record: pair.record,
+              keys: pair.held ? [describe(pair.held.sig), describe(pair.held.enc.privateKey)] : [],
+              pq: pair.pq && { wrapped: pair.pq.ct instanceof ArrayBuffer, plainFields: Object.keys(pair.pq).filter((f) => !["iv", "ct"].includes(f)) },
+            }));
+            resolve({ pairs, wrap: wrap.result && describe(wrap.result) });
+          };
+        };
+      };
+    };
+    req.onerror = () => reject(req.error);
+  }));
+}
+
 async function login(p, username, otp) {
   await p.goto(web);
   await p.getByLabel("Username").fill(username);
@@ -149,7 +178,7 @@ async function setUpKeys(p, { pq = false } = {}) {
   await p.getByTestId("fingerprint").waitFor({ timeout: 20_000 });
 }
 
-test("two browsers chat end to end (post-quantum suite); Stream stores only ciphertext; tokens in memory, keys wrapped non-extractable", async () => {
+test("two browsers chat end to end (post-quantum suite); Stream stores only ciphertext; tokens in memory; private keys non-extractable CryptoKeys in IndexedDB; backup, reload and restore still work", async () => {
   const doctor = await page();
   const patient = await page();
   await enrolAndLogin(doctor, "dr-chen");
@@ -194,81 +223,100 @@ test("two browsers chat end to end (post-quantum suite); Stream stores only ciph
   for (const t of stored) assert.ok(JSON.parse(t).v === 1 && JSON.parse(t).ct, `not an envelope: ${t.slice(0, 80)}`);
 
 
-  // Web security on the same pages: the CSP as served, no CSP violation, no token in web storage, and
-  // the key that wraps the keyring in IndexedDB is a non-extractable CryptoKey.
+  // Web security on the same pages: the CSP as served, no CSP violation, no token in web storage.
   const csp = (await fetch(web + "/")).headers.get("content-security-policy");
   assert.ok(csp && csp.includes("default-src 'self'") && !csp.includes("unsafe-inline"), csp);
   for (const p of [doctor, patient]) {
     assert.deepEqual(await p.evaluate(() => [localStorage.length, sessionStorage.length, document.cookie]), [0, 0, ""]);
-    const wrap = await p.evaluate(() => new Promise((resolve, reject) => {
-      const req = indexedDB.open("safeharbor");
-      req.onsuccess = () => {
-        const all = req.result.transaction("kv").objectStore("kv").getAllKeys();
-        all.onsuccess = () => {
-          const name = all.result.find((k) => String(k).startsWith("wrap:"));
-          const get = req.result.transaction("kv").objectStore("kv").get(name);
-          get.onsuccess = () => resolve({ type: get.result.type, extractable: get.result.extractable, algorithm: get.result.algorithm.name });
-        };
-      };
-      req.onerror = () => reject(req.error);
-    }));
-    assert.deepEqual(wrap, { type: "secret", extractable: false, algorithm: "AES-GCM" });
   }
   assert.deepEqual(cspViolations, []);
 
-  // Someone with the patient's stolen device key rotates that device to a key this browser never made:
-  // the patient's "Check my keys" raises the alarm. (The test reads the keyring the way only code running
-  // in the page can: through the non-extractable wrapping key, which never leaves IndexedDB.)
-  const ring = await patient.evaluate(() => new Promise((resolve, reject) => {
-    const req = indexedDB.open("safeharbor");
-    req.onsuccess = () => {
-      const store = req.result.transaction("kv").objectStore("kv");
-      const all = store.getAllKeys();
-      all.onsuccess = () => {
-        const user = String(all.result.find((k) => String(k).startsWith("keyring:"))).slice("keyring:".length);
-        const wrapped = store.get(`keyring:${user}`);
-        wrapped.onsuccess = () => {
-          const key = store.get(`wrap:${user}`);
-          key.onsuccess = async () => {
-            const aad = new TextEncoder().encode(user);
-            const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: wrapped.result.iv, additionalData: aad }, key.result, wrapped.result.ct);
-            resolve(JSON.parse(new TextDecoder().decode(plain)));
-          };
+  // The private keys in IndexedDB are non-extractable CryptoKeys (Ed25519, X25519); the ML-KEM-768 part,
+  // which WebCrypto lacks, is ciphertext under a non-extractable AES-GCM key.
+  for (const p of [doctor, patient]) {
+    const stored = await storedKeys(p);
+    assert.equal(stored.pairs.length, 1);
+    assert.deepEqual(stored.pairs[0].keys, [
+      { cryptoKey: true, type: "private", extractable: false, algorithm: "Ed25519", usages: ["sign"] },
+      { cryptoKey: true, type: "private", extractable: false, algorithm: "X25519", usages: ["deriveBits"] },
+    ]);
+    assert.deepEqual(stored.pairs[0].pq, { wrapped: true, plainFields: [] });
+    assert.deepEqual(stored.wrap, { cryptoKey: true, type: "secret", extractable: false, algorithm: "AES-GCM", usages: ["decrypt", "encrypt"] });
+  }
+
+  // Script running in the patient's page can use the stored signing key (never take it): it signs a
+  // rotation of that device to a key this browser never made; the patient's "Check my keys" raises the alarm.
+  const stolen = (await storedKeys(patient)).pairs[0];
+  const forged = DeviceKeyPair.generate({ userId: stolen.userId, deviceId: stolen.deviceId, version: 2 });
+  const forgedRecord = { user_id: forged.userId, device_id: forged.deviceId, version: 2, enc_pub: forged.encPub, sig_pub: forged.sigPub,
+    created_at: forged.createdAt, prev_hash: recordHash(stolen.record) };
+  const message = signedBytes(forgedRecord);
+  forgedRecord.signature = b64urlEncode(forged.sign(message));
+  forgedRecord.rotation_signature = b64urlEncode(new Uint8Array(await patient.evaluate(async (bytes) => {
+    const ring = await new Promise((resolve, reject) => {
+      const req = indexedDB.open("safeharbor");
+      req.onsuccess = () => {
+        const store = req.result.transaction("kv").objectStore("kv");
+        const all = store.getAllKeys();
+        all.onsuccess = () => {
+          const get = store.get(all.result.find((k) => String(k).startsWith("keyring:")));
+          get.onsuccess = () => resolve(get.result);
         };
       };
-    };
-    req.onerror = () => reject(req.error);
-  }));
-  const stolen = DeviceKeyPair.fromPrivateJson(ring.keys[0]);
-  const forged = DeviceKeyPair.generate({ userId: stolen.userId, deviceId: stolen.deviceId, version: 2 });
+      req.onerror = () => reject(req.error);
+    });
+    return [...new Uint8Array(await crypto.subtle.sign("Ed25519", ring.pairs[0].held.sig, new Uint8Array(bytes)))];
+  }, [...message])));
   const patToken = (await (await fetch(`${gateway}/v1/auth/login`, { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ username: "pat", password: PASSWORD }) })).json()).access_token;
   const posted = await fetch(`${gateway}/v1/keys`, { method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${patToken}` },
-    body: JSON.stringify(buildRecord(forged, stolen)) });
+    body: JSON.stringify(forgedRecord) });
   assert.equal(posted.status, 201, await posted.text());
   await patient.getByRole("button", { name: "Check my keys" }).click();
   await patient.getByRole("alert").filter({ hasText: "ALARM" }).waitFor({ timeout: 15_000 });
   await patient.screenshot({ path: join(SHOTS, "key-alarm.png") });
 
-  // Backup, then restore on a new device (another browser profile): the old messages open there too.
-  await doctor.goto(web).catch(() => undefined); // a reload is a logoff: tokens live in memory only
-  await doctor.getByLabel("Username").waitFor();
-  await login(doctor, "dr-chen", recoveryCodes["dr-chen"].pop());
+  // Backup in the session that created the keys (their bytes are still in this page's memory), then a
+  // reload (a logoff: tokens live in memory only): the keys come back from IndexedDB non-extractable, the
+  // old message still opens, and no backup can be made of them any more.
   await doctor.getByLabel("Backup password").fill("correct horse battery staple");
   await doctor.getByRole("button", { name: "Back up keys" }).click();
   await doctor.getByTestId("keys-status").filter({ hasText: "Backup: done" }).waitFor({ timeout: 30_000 });
+  await doctor.goto(web).catch(() => undefined);
+  await doctor.getByLabel("Username").waitFor();
+  await login(doctor, "dr-chen", recoveryCodes["dr-chen"].pop());
+  await doctor.getByTestId("backup-hint").waitFor({ timeout: 15_000 });
+  assert.equal(await doctor.getByRole("button", { name: "Back up keys" }).count(), 0);
+  await doctor.getByRole("button", { name: /patient-care:/ }).click();
+  await doctor.getByTestId("message-text").filter({ hasText: "Thanks, I will be there." }).waitFor({ timeout: 15_000 });
+
+  // Restore on a new device (another browser profile): the old messages open there too. Its own new key
+  // has no ML-KEM part, so the conversation falls back to the x25519 suite: the doctor's reloaded page
+  // opens the laptop's message with the X25519 CryptoKey it read back from IndexedDB, and the laptop the
+  // doctor's reply with its own (both through WebCrypto; both sign with their Ed25519 CryptoKeys).
   const laptop = await page();
   await login(laptop, "dr-chen", recoveryCodes["dr-chen"].pop());
   await laptop.getByLabel("Backup password").fill("correct horse battery staple");
   await laptop.getByRole("button", { name: "Restore from backup" }).click();
   await laptop.getByTestId("fingerprint").waitFor({ timeout: 30_000 });
   assert.notEqual(await laptop.getByTestId("device-id").textContent(), await doctor.getByTestId("device-id").textContent());
+  const restored = await storedKeys(laptop);
+  assert.equal(restored.pairs.length, 2);
+  for (const pair of restored.pairs) assert.ok(pair.keys.every((k) => k.cryptoKey && k.extractable === false), JSON.stringify(pair.keys));
   await laptop.getByRole("button", { name: /patient-care:/ }).click();
   await laptop.getByTestId("message-text").filter({ hasText: "See you at 3." }).waitFor({ timeout: 15_000 });
+  await laptop.getByLabel("Message").fill("Sent from my laptop.");
+  await laptop.getByRole("button", { name: "Send" }).click();
+  await laptop.getByTestId("send-status").filter({ hasText: "(x25519)" }).waitFor({ timeout: 15_000 });
+  await doctor.getByTestId("message-text").filter({ hasText: "Sent from my laptop." }).waitFor({ timeout: 15_000 });
+  await doctor.getByLabel("Message").fill("Got it on the laptop.");
+  await doctor.getByRole("button", { name: "Send" }).click();
+  await laptop.getByTestId("message-text").filter({ hasText: "Got it on the laptop." }).waitFor({ timeout: 15_000 });
   await laptop.getByRole("button", { name: "Check my keys" }).click();
   await laptop.getByTestId("key-report").waitFor({ timeout: 15_000 });
   assert.equal(await laptop.getByRole("alert").count(), 0, "no key alarm for the user's own two devices");
   await laptop.screenshot({ path: join(SHOTS, "restored-device.png") });
+  assert.deepEqual(cspViolations, []);
 });
 
 test("the auditor console verifies the log against its signed checkpoint, proves an entry, checks the signed compliance report", async () => {

@@ -67,10 +67,13 @@ function Keys({ e2ee, onChange }: { e2ee: E2ee; onChange: () => void }) {
       )}
       <form onSubmit={backup} className="inline">
         <label>Backup password <input type="password" name="backup-password" value={password} onChange={(e) => setPassword(e.target.value)} minLength={12} /></label>
-        {e2ee.ready && <button type="submit">Back up keys</button>}
+        {e2ee.canBackUp && <button type="submit">Back up keys</button>}
         <button type="button" onClick={restore}>Restore from backup</button>
         {e2ee.ready && <button type="button" onClick={() => void run("Key check", async () => setReport(await e2ee.monitor()))}>Check my keys</button>}
       </form>
+      {e2ee.ready && !e2ee.canBackUp && (
+        <p className="hint" data-testid="backup-hint">This device's private keys are stored non-extractable: a backup can only be made right after creating or restoring them.</p>
+      )}
       {status && <p className="status" data-testid="keys-status">{status}</p>}
       {report && (
         <div data-testid="key-report">

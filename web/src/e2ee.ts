@@ -1,7 +1,8 @@
 // End-to-end encryption in the page, with the SDK in clients/js: this device's keys, the proven key
 // directory, sealing to every device of every channel member, opening with every check.
 import {
-  buildRecord, DeviceKeyPair, fingerprint, type DeviceRef, DirectoryInconsistent, DirectoryVerifier, Keyring, keyValidAt, type KeyMonitorReport,
+  buildRecord, DeviceKeyPair, fingerprint, type DeviceRef, DirectoryInconsistent, DirectoryVerifier, KeyNotExtractable, Keyring, keyValidAt,
+  type KeyMonitorReport,
   monitorKeys, openBackup, openEnvelope, type OpenedMessage, recipientFromKey, seal, sealBackup, SenderKeyNotValid, utf8,
   verifyChain, type VerifiedKey,
 } from "@safeharbor/client";
@@ -10,6 +11,10 @@ import { loadDirectoryMemory, loadKeyring, rememberSeen, saveDirectoryMemory, sa
 
 export class E2ee {
   private history = new Map<string, VerifiedKey[]>();
+  // The key bytes of the versions created or restored in this page's lifetime, in memory only: what a
+  // backup can carry. What IndexedDB holds is non-extractable, so after a reload (a logoff) no backup can
+  // be made of it: the backup is made in the session that created or restored the keys.
+  private exportable: Keyring | null = null;
 
   private constructor(readonly userId: string, public ring: Keyring | null, private directory: DirectoryVerifier) {}
 
@@ -48,14 +53,30 @@ export class E2ee {
     const checkpoint = await this.directory.verifyCheckpoint(answer.checkpoint);
     this.directory.verifyDevice({ record: answer.record, leaf_index: answer.leaf_index, inclusion_proof: answer.inclusion_proof }, this.userId, checkpoint);
     ring.add(pair);
-    this.ring = ring;
-    await saveKeyring(ring);
+    this.keepExportable([pair], ring.deviceId);
+    this.ring = await saveKeyring(ring);
+  }
+
+  private keepExportable(pairs: Iterable<DeviceKeyPair>, deviceId: string | null): void {
+    this.exportable ??= new Keyring(this.userId);
+    this.exportable.deviceId = deviceId;
+    this.exportable.merge(pairs);
+  }
+
+  /** True while every key version this device holds was created or restored in this session. */
+  get canBackUp(): boolean {
+    const ring = this.ring;
+    return this.ready && !!this.exportable && [...ring!.pairs.keys()].every((ref) => this.exportable!.pairs.has(ref));
   }
 
   async backup(password: string): Promise<void> {
     const ring = this.requireRing();
+    if (!this.canBackUp) {
+      // A backup of fewer keys than the device holds would replace a complete one on the server.
+      throw new KeyNotExtractable("this device's private keys are non-extractable once stored: a backup is made in the session that created or restored them");
+    }
     const keyVersion = Math.max(ring.maxVersion, 1);
-    const blob = await sealBackup(utf8(JSON.stringify(ring.toJson())), { password, userId: this.userId, keyVersion });
+    const blob = await sealBackup(utf8(JSON.stringify(this.exportable!.toJson())), { password, userId: this.userId, keyVersion });
     await api("PUT", "/v1/keys/backup", { blob, key_version: keyVersion });
   }
 
@@ -66,8 +87,8 @@ export class E2ee {
     const restored = Keyring.fromJson(JSON.parse(new TextDecoder().decode(plain)) as Record<string, unknown>);
     const ring = this.ring ?? new Keyring(this.userId);
     const added = ring.merge(restored.pairs.values());
-    this.ring = ring;
-    await saveKeyring(ring);
+    this.keepExportable(restored.pairs.values(), ring.deviceId);
+    this.ring = await saveKeyring(ring);
     if (!this.ready) {
       await this.initKeys();
       await this.backup(password);
