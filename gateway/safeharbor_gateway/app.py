@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app, jsonify
 from safeharbor_common import service_identity, tokens, web
 from safeharbor_common.errors import SafeHarborError, ServiceUnavailable
 from safeharbor_common.revocation import RevocationList
 
-from . import compliance
+from . import compliance, contract
 from .clientip import ClientAddress
 from .config import load_config
 from .forward import Forwarder, ForwardSettings
@@ -29,6 +29,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config.update({k: v for k, v in test_config.items() if k != "ENVIRON"})
 
     web.init_app(app, service_name="gateway", readiness_check=_readiness)
+    _init_contract(app)
     service_identity.init_app(app)
     tokens.init_app(app)
     _init_audit(app)
@@ -83,6 +84,22 @@ def _init_audit(app: Flask) -> None:
     from safeharbor_common import audit_emitter
 
     audit_emitter.init_app(app)
+
+
+def _init_contract(app: Flask) -> None:
+    """/openapi.json is the merged public API (not the gateway's few own paths); /openapi.html renders it."""
+    page = contract.render_reference(contract.public_document())
+
+    def public_openapi() -> Response:
+        return jsonify(contract.public_document())
+
+    def reference_page() -> Response:
+        response = Response(page, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = contract.REFERENCE_CSP
+        return response
+
+    app.view_functions["openapi_view"] = public_openapi
+    app.add_url_rule(contract.REFERENCE_PATH, "reference_page", reference_page, methods=["GET"])
 
 
 def _readiness() -> None:

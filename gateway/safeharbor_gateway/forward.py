@@ -42,6 +42,7 @@ from safeharbor_common.service_identity import ServiceTokenSigner
 from safeharbor_common.serving import arrived_on_port
 from safeharbor_common.tokens import SCOPE_MFA_ENROLLMENT, SessionClaims, TokenVerifier, bearer_from_header
 
+from . import contract
 from .body import read_body
 from .clientip import ClientAddress, rate_limit_bucket
 from .headers import (
@@ -60,7 +61,7 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 # The gateway's own paths; everything else is forwarded or refused here. /metrics only on the internal
 # listener: on the public one it is an unknown path like any other.
-LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+LOCAL_PATHS = frozenset({"/healthz", "/readyz", contract.DOCUMENT_PATH, contract.REFERENCE_PATH})
 METRICS_PATH = "/metrics"
 UNAUDITED_PATHS = frozenset({"/healthz", "/readyz", METRICS_PATH})
 # "." and ".." segments of the decoded path (and dots still encoded after it, sent double-encoded): a service

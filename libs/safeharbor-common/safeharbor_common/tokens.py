@@ -368,6 +368,7 @@ def current_session() -> SessionClaims:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+ACCESS_ATTRIBUTE = "_safeharbor_access"
 
 
 def require_session(
@@ -395,6 +396,11 @@ def require_session(
             g.session = claims
             return view(*args, **kwargs)
 
+        # Read by the OpenAPI document (x-safeharbor-access), which the gateway's route table is checked against.
+        wrapper.__dict__[ACCESS_ATTRIBUTE] = {
+            "roles": None if allowed_roles is None else sorted(allowed_roles),
+            "scopes": sorted(allowed_scopes),
+        }
         return cast(F, wrapper)
 
     return decorator

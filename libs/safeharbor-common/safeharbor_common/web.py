@@ -29,6 +29,7 @@ from .errors import (
     error_body,
 )
 from .service_identity import calling_service
+from .tokens import ACCESS_ATTRIBUTE
 
 REQUEST_ID_HEADER = "X-Request-ID"
 CLIENT_IP_HEADER = "X-SafeHarbor-Client-IP"
@@ -316,6 +317,25 @@ def api_doc(
     return decorator
 
 
+def error_schema(code: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON schema of every error answer; `code` narrows the code (the public document lists them)."""
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "request_id"],
+                "properties": {
+                    "code": code or {"type": "string"},
+                    "message": {"type": "string"},
+                    "request_id": {"type": ["string", "null"]},
+                },
+            }
+        },
+    }
+
+
 def openapi_document(app: Flask, *, title: str, version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {}
@@ -371,24 +391,12 @@ def openapi_document(app: Flask, *, title: str, version: str) -> dict[str, Any]:
                 }
             if doc["auth"] == "bearer":
                 operation["security"] = [{"bearer": []}]
+                operation["x-safeharbor-access"] = getattr(view, ACCESS_ATTRIBUTE, None) or {
+                    "roles": None, "scopes": None}
             elif doc["auth"] == "service":
                 operation["security"] = [{"serviceToken": []}]
             paths.setdefault(path, {})[method.lower()] = operation
-    schemas["Error"] = {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "request_id"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "request_id": {"type": ["string", "null"]},
-                },
-            }
-        },
-    }
+    schemas["Error"] = error_schema()
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},

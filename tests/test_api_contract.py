@@ -1,0 +1,70 @@
+"""The public API contract in the repo: the merged OpenAPI document the gateway serves is the one the running
+services describe (committed as gateway/safeharbor_gateway/public-openapi.json), and its reference page is
+self-contained.
+
+After changing a public route, a schema or an access rule: `UPDATE_PUBLIC_OPENAPI=1 .venv/bin/python -m pytest
+tests/test_api_contract.py` rewrites the committed document from the running services (review the diff).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import pytest
+import requests
+from safeharbor_gateway import contract
+
+from conftest import Api
+from safeharbor_devstack import Stack
+
+SERVICES = ("auth", "keydir", "audit", "push")
+COMMITTED = contract.__file__.rsplit("/", 1)[0] + "/public-openapi.json"
+
+
+def _service_documents(stack: Stack) -> dict[str, dict[str, Any]]:
+    documents = {}
+    for service in SERVICES:
+        response = requests.get(stack.url(service) + "/openapi.json", timeout=10)
+        assert response.status_code == 200, (service, response.status_code)
+        documents[service] = response.json()
+    return documents
+
+
+@pytest.mark.owned_stack
+def test_committed_public_document_is_the_services_merged(stack: Stack) -> None:
+    merged = contract.document_text(contract.merge_public(_service_documents(stack)))
+    with open(COMMITTED, encoding="utf-8") as committed:
+        current = committed.read()
+    if os.environ.get("UPDATE_PUBLIC_OPENAPI") and merged != current:
+        with open(COMMITTED, "w", encoding="utf-8") as out:
+            out.write(merged)
+        pytest.fail(f"{COMMITTED} rewritten from the services: review and commit it, then rerun")
+    assert merged == current, (
+        "the services' OpenAPI documents changed but gateway/safeharbor_gateway/public-openapi.json did not: "
+        "rerun this test with UPDATE_PUBLIC_OPENAPI=1 and commit the result")
+
+
+def test_gateway_serves_the_committed_document(api: Api) -> None:
+    served = api.call("GET", "/openapi.json")
+    assert served.status_code == 200
+    assert served.json() == contract.public_document()
+    paths = served.json()["paths"]
+    # The flows docs/API.md explains are in it, and nothing internal is.
+    for path in ("/v1/auth/login", "/v1/auth/mfa/totp/confirm", "/v1/keys", "/v1/audit/entries",
+                 "/v1/audit/proof/inclusion", "/v1/push/lint"):
+        assert path in paths, path
+    assert not [p for p in paths if p.startswith("/internal")]
+
+
+def test_reference_page_is_self_contained(api: Api) -> None:
+    page = api.call("GET", "/openapi.html")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    csp = page.headers["Content-Security-Policy"]
+    assert csp.startswith("default-src 'none'") and "script-src" not in csp and "unsafe-inline" not in csp
+    text = page.text
+    assert "<script" not in text.lower()
+    # Nothing fetched from elsewhere: no absolute URL in any src/href, no @import.
+    assert not re.findall(r"""(?:src|href)\s*=\s*["'](?:https?:)?//""", text, re.IGNORECASE)
+    assert "@import" not in text
+    assert "/v1/auth/login" in text and "/v1/keys/proof/consistency" in text
