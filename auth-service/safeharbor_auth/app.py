@@ -15,8 +15,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import compliance
 from .api import bp
+from .audit import AuditRecorder
+from .clock import Clock, SystemClock
 from .config import load_config
-from .context import AuthServices
+from .context import AuthContext
 from .crypto import DataCipher
 from .jobs import JobRunner, keydir_revoke_all
 from .models import SigningKey
@@ -32,12 +34,14 @@ from .throttle import (
     ThrottlePolicy,
     ThrottleStore,
 )
+from .verifier import ClockedTokenVerifier
 
 _log = logging.getLogger("safeharbor.auth")
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """`test_config`: `ENVIRON` (a dict read instead of os.environ) and/or config keys to override."""
+    """`test_config`: `ENVIRON` (a dict read instead of os.environ), `CLOCK` (a Clock; tests pass a
+    FakeClock) and/or config keys to override."""
     app = Flask(__name__)
     try:
         app.config.update(load_config(test_config.get("ENVIRON") if test_config else None))
@@ -48,14 +52,24 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         print(f"auth-service: configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from exc
     if test_config:
-        app.config.update({k: v for k, v in test_config.items() if k != "ENVIRON"})
+        app.config.update({k: v for k, v in test_config.items() if k not in ("ENVIRON", "CLOCK")})
+    clock = test_config.get("CLOCK") if test_config else None
 
     web.init_app(app, service_name="auth", readiness_check=_readiness)
     service_identity.init_app(app)
-    auth = build_services(app.config)
+    auth = build_context(app.config, clock=clock or SystemClock(),
+                         audit=AuditRecorder(lambda: app.extensions.get("audit")))
     app.extensions["auth"] = auth
     app.config["JWKS_FETCHER"] = auth.keys.jwks
     tokens.init_app(app)
+    # Session tokens' times are judged by auth's clock (verifier.py); the rest of the checks are shared.
+    app.extensions["token_verifier"] = ClockedTokenVerifier(
+        keys=tokens.JwksCache(auth.keys.jwks, refresh_cooldown=float(app.config["JWKS_REFRESH_COOLDOWN"])),
+        issuer=app.config["JWT_ISSUER"],
+        audience=app.config["JWT_AUDIENCE"],
+        clock=auth.clock,
+        leeway=auth.leeway,
+    )
     if app.config.get("AUDIT_ENABLED", True):
         from safeharbor_common import audit_emitter
 
@@ -84,11 +98,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from .streaming import bp as stream_bp
 
     app.register_blueprint(stream_bp)
-    compliance.init_app(app)
+    compliance.init_app(app, auth)
     return app
 
 
-def build_services(config: Mapping[str, Any]) -> AuthServices:
+def build_context(config: Mapping[str, Any], *, clock: Clock, audit: AuditRecorder) -> AuthContext:
     engine = create_db_engine(config["DATABASE_URL"])
     cipher = DataCipher(config["AUTH_DATA_KEY"])
     store: ThrottleStore
@@ -113,29 +127,32 @@ def build_services(config: Mapping[str, Any]) -> AuthServices:
         global_max_per_minute=config["LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE"],
         slow_interval=config["LOGIN_GLOBAL_SLOW_INTERVAL"],
     )
-    return AuthServices(
+    return AuthContext(
         config=dict(config),
         engine=engine,
+        audit=audit,
+        clock=clock,
         cipher=cipher,
         passwords=Passwords(
             memory_kib=config["ARGON2_MEMORY_KIB"],
             time_cost=config["ARGON2_TIME_COST"],
             parallelism=config["ARGON2_PARALLELISM"],
         ),
-        throttler=LoginThrottler(store, policy),
+        throttler=LoginThrottler(store, policy, clock=clock),
         keys=SigningKeys(
             engine=engine,
             cipher=cipher,
             idle_timeout=config["SESSION_IDLE_TIMEOUT"],
             leeway=config["JWT_LEEWAY"],
             prepublish=config["SIGNING_KEY_PREPUBLISH"],
+            clock=clock,
         ),
         publisher=RevocationPublisher(config.get("REDIS_URL")),
     )
 
 
 def _readiness() -> None:
-    auth: AuthServices = current_app.extensions["auth"]
+    auth: AuthContext = current_app.extensions["auth"]
     with auth.engine.connect() as conn:
         conn.execute(text("SELECT 1"))
         if conn.execute(select(SigningKey.kid).where(SigningKey.retired_at.is_(None)).limit(1)).first() is None:

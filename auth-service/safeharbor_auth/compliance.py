@@ -18,7 +18,7 @@ from safeharbor_common.compliance import Check, Status, status_at_most
 from sqlalchemy import func, select
 
 from .config import OWASP_MIN_MEMORY_KIB, OWASP_MIN_TIME_COST
-from .context import AuthServices, services
+from .context import AuthContext
 from .models import BreakGlass, Job, SigningKey, User
 
 # The seed's 10 minutes pass; up to 15 warns; beyond (up to the 30 the settings allow) fails.
@@ -40,7 +40,7 @@ def _ts(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if value else None
 
 
-def automatic_logoff(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
+def automatic_logoff(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
     idle, lifetime = auth.idle_timeout, auth.max_lifetime
     status = _worst(status_at_most(idle, pass_max=IDLE_PASS_S, warn_max=IDLE_WARN_S),
                     status_at_most(lifetime, pass_max=LIFETIME_PASS_S, warn_max=LIFETIME_WARN_S))
@@ -50,7 +50,7 @@ def automatic_logoff(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
                                "lifetime_pass_max_s": LIFETIME_PASS_S}}
 
 
-def unique_users(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
+def unique_users(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
     with auth.engine.connect() as conn:
         total = int(conn.execute(select(func.count()).select_from(User)).scalar_one())
         distinct = int(conn.execute(select(func.count(func.distinct(func.lower(User.username))))).scalar_one())
@@ -58,7 +58,7 @@ def unique_users(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
     return ("pass" if total == distinct else "fail"), {"users": total, "distinct_usernames": distinct}
 
 
-def role_map(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
+def role_map(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
     if auth.provisioner is None:
         return "warn", {"stream": "not configured in this process"}
     verdict = auth.provisioner.check_now()  # reads Stream's roles and grants back now
@@ -70,7 +70,7 @@ def role_map(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
                                                      "checked_at": _ts(checked)}
 
 
-def mfa(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
+def mfa(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
     required = frozenset(auth.config["MFA_REQUIRED_ROLES"])
     missing = sorted(MFA_MUST - required)
     with auth.engine.connect() as conn:
@@ -85,7 +85,7 @@ def mfa(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
                     "active_users_not_enrolled": not_enrolled}
 
 
-def lockout(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
+def lockout(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
     c = auth.config
     status = status_at_most(int(c["LOGIN_USER_MAX_FAILURES"]), pass_max=LOCKOUT_PASS, warn_max=LOCKOUT_WARN)
     return status, {"user_max_failures": c["LOGIN_USER_MAX_FAILURES"], "ip_max_failures": c["LOGIN_IP_MAX_FAILURES"],
@@ -93,7 +93,7 @@ def lockout(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
                     "global_max_failures_per_minute": c["LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE"]}
 
 
-def password_hashing(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
+def password_hashing(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
     # The parameters of a hash made now by this process's hasher, not the settings it was given.
     params = argon2.extract_parameters(auth.passwords.hash(secrets.token_urlsafe(16)))
     with auth.engine.connect() as conn:
@@ -108,8 +108,8 @@ def password_hashing(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
                     "active_users_to_rehash_at_next_login": weaker}
 
 
-def session_signing(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
-    now = datetime.now(UTC)
+def session_signing(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
+    now = auth.clock.now()
     with auth.engine.connect() as conn:
         active = conn.execute(
             select(SigningKey.kid, SigningKey.active_from).where(SigningKey.retired_at.is_(None),
@@ -121,8 +121,8 @@ def session_signing(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
     return "pass", {"alg": "EdDSA", "active_kid": str(active.kid), "active_since": _ts(active.active_from)}
 
 
-def break_glass(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
-    now = datetime.now(UTC)
+def break_glass(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
+    now = auth.clock.now()
     with auth.engine.connect() as conn:
         def count(*where: Any) -> int:
             return int(conn.execute(select(func.count()).select_from(BreakGlass).where(*where)).scalar_one())
@@ -138,8 +138,8 @@ def break_glass(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
                     "review_due_after_h": int(REVIEW_DUE.total_seconds() // 3600)}
 
 
-def deprovisioning(auth: AuthServices) -> tuple[Status, Mapping[str, Any]]:
-    now = datetime.now(UTC)
+def deprovisioning(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
+    now = auth.clock.now()
     with auth.engine.connect() as conn:
         pending = conn.execute(select(Job.kind, Job.created_at, Job.last_error).where(Job.status == "pending")).all()
     failing = sum(1 for job in pending if job.last_error)
@@ -163,13 +163,12 @@ _CHECKS = {
 }
 
 
-def checks() -> dict[str, Check]:
-    auth = services()
+def checks(auth: AuthContext) -> dict[str, Check]:
     return {control_id: functools.partial(fn, auth) for control_id, fn in _CHECKS.items()}
 
 
-def init_app(app: Flask) -> None:
-    compliance.init_app(app, checks)
+def init_app(app: Flask, auth: AuthContext) -> None:
+    compliance.init_app(app, functools.partial(checks, auth))
 
 
 __all__ = ["checks", "init_app"]

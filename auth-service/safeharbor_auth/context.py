@@ -1,12 +1,15 @@
-"""The service's long-lived collaborators, built once per process by the app factory."""
+"""The context every service function takes (`ctx`): the service's long-lived collaborators, built once per
+process by the app factory. It never holds the Flask app or reads Flask's `g`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session as OrmSession
 
+from .audit import AuditRecorder
+from .clock import Clock
 from .crypto import DataCipher
 from .passwords import Passwords
 from .revocations import RevocationPublisher
@@ -20,9 +23,11 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class AuthServices:
-    config: dict[str, Any]
+class AuthContext:
+    config: dict[str, Any]  # the settings (load_config); typed settings replace it when they land
     engine: Engine
+    audit: AuditRecorder
+    clock: Clock
     cipher: DataCipher
     passwords: Passwords
     throttler: LoginThrottler
@@ -31,6 +36,10 @@ class AuthServices:
     stream: StreamGateway | None = None
     provisioner: StreamProvisioner | None = None
     jobs: JobRunner | None = field(default=None)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.config
 
     @property
     def idle_timeout(self) -> int:
@@ -44,6 +53,12 @@ class AuthServices:
     def leeway(self) -> int:
         return int(self.config["JWT_LEEWAY"])
 
+    def db(self) -> OrmSession:
+        """A database session; objects stay readable after commit (answers are built from them)."""
+        return OrmSession(self.engine, expire_on_commit=False)
 
-def services() -> AuthServices:
+
+def services() -> AuthContext:
+    from flask import current_app
+
     return current_app.extensions["auth"]  # type: ignore[no-any-return]

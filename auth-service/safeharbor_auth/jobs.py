@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -23,7 +23,6 @@ from flask import Flask
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
-from . import audit
 from .models import Job
 
 LEASE_SECONDS = 60
@@ -41,10 +40,6 @@ class RetryableJobError(Exception):
 Handler = Callable[[Job, dict[str, Any]], None]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class JobRunner:
     def __init__(
         self,
@@ -54,8 +49,9 @@ class JobRunner:
         backoff_max: float,
         periodic: list[Callable[[], object]] | None = None,
     ) -> None:
-        self._app = app
-        self._engine = app.extensions["auth"].engine
+        self._app = app  # handlers run in its app context (keydir's signer, Stream's settings)
+        self._ctx = app.extensions["auth"]
+        self._engine = self._ctx.engine
         self._poll_interval = poll_interval
         self._backoff_max = backoff_max
         self.handlers: dict[str, Handler] = {}
@@ -86,7 +82,7 @@ class JobRunner:
     def run_due(self, *, user_id: str | None = None, budget_seconds: float = 30.0, limit: int = 20) -> int:
         """Runs due jobs (optionally one user's) until done or the time budget is spent. Returns count done."""
         started = time.monotonic()
-        now = utcnow()
+        now = self._ctx.clock.now()
         query = select(Job.id).where(
             Job.status == "pending",
             Job.next_attempt_at <= now,
@@ -100,7 +96,7 @@ class JobRunner:
         for job_id in ids:
             if time.monotonic() - started > budget_seconds:
                 break
-            if not self._claim(job_id, utcnow()):
+            if not self._claim(job_id, self._ctx.clock.now()):
                 continue
             done += self._run_one(job_id)
         return done
@@ -135,7 +131,7 @@ class JobRunner:
                 .values(
                     attempts=attempts,
                     last_error=code,
-                    next_attempt_at=utcnow() + timedelta(seconds=delay),
+                    next_attempt_at=self._ctx.clock.now() + timedelta(seconds=delay),
                     lease_until=None,
                     lease_owner=None,
                 )
@@ -143,7 +139,7 @@ class JobRunner:
         _log.warning("job failed; will retry", extra={"fields": {"job_id": job.id, "kind": job.kind, "error": code}})
 
     def _succeeded(self, job: Job) -> None:
-        now = utcnow()
+        now = self._ctx.clock.now()
         with OrmSession(self._engine) as db, db.begin():
             result = db.execute(
                 update(Job)
@@ -152,15 +148,14 @@ class JobRunner:
                 .execution_options(synchronize_session=False)
             )
         if result.rowcount == 1:  # type: ignore[attr-defined]
-            with self._app.app_context():
-                audit.record(
-                    action=f"user.deprovision.{job.kind}",
-                    actor="svc:auth",
-                    resource=f"user:{job.user_id}",
-                    outcome="success",
-                    severity="high" if job.kind != "stream.sync_user" else "info",
-                    meta={"user_id": job.user_id, "job_id": job.id, "attempts": job.attempts + 1},
-                )
+            self._ctx.audit.record(
+                action=f"user.deprovision.{job.kind}",
+                actor="svc:auth",
+                resource=f"user:{job.user_id}",
+                outcome="success",
+                severity="high" if job.kind != "stream.sync_user" else "info",
+                meta={"user_id": job.user_id, "job_id": job.id, "attempts": job.attempts + 1},
+            )
 
     # -- the background loop ------------------------------------------------------------------------
 

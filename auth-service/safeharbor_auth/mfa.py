@@ -4,7 +4,6 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-import time
 
 import pyotp
 
@@ -24,11 +23,11 @@ def provisioning_uri(secret: str, *, username: str) -> str:
     return pyotp.TOTP(secret, interval=STEP_SECONDS).provisioning_uri(name=username, issuer_name=ISSUER)
 
 
-def current_step(now: float | None = None) -> int:
-    return int((time.time() if now is None else now) // STEP_SECONDS)
+def current_step(now: float) -> int:
+    return int(now // STEP_SECONDS)
 
 
-def matching_step(secret: str, code: str, *, now: float | None = None) -> int | None:
+def matching_step(secret: str, code: str, *, now: float) -> int | None:
     """The time step (within the drift window) whose code equals `code`, compared in constant time."""
     code = code.strip().replace(" ", "")
     if not _TOTP_CODE.match(code):

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from flask import Flask
 from safeharbor_common.errors import NotReady, SafeHarborError
 
-from . import audit
+from .audit import AuditRecorder
+from .clock import Clock
 from .errors import StreamRejected
 from .roles import CHANNEL_TYPES, STREAM_CUSTOM_ROLES, channel_type_grants
 from .stream import StreamGateway
@@ -91,8 +91,11 @@ class Verdict:
 class StreamProvisioner:
     """This process's view of Stream's provisioning, for `/readyz`; `tick()` is the job loop's periodic task."""
 
-    def __init__(self, *, app: Flask, stream: StreamGateway, write: bool, verify_interval: float) -> None:
-        self._app = app
+    def __init__(
+        self, *, audit: AuditRecorder, clock: Clock, stream: StreamGateway, write: bool, verify_interval: float
+    ) -> None:
+        self._audit = audit
+        self._clock = clock
         self._stream = stream
         self._write = write  # STREAM_PROVISION_ON_START=0: read back only, never write
         self._verify_interval = verify_interval
@@ -120,7 +123,7 @@ class StreamProvisioner:
             self._failures = 0
             self._next_at = time.monotonic() + self._verify_interval
             previous = self._verdict
-            self._verdict = Verdict(in_sync=not reasons, reasons=tuple(reasons), checked_at=time.time())
+            self._verdict = Verdict(in_sync=not reasons, reasons=tuple(reasons), checked_at=self._clock.timestamp())
         self._record_change(previous, self._verdict)
         return self._verdict
 
@@ -138,17 +141,15 @@ class StreamProvisioner:
     def _record_change(self, previous: Verdict | None, current: Verdict) -> None:
         if previous is not None and previous.in_sync == current.in_sync:
             return
-        with self._app.app_context():
-            self._record(previous, current)
+        self._record(previous, current)
 
-    @staticmethod
-    def _record(previous: Verdict | None, current: Verdict) -> None:
+    def _record(self, previous: Verdict | None, current: Verdict) -> None:
         if current.in_sync:
             _log.info("Stream holds the role map")
             if previous is not None:
-                audit.record(action="stream.provisioning.drift.resolved", actor="svc:auth", outcome="success",
+                self._audit.record(action="stream.provisioning.drift.resolved", actor="svc:auth", outcome="success",
                              resource="stream:permissions")
             return
         _log.warning("Stream drift from the role map", extra={"fields": {"reasons": len(current.reasons)}})
-        audit.record(action="stream.provisioning.drift.detected", actor="svc:auth", outcome="failure",
+        self._audit.record(action="stream.provisioning.drift.detected", actor="svc:auth", outcome="failure",
                      resource="stream:permissions", severity="high", meta={"reasons": list(current.reasons)})

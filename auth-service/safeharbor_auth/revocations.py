@@ -37,8 +37,7 @@ def parse_cursor(text: str | None) -> int:
     return value
 
 
-def feed(engine: Engine, *, since_ms: int, leeway: int, now: datetime | None = None) -> dict[str, Any]:
-    now = now or datetime.now(UTC)
+def feed(engine: Engine, *, since_ms: int, leeway: int, now: datetime) -> dict[str, Any]:
     since = datetime.fromtimestamp(since_ms / 1000, UTC) if since_ms > 0 else None
     query = select(Session.id, Session.token_expires_at).where(
         Session.revoked_at.is_not(None),

@@ -30,8 +30,9 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
-from . import audit, mfa
-from .context import AuthServices, services
+from . import mfa
+from .context import AuthContext as AuthServices
+from .context import services
 from .errors import (
     DeprovisioningPending,
     LastAdmin,
@@ -56,7 +57,7 @@ LAST_SEEN_GRANULARITY = timedelta(seconds=30)
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return services().clock.now()
 
 
 def iso(value: datetime | None) -> str | None:
@@ -204,7 +205,7 @@ def _login_failed(
     lockouts = svc.throttler.failed(reservation)
     actor = user.id if user is not None else "anonymous"
     role = user.role if user is not None else None
-    audit.record(
+    services().audit.record(
         action="auth.login.failure",
         actor=actor,
         role=role,
@@ -213,7 +214,7 @@ def _login_failed(
         meta={"reason": reason},
     )
     for lockout in lockouts:
-        audit.record(
+        services().audit.record(
             action="auth.lockout",
             actor=actor,
             role=role,
@@ -231,7 +232,7 @@ def login(*, username: str, password: str, otp: str | None, ip: str | None) -> d
         # Counted before the password is looked at: parallel guesses cannot all pass a check made first.
         reservation = svc.throttler.reserve(username=name, ip=ip)
     except (TooManyFailedLogins, LoginRateLimited) as exc:
-        audit.record(
+        services().audit.record(
             action="auth.login.failure",
             actor="anonymous",
             outcome="failure",
@@ -257,7 +258,7 @@ def login(*, username: str, password: str, otp: str | None, ip: str | None) -> d
 
     if user.mfa_enrolled and not otp:
         svc.throttler.not_a_guess(reservation)
-        audit.record(
+        services().audit.record(
             action="auth.login.failure", actor=user.id, role=user.role, resource=f"user:{user.id}",
             outcome="failure", meta={"reason": "mfa_required"},
         )
@@ -293,7 +294,7 @@ def login(*, username: str, password: str, otp: str | None, ip: str | None) -> d
         raise MfaInvalid()
 
     svc.throttler.succeeded(reservation)
-    audit.record(
+    services().audit.record(
         action="auth.login.success",
         actor=user.id,
         role=user.role,
@@ -302,7 +303,7 @@ def login(*, username: str, password: str, otp: str | None, ip: str | None) -> d
         meta={"session_id": session.id, "scope": session.scope, "mfa": factor},
     )
     if factor in ("totp", "recovery"):
-        audit.record(
+        services().audit.record(
             action="auth.mfa.use",
             actor=user.id,
             role=user.role,
@@ -394,7 +395,7 @@ def report_token_reuse(*, sid: str, jti: str, reporter: str) -> bool:
 def _token_reused(*, session: Session, user: User, jti: str, seen_by: str = "auth") -> None:
     """A token replaced by refresh came back after its grace: it was copied. End the session (every token
     of it, the thief's and the owner's) and raise the alarm."""
-    audit.record(
+    services().audit.record(
         action="auth.session.token_reuse",
         actor=user.id,
         role=user.role,
@@ -552,7 +553,7 @@ def _after_revocation(
 ) -> None:
     svc.publisher.publish([(sid, until) for sid, _, until in revoked], leeway=svc.leeway)
     for sid, owner, _ in revoked:
-        audit.record(
+        services().audit.record(
             action="auth.session.revoke",
             actor=actor,
             role=actor_role,
@@ -567,7 +568,7 @@ def _after_revocation(
 
 def revocation_feed(*, since_ms: int) -> dict[str, Any]:
     svc = services()
-    return feed(svc.engine, since_ms=since_ms, leeway=svc.leeway)
+    return feed(svc.engine, since_ms=since_ms, leeway=svc.leeway, now=svc.clock.now())
 
 
 # -- TOTP enrolment -------------------------------------------------------------------------------------
@@ -585,7 +586,7 @@ def totp_enroll(*, claims: SessionClaims) -> dict[str, Any]:
             .where(User.id == user.id)
             .values(totp_pending_enc=svc.cipher.encrypt_text(secret, context=f"totp-pending:{user.id}"))
         )
-    audit.record(
+    services().audit.record(
         action="auth.mfa.enroll.start", actor=user.id, role=user.role, resource=f"user:{user.id}", outcome="success"
     )
     return {"secret": secret, "otpauth_uri": mfa.provisioning_uri(secret, username=user.username)}
@@ -619,12 +620,12 @@ def totp_confirm(*, claims: SessionClaims, code: str) -> dict[str, Any]:
             for one in codes:
                 db.add(RecoveryCode(user_id=fresh.id, code_hash=svc.cipher.code_hash(fresh.id, one), created_at=now))
     if outcome == "invalid":
-        audit.record(
+        services().audit.record(
             action="auth.mfa.enroll.confirm", actor=user.id, role=user.role, resource=f"user:{user.id}",
             outcome="failure", meta={"reason": "mfa_invalid"},
         )
         raise MfaInvalid()
-    audit.record(
+    services().audit.record(
         action="auth.mfa.enroll.confirm", actor=user.id, role=user.role, resource=f"user:{user.id}",
         outcome="success", meta={"recovery_codes": len(codes)},
     )
@@ -641,7 +642,7 @@ def totp_confirm(*, claims: SessionClaims, code: str) -> dict[str, Any]:
         full = _new_session(user=fresh, scope=SCOPE_FULL, now=now, absolute=whole_second_after(now, svc.max_lifetime))
         db.add(full)
         token = _issue_token(svc, session=full, user=fresh, now=now)
-    audit.record(
+    services().audit.record(
         action="auth.login.success", actor=fresh.id, role=fresh.role, resource=f"user:{fresh.id}",
         outcome="success", meta={"session_id": full.id, "scope": full.scope, "mfa": "totp_enrolment"},
     )
@@ -687,7 +688,7 @@ def create_user(
             db.add(user)
     except IntegrityError as exc:  # a concurrent create of the same name
         raise UsernameTaken() from exc
-    audit.record(
+    services().audit.record(
         action="user.create",
         actor=_actor_id(actor),
         role=_actor_role(actor),
@@ -787,7 +788,7 @@ def update_user(*, actor: SessionClaims, user_id: str, name: str | None, role: s
                               "revoke_before": max(stream_cutoff(now), user.stream_tokens_from or 0)}
                      if role_changed else None)
     _after_revocation(svc, revoked, reason="role_changed", actor=actor.sub, actor_role=actor.role)
-    audit.record(
+    services().audit.record(
         action="user.update",
         actor=actor.sub,
         role=actor.role,
@@ -894,7 +895,7 @@ def deactivate_user(*, actor: SessionClaims, user_id: str) -> dict[str, Any]:
             _enqueue(db, user_id=user.id, kind=KEYDIR_REVOKE, now=now, payload={"reason": "user_deactivated"})
     _after_revocation(svc, revoked, reason="deactivated", actor=actor.sub, actor_role=actor.role)
     if was_active:
-        audit.record(
+        services().audit.record(
             action="user.deactivate",
             actor=actor.sub,
             role=actor.role,
@@ -939,7 +940,7 @@ def reactivate_user(*, actor: SessionClaims, user_id: str) -> dict[str, Any]:
         if svc.stream is not None or pending_stream:
             # Old Stream tokens stay revoked; the user gets new ones through new sessions.
             _enqueue(db, user_id=user.id, kind=STREAM_REACTIVATE, now=now, payload={"revoke_before": revoke_before})
-    audit.record(
+    services().audit.record(
         action="user.reactivate",
         actor=actor.sub,
         role=actor.role,

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
@@ -22,14 +22,11 @@ from safeharbor_common.encoding import b64url_encode
 from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
+from .clock import Clock, SystemClock
 from .crypto import DataCipher
 from .models import SigningKey
 
 SIGNER_CACHE_SECONDS = 5.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -40,8 +37,18 @@ class _LoadedKey:
 
 
 class SigningKeys:
-    def __init__(self, *, engine: Engine, cipher: DataCipher, idle_timeout: int, leeway: int, prepublish: int) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        cipher: DataCipher,
+        idle_timeout: int,
+        leeway: int,
+        prepublish: int,
+        clock: Clock | None = None,
+    ) -> None:
         self._engine = engine
+        self._clock = clock or SystemClock()
         self._cipher = cipher
         self._idle_timeout = idle_timeout
         self._leeway = leeway
@@ -76,7 +83,7 @@ class SigningKeys:
             existing = db.execute(select(SigningKey.kid).where(SigningKey.retired_at.is_(None)).limit(1)).first()
             if existing is not None:
                 return False
-            now = utcnow()
+            now = self._clock.now()
             db.add(self._new_row(active_from=now, now=now))
         self._cache_at = float("-inf")
         return True
@@ -84,7 +91,7 @@ class SigningKeys:
     def rotate(self, *, immediately: bool = False, withdraw: bool = False) -> SigningKey:
         """`withdraw` (a compromised key): the old keys leave the JWKS at once, so every verifier drops them,
         and every token they signed, within its JWKS max-age plus a few seconds; their users log in again."""
-        now = utcnow()
+        now = self._clock.now()
         active_from = now if immediately or withdraw else now + timedelta(seconds=self._prepublish)
         publish_until = now if withdraw else active_from + timedelta(
             seconds=self._idle_timeout + self._leeway + SIGNER_CACHE_SECONDS + 1
@@ -106,7 +113,7 @@ class SigningKeys:
         with self._lock:
             if time.monotonic() - self._cache_at < SIGNER_CACHE_SECONDS and self._cache:
                 return self._cache
-            now = utcnow()
+            now = self._clock.now()
             with OrmSession(self._engine) as db:
                 rows = db.scalars(
                     select(SigningKey).where(or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > now))
@@ -126,7 +133,7 @@ class SigningKeys:
             return loaded
 
     def active(self) -> _LoadedKey:
-        now = utcnow()
+        now = self._clock.now()
         candidates = [k for k in self._load() if k.active_from <= now]
         if not candidates:
             self._cache_at = float("-inf")
@@ -138,7 +145,7 @@ class SigningKeys:
     # -- publishing ---------------------------------------------------------------------------------
 
     def jwks(self) -> dict[str, Any]:
-        now = utcnow()
+        now = self._clock.now()
         with OrmSession(self._engine) as db:
             rows = db.scalars(
                 select(SigningKey)

@@ -16,9 +16,10 @@ from safeharbor_common.web import api_doc, client_ip, json_body
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
-from . import audit, provisioning, schemas, service
+from . import provisioning, schemas, service
 from .api import claims, live_session
-from .context import AuthServices, services
+from .context import AuthContext as AuthServices
+from .context import services
 from .errors import (
     BreakGlassNotAllowed,
     BreakGlassNotFound,
@@ -73,7 +74,7 @@ def init_stream(app: Flask, auth: AuthServices, runner: JobRunner) -> None:
     runner.handlers.update(stream_job_handlers(app))
     if app.config.get("STREAM_PROVISIONER", True):  # off only for one-shot admin commands
         auth.provisioner = StreamProvisioner(
-            app=app, stream=auth.stream, write=bool(app.config.get("STREAM_PROVISION_ON_START")),
+            audit=auth.audit, clock=auth.clock, stream=auth.stream, write=bool(app.config.get("STREAM_PROVISION_ON_START")),
             verify_interval=float(app.config["STREAM_VERIFY_INTERVAL"]),
         )
         auth.provisioner.check_now()  # first attempt at start; the job loop retries and re-reads
@@ -113,7 +114,7 @@ def stream_job_handlers(app: Flask) -> dict[str, Handler]:
             raise RetryableJobError(f"stream:{code}") from exc
 
     def revoke_before(payload: dict[str, Any]) -> datetime:
-        return datetime.fromtimestamp(float(payload.get("revoke_before", datetime.now(UTC).timestamp())), UTC)
+        return datetime.fromtimestamp(float(payload.get("revoke_before", app.extensions["auth"].clock.timestamp())), UTC)
 
     def deactivate(job: Job, payload: dict[str, Any]) -> None:
         stream = gateway()
@@ -183,9 +184,9 @@ def stream_credentials() -> Response:
     stream = _stream()
     fields = _stream_user(user)
     stream.upsert_users([fields])  # server-chosen fields only; the request body is not read
-    iat = service.stream_iat(datetime.now(UTC), tokens_from=user.stream_tokens_from)  # after the last cutoff
+    iat = service.stream_iat(service.utcnow(), tokens_from=user.stream_tokens_from)  # after the last cutoff
     token = stream.user_token(user_id=user.id, exp=session_claims.exp, iat=iat)
-    audit.record(action="stream.credentials", actor=user.id, role=user.role, resource=f"user:{user.id}",
+    services().audit.record(action="stream.credentials", actor=user.id, role=user.role, resource=f"user:{user.id}",
                  outcome="success", meta={"session_id": session_claims.sid})
     return _json({
         "apiKey": stream.api_key,
@@ -257,7 +258,7 @@ def create_channel() -> Response:
                       "name": (existing.get("channel") or {}).get("name")}, 200)
     created = stream.create_channel(channel_type=body.type, channel_id=channel_id, members=wanted,
                                     creator=caller.id, name=body.name)
-    audit.record(action="channel.create", actor=caller.id, role=caller.role, resource=cid, outcome="success",
+    services().audit.record(action="channel.create", actor=caller.id, role=caller.role, resource=cid, outcome="success",
                  meta={"cid": cid, "members": len(wanted)})
     return _json({"cid": cid, "type": body.type, "id": channel_id,
                   "members": member_ids(created) or wanted, "name": body.name}, 201)
@@ -317,7 +318,7 @@ def open_break_glass() -> Response:
         factor = service._verify_second_factor(svc, db, user=fresh, code=body.otp, now=now) if fresh else None
     if factor is None:
         svc.throttler.failed(reservation)
-        audit.record(action="auth.break_glass.open", actor=user.id, role=user.role, resource=cid,
+        services().audit.record(action="auth.break_glass.open", actor=user.id, role=user.role, resource=cid,
                      outcome="failure", severity="high", meta={"reason": "mfa_invalid", "channel_cid": cid})
         raise MfaInvalid()
     svc.throttler.not_a_guess(reservation)
@@ -351,11 +352,11 @@ def open_break_glass() -> Response:
             except Exception:  # noqa: BLE001 - logged; the original error is what the caller sees
                 _log.warning("could not undo break-glass membership", extra={"fields": {"cid": cid}})
         raise
-    audit.record(action="auth.break_glass.open", actor=user.id, role=user.role, resource=cid, outcome="success",
+    services().audit.record(action="auth.break_glass.open", actor=user.id, role=user.role, resource=cid, outcome="success",
                  severity="high", meta={"break_glass_id": bg_id, "channel_cid": cid, "session_id": session.id,
                                         "expires_at": rfc3339(deadline), "reason_length": len(body.reason)})
     if factor in ("totp", "recovery"):
-        audit.record(action="auth.mfa.use", actor=user.id, role=user.role, resource=f"user:{user.id}",
+        services().audit.record(action="auth.mfa.use", actor=user.id, role=user.role, resource=f"user:{user.id}",
                      outcome="success", meta={"method": factor, "break_glass_id": bg_id})
     return _json({"break_glass_id": bg_id, "access_token": token.token, "expires_at": rfc3339(token.expires_at),
                   "deadline": rfc3339(deadline), "session_id": session.id}, 201)
@@ -396,7 +397,7 @@ def review_break_glass(bg_id: str) -> Response:
         row.reviewed_at = now
         row.reviewed_by = reviewer.sub
         row.review_note_enc = svc.cipher.encrypt_text(body.note, context=_note_context(row.id))
-    audit.record(action="auth.break_glass.review", actor=reviewer.sub, role=reviewer.role,
+    services().audit.record(action="auth.break_glass.review", actor=reviewer.sub, role=reviewer.role,
                  resource=row.channel_cid, outcome="success", meta={"break_glass_id": row.id})
     return _json(break_glass_read(svc, row))
 
@@ -432,7 +433,7 @@ def sweep_break_glass() -> int:
                 service._enqueue(db, user_id=row.user_id, kind=STREAM_BG_REMOVE, now=now,
                                  payload={"cid": row.channel_cid})
         service._after_revocation(svc, revoked, reason="break_glass_closed", actor="svc:auth", actor_role=None)
-        audit.record(action="auth.break_glass.close", actor=row.user_id, role=Role.CLINICIAN.value,
+        services().audit.record(action="auth.break_glass.close", actor=row.user_id, role=Role.CLINICIAN.value,
                      resource=row.channel_cid, outcome="success", severity="high",
                      meta={"break_glass_id": row.id, "reason": reason, "session_id": row.session_id})
         closed += 1

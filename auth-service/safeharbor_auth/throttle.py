@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .clock import Clock, SystemClock
 from .errors import LoginRateLimited, TooManyFailedLogins
 from .models import LoginThrottle
 
@@ -80,9 +81,10 @@ class ThrottleStore(Protocol):
 
 
 class LoginThrottler:
-    def __init__(self, store: ThrottleStore, policy: ThrottlePolicy) -> None:
+    def __init__(self, store: ThrottleStore, policy: ThrottlePolicy, *, clock: Clock | None = None) -> None:
         self.store = store
         self.policy = policy
+        self._clock = clock or SystemClock()
 
     @staticmethod
     def user_key(username: str) -> str:
@@ -112,7 +114,7 @@ class LoginThrottler:
     def reserve(self, *, username: str, ip: str | None, now: float | None = None) -> Reservation:
         """Counts this attempt (atomically, per layer) before the password is checked; raises when a layer
         was already locked, or when the global ceiling is passed and this name or address must wait."""
-        now = time.time() if now is None else now
+        now = self._clock.timestamp() if now is None else now
         minute = int(now // 60)
         if self.store.count_global(minute) >= self.policy.global_max_per_minute:
             interval = float(self.policy.slow_interval)
@@ -136,7 +138,7 @@ class LoginThrottler:
 
     def failed(self, reservation: Reservation, *, now: float | None = None) -> list[Lockout]:
         """The reserved attempt was a failure: it stays counted, and counts towards the global ceiling."""
-        now = time.time() if now is None else now
+        now = self._clock.timestamp() if now is None else now
         self.store.add_global(int(now // 60))
         return reservation.lockouts
 
@@ -152,7 +154,7 @@ class LoginThrottler:
 
     def record_failure(self, *, username: str, ip: str | None, now: float | None = None) -> list[Lockout]:
         """Counts a failure outside a login (tests, drills); the locks it set."""
-        now = time.time() if now is None else now
+        now = self._clock.timestamp() if now is None else now
         self.store.add_global(int(now // 60))
         lockouts: list[Lockout] = []
         for layer, key, limit in self._layers(username, ip):

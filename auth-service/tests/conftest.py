@@ -16,6 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from safeharbor_auth.app import create_app
+from safeharbor_auth.clock import Clock, FakeClock
 from safeharbor_auth.manage import MIGRATIONS
 from safeharbor_common.db import upgrade_database
 from safeharbor_common.encoding import b64url_encode
@@ -96,13 +97,15 @@ def make_app(tmp_path: Path, peers: Peers) -> Iterator[AppFactory]:
     database_url = f"sqlite:///{tmp_path / 'auth.db'}"
     upgrade_database(database_url, MIGRATIONS)
     made: list[Flask] = []
+    shared_clock = FakeClock()  # one time for every app of a test, as replicas share the world's
 
-    def factory(*, environ: dict[str, str] | None = None, **settings: str) -> Flask:
+    def factory(*, environ: dict[str, str] | None = None, clock: Clock | None = None, **settings: str) -> Flask:
+        """`clock`: the app's clock; by default the test's FakeClock (move it with `clock_of(app)`)."""
         env = base_environ(peers, database_url, **settings)
         if made and "AUTH_DATA_KEY" not in settings:
             env["AUTH_DATA_KEY"] = made[0].extensions["test_env"]["AUTH_DATA_KEY"]
         env.update(environ or {})
-        app = create_app({"ENVIRON": env, "AUDIT_ENABLED": False, "TESTING": True})
+        app = create_app({"ENVIRON": env, "AUDIT_ENABLED": False, "TESTING": True, "CLOCK": clock or shared_clock})
         app.extensions["audit"] = AuditRecorder()
         app.extensions["test_env"] = env
         made.append(app)
@@ -126,6 +129,13 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+def clock_of(app: Flask) -> FakeClock:
+    """The app's fake clock: tests move it forward instead of sleeping."""
+    clock = app.extensions["auth"].clock
+    assert isinstance(clock, FakeClock), "this app runs on the system clock"
+    return clock
+
+
 def audit_of(app: Flask) -> AuditRecorder:
     return app.extensions["audit"]  # type: ignore[no-any-return]
 
@@ -139,17 +149,23 @@ class Account:
     totp_secret: str | None = None
     recovery_codes: list[str] = field(default_factory=list)
     last_step: int = -1
+    clock: Clock | None = None  # the app's: codes are for its time
 
     def totp(self) -> str:
-        """A code for a time step this account has not used yet."""
+        """A code for a time step this account has not used yet (moves a fake clock to the next step)."""
         assert self.totp_secret is not None
         totp = pyotp.TOTP(self.totp_secret)
-        step = int(time.time()) // 30
+        now = self.clock.timestamp() if self.clock is not None else time.time()
+        step = int(now) // 30
         for candidate in (step - 1, step, step + 1):
             if candidate > self.last_step:
                 self.last_step = candidate
                 return str(totp.at(candidate * 30))
-        time.sleep(30 - time.time() % 30 + 0.2)
+        wait = 30 - now % 30 + 0.2
+        if isinstance(self.clock, FakeClock):
+            self.clock.advance(wait)
+        else:
+            time.sleep(wait)
         return self.totp()
 
 
@@ -167,7 +183,8 @@ class Factory:
         username = username or f"{role}-{uuid.uuid4().hex[:8]}"
         with self.app.app_context():
             created = service.create_user(actor=None, username=username, name=name, role=role, password=password)
-        account = Account(id=created["id"], username=username, password=password, role=role)
+        account = Account(id=created["id"], username=username, password=password, role=role,
+                          clock=self.app.extensions["auth"].clock)
         needs_mfa = role in ("clinician", "admin", "auditor") if mfa is None else mfa
         if needs_mfa:
             self.enrol(account)

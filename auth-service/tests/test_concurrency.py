@@ -11,7 +11,7 @@ from typing import Any
 from safeharbor_auth.models import Job
 from sqlalchemy.orm import Session as OrmSession
 
-from .conftest import AppFactory, Factory, error_code
+from .conftest import AppFactory, Factory, clock_of, error_code
 
 
 def _parallel(calls: list[Any]) -> list[Any]:
@@ -54,10 +54,8 @@ def test_a_job_runs_once_across_runners(make_app: AppFactory, pg_url: str) -> No
 
     for app in apps:
         app.extensions["auth"].jobs.handlers["test.slow"] = slow_handler
-    from datetime import UTC, datetime
-
     job_id = str(uuid.uuid4())
-    now = datetime.now(UTC)
+    now = clock_of(apps[0]).now()
     with OrmSession(apps[0].extensions["auth"].engine) as db, db.begin():
         db.add(Job(id=job_id, user_id=account.id, kind="test.slow", status="pending", attempts=0,
                    next_attempt_at=now, created_at=now, payload="{}"))

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from safeharbor_common.service_identity import ServiceTokenSigner, generate_keypair, load_private_key
 
-from .conftest import AppFactory, Factory, Peers, bearer, error_code
+from .conftest import AppFactory, Factory, Peers, bearer, clock_of, error_code
 
 
 def _feed(factory: Factory, peers: Peers, since: str | None = None) -> dict:  # type: ignore[type-arg]
@@ -50,12 +50,13 @@ def test_feed_cursor_returns_only_newer_revocations(factory: Factory, peers: Pee
 
 
 def test_feed_leaves_out_sessions_whose_tokens_expired(make_app: AppFactory, peers: Peers) -> None:
-    factory = Factory(make_app(SESSION_IDLE_TIMEOUT="1", JWT_LEEWAY="0"))
+    app = make_app(SESSION_IDLE_TIMEOUT="1", JWT_LEEWAY="0")
+    factory = Factory(app)
     account = factory.user(role="patient")
     body = factory.login(account)
     factory.client.post("/v1/auth/logout", headers=bearer(body["access_token"]))
     assert body["session_id"] in {i["sid"] for i in _feed(factory, peers, "0")["revoked"]}
-    time.sleep(2.2)  # token times are whole seconds, rounded up
+    clock_of(app).advance(2.2)  # token times are whole seconds, rounded up
     assert body["session_id"] not in {i["sid"] for i in _feed(factory, peers, "0")["revoked"]}
 
 

@@ -1,12 +1,10 @@
 """Logins, tokens, sessions, refresh, logout, idle and absolute expiry, key rotation, JWKS."""
 from __future__ import annotations
 
-import time
-
 import jwt
 from flask import Flask
 
-from .conftest import PASSWORD, AppFactory, Factory, audit_of, bearer, error_code
+from .conftest import PASSWORD, AppFactory, Factory, audit_of, bearer, clock_of, error_code
 
 
 def test_login_shape_matches_api(app: Flask, factory: Factory) -> None:
@@ -68,7 +66,7 @@ def test_expired_token_is_session_expired(make_app: AppFactory) -> None:
     account = factory.user(role="billing")
     token = factory.login(account)["access_token"]
     assert factory.client.get("/v1/auth/me", headers=bearer(token)).status_code == 200
-    time.sleep(2.1)
+    clock_of(app).advance(2.1)
     response = factory.client.get("/v1/auth/me", headers=bearer(token))
     assert response.status_code == 401
     assert error_code(response) == "session_expired"
@@ -81,12 +79,12 @@ def test_idle_timeout_ends_session_but_activity_slides_it(make_app: AppFactory) 
     token = factory.login(account)["access_token"]
     # Active: refreshing within the idle timeout keeps the session alive past it.
     for _ in range(2):
-        time.sleep(1.2)
+        clock_of(app).advance(1.2)
         response = factory.client.post("/v1/auth/refresh", headers=bearer(token))
         assert response.status_code == 200, response.get_json()
         token = response.get_json()["access_token"]
     # Idle: no refresh for longer than the timeout; refresh is refused.
-    time.sleep(3.1)
+    clock_of(app).advance(3.1)
     response = factory.client.post("/v1/auth/refresh", headers=bearer(token))
     assert response.status_code == 401
     assert error_code(response) == "session_expired"
@@ -98,13 +96,13 @@ def test_refresh_after_absolute_lifetime_refused(make_app: AppFactory) -> None:
     account = factory.user(role="billing")
     body = factory.login(account)
     token = body["access_token"]
-    time.sleep(2.0)
+    clock_of(app).advance(2.0)
     refreshed = factory.client.post("/v1/auth/refresh", headers=bearer(token))
     assert refreshed.status_code == 200
     # The new token ends at the absolute end, not at now + idle timeout.
     assert refreshed.get_json()["expires_at"] == body["absolute_expires_at"]
     token = refreshed.get_json()["access_token"]
-    time.sleep(3.1)  # past the absolute end (whole seconds, rounded up) though within the idle timeout
+    clock_of(app).advance(3.1)  # past the absolute end (whole seconds, rounded up) though within the idle timeout
     response = factory.client.post("/v1/auth/refresh", headers=bearer(token))
     assert response.status_code == 401
     assert error_code(response) == "session_expired"
@@ -115,7 +113,7 @@ def test_refresh_with_leeway_after_absolute_end_refused_by_session_row(make_app:
     app = make_app(SESSION_IDLE_TIMEOUT="1", SESSION_MAX_LIFETIME="1", JWT_LEEWAY="30")
     factory = Factory(app)
     token = factory.login(factory.user(role="patient"))["access_token"]
-    time.sleep(2.2)
+    clock_of(app).advance(2.2)
     response = factory.client.post("/v1/auth/refresh", headers=bearer(token))
     assert response.status_code == 401
     assert error_code(response) == "session_expired"
@@ -148,7 +146,7 @@ def test_rotation_prepublishes_then_retires(make_app: AppFactory) -> None:
     new = keys.rotate()
     assert keys.active().kid == first  # published, not signing yet
     assert new.kid in {k["kid"] for k in keys.jwks()["keys"]}
-    time.sleep(2.1)
+    clock_of(app).advance(2.1)
     keys._cache_at = float("-inf")
     assert keys.active().kid == new.kid
     # The old key stays published for idle timeout + leeway + signer cache after retirement.

@@ -20,7 +20,7 @@ from stream_chat import StreamChat
 from stream_chat.base.exceptions import StreamAPIException
 from werkzeug.serving import make_server
 
-from .conftest import Account, AppFactory, Factory, audit_of, bearer, error_code
+from .conftest import Account, AppFactory, Factory, audit_of, bearer, clock_of, error_code
 
 stream_emulator = pytest.importorskip("stream_emulator.app")
 from stream_emulator.config import EmulatorConfig  # noqa: E402
@@ -210,7 +210,7 @@ def test_stream_down_deprovisioning_finishes_when_stream_returns(stream_factory:
         assert error_code(stream_factory.client.get("/v1/auth/me", headers=bearer(patient_token))) == \
             "session_revoked"
         runner = app.extensions["auth"].jobs
-        time.sleep(0.3)
+        clock_of(app).advance(0.3)  # past the back-off (JOB_BACKOFF_MAX 0.2 s)
         runner.run_due()
         detail = stream_factory.client.get(f"/v1/users/{patient.id}", headers=bearer(admin_token)).get_json()
         stream_job = next(j for j in detail["deprovisioning"]["jobs"] if j["kind"] == "stream.deactivate")
@@ -218,7 +218,8 @@ def test_stream_down_deprovisioning_finishes_when_stream_returns(stream_factory:
         assert stream_job["last_error"].startswith("stream:")
     finally:
         emulator.outage(False)
-    # The background runner (as in a served worker) finishes it.
+    # The background runner (as in a served worker) finishes it; the back-off is over by the app's clock.
+    clock_of(app).advance(0.3)
     runner.ensure_started()
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -347,7 +348,8 @@ def test_break_glass_session_expires_on_time(make_app: AppFactory, emulator: Emu
     item = next(b for b in listing["break_glass"] if b["id"] == body["break_glass_id"])
     assert item["status"] == "open" and item["reason"] == "Patient unresponsive, covering physician"
 
-    time.sleep(max(0.0, claims["exp"] - time.time()) + 0.3)
+    clock = clock_of(app)
+    clock.advance(max(0.0, claims["exp"] - clock.timestamp()) + 0.3)
     expired = factory.client.get("/v1/auth/me", headers=bearer(bg_token))
     assert expired.status_code == 401 and error_code(expired) == "session_expired"
     refresh = factory.client.post("/v1/auth/refresh", headers=bearer(bg_token))
