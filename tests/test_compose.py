@@ -57,7 +57,7 @@ def _healthchecked(name: str) -> bool:
     return bool(build) and "HEALTHCHECK" in (ROOT / build["dockerfile"]).read_text()
 
 
-@pytest.mark.parametrize("name", sorted(n for n in SERVICES if "build" in SERVICES[n]))
+@pytest.mark.parametrize("name", sorted(n for n in SERVICES if "build" in SERVICES[n] and n != "edge"))
 def test_build_context_and_dockerfile_exist(name: str) -> None:
     build = SERVICES[name]["build"]
     assert (ROOT / build["context"]).is_dir()
@@ -133,9 +133,25 @@ def test_the_dev_emulator_is_published_on_loopback_and_sends_webhooks_to_the_gat
 def test_only_the_edge_is_published() -> None:
     published = {name for name, spec in SERVICES.items() if spec.get("ports") and name not in DEV_ONLY}
     assert published == {"edge"}
-    assert SERVICES["edge"]["image"].startswith("nginx:") and "public" in SERVICES["edge"]["networks"]
+    assert "public" in SERVICES["edge"]["networks"]
     assert sorted(SERVICES["edge"]["secrets"]) == ["tls_cert", "tls_key"]  # TLS from mounted secrets
     assert SERVICES["edge"]["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+
+
+def test_the_edge_image_is_nginx_with_the_built_web_app_where_the_template_serves_it() -> None:
+    edge = SERVICES["edge"]
+    assert "image" not in edge and edge["build"] == {"context": ".", "dockerfile": "deploy/nginx/Dockerfile"}
+    text = (ROOT / edge["build"]["dockerfile"]).read_text()
+    stages = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
+    assert stages[-1] == "nginx:1.27-alpine", "the final image is the stock nginx one, with its envsubst entrypoint"
+    assert "npm run build --silent -w web" in text
+    for copied in re.findall(r"^COPY (?!--from)(\S+)", text, re.MULTILINE):
+        assert (ROOT / copied).exists(), f"copies missing {copied}"
+    (served,) = re.findall(r"^COPY --from=\w+ /src/web/dist (\S+)$", text, re.MULTILINE)
+    assert edge["environment"]["SAFEHARBOR_WEB_ROOT"] == served
+    template = (ROOT / "deploy/nginx/templates/safeharbor.conf.template").read_text()
+    assert set(re.findall(r"\$\{(SAFEHARBOR_\w+)\}", template)) <= set(edge["environment"])
+    assert edge["environment"]["SAFEHARBOR_STREAM"] == "${STREAM_CHAT_URL:-https://chat.stream-io-api.com}"
 
 
 def test_the_gateway_trusts_forwarded_addresses_from_the_edge_network_only() -> None:

@@ -177,12 +177,16 @@ def test_the_edge_runs_the_compose_template_unchanged_behind_an_ingress() -> Non
     edge = objects("production", "Deployment")["edge"]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["edge"]
     c = container(edge)
-    assert c["image"] == compose["image"]
+    # The image compose builds (deploy/nginx/Dockerfile: nginx and the built web app), served as compose serves it.
+    assert c["image"] == "registry.example.com/safeharbor/edge:0.1.0"
+    assert compose["build"]["dockerfile"] == "deploy/nginx/Dockerfile"
     env = {k: v["value"] for k, v in env_of(c).items()}
     realip = next(m for n, m in maps.items() if n.startswith("edge-realip-"))["data"]["realip.conf.template"]
     wanted = set(re.findall(r"\$\{(SAFEHARBOR_\w+)\}", shipped + realip))
     assert wanted <= set(env) and env["NGINX_ENVSUBST_FILTER"] == "^SAFEHARBOR_"
     assert env["SAFEHARBOR_GATEWAY"] == "gateway:8080"
+    assert env["SAFEHARBOR_WEB_ROOT"] == compose["environment"]["SAFEHARBOR_WEB_ROOT"]
+    assert env["SAFEHARBOR_STREAM"].startswith("https://")
     ipaddress.ip_network(env["SAFEHARBOR_INGRESS_CIDR"])
     volumes = {v["name"]: v for v in edge["spec"]["template"]["spec"]["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}

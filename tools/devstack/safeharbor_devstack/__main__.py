@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .secrets import load_or_create
 from .stack import EMULATOR_DEFAULT_PORT, SERVICES, Stack, StackSettings
-from .web import WEB_DEFAULT_PORT, start_web
+from .web import EDGE_DEFAULT_PORT, WEB_DEFAULT_PORT, start_web, start_web_edge
 
 DEFAULT_DEMO_PASSWORD = "Harbor-demo-2026"
 GATEWAY_INTERNAL_DEFAULT_PORT = 9180
@@ -100,6 +100,7 @@ def main() -> int:
         )
     print(f"Logs in {var_dir / 'log'}. Ctrl-C stops everything.", flush=True)
     # The web app last: its server takes a moment, and the lines above are what launchers read first.
+    edge = None
     if os.environ.get("SAFEHARBOR_WEB") == "1":  # `make run` sets it (and builds the app first)
         try:
             web_url = start_web(stack, int(os.environ.get("WEB_PORT") or WEB_DEFAULT_PORT))
@@ -108,6 +109,14 @@ def main() -> int:
             print(f"Web app did not start: {exc}", file=sys.stderr)
         print(f"SafeHarbor web app: {web_url}" if web_url else "Web app: not built (`make run` builds it with npm)",
               flush=True)
+        try:  # the same build through the production nginx edge (TLS, HSTS), where nginx is installed
+            edge = start_web_edge(stack, int(os.environ.get("EDGE_PORT") or EDGE_DEFAULT_PORT)) if web_url else None
+        except (RuntimeError, ValueError) as exc:
+            print(f"Edge did not start: {exc}", file=sys.stderr)
+        if edge:
+            print(f"SafeHarbor web app through the nginx edge (self-signed TLS, HSTS): {edge.url}", flush=True)
+        elif web_url:
+            print("Web app through the nginx edge: not started (nginx not installed: scripts/setup-edge.sh)", flush=True)
     try:
         while not stopping:
             for name, process in list(stack.processes.items()):
@@ -117,6 +126,8 @@ def main() -> int:
             time.sleep(0.5)
     finally:
         print("\nStopping...", flush=True)
+        if edge:
+            edge.stop()
         stack.stop()
         print("Stopped.", flush=True)
     return 0

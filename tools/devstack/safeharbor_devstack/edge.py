@@ -98,21 +98,32 @@ class Edge:
                 self.process.wait(timeout=5)
 
 
+# Where the edge sends /stream/ when no Stream is given: nothing listens (discard port), so it answers 503.
+NO_STREAM = "http://127.0.0.1:9"
+
+
 def start_edge(*, gateway: str, tmp: Path, tls_dir: Path, https_port: int, http_port: int, health_port: int,
-               workers: str = "auto", connections: int = 4096) -> Edge:
+               workers: str = "auto", connections: int = 4096, web_root: Path | None = None,
+               stream: str = NO_STREAM) -> Edge:
     """nginx in the foreground with the production edge config in front of `gateway` (host:port).
 
-    `tls_dir` holds `tls_cert` and `tls_key`, as the compose secrets are mounted."""
+    `tls_dir` holds `tls_cert` and `tls_key`, as the compose secrets are mounted. `web_root` is the built web
+    app (an empty folder when not given: / answers 404); `stream` the URL /stream/ is proxied to."""
     binary = nginx_binary()
     if binary is None:
         raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
     tmp.mkdir(parents=True, exist_ok=True)
+    if web_root is None:
+        web_root = tmp / "no-web-app"
+        web_root.mkdir(exist_ok=True)
     (tmp / "safeharbor.conf").write_text(render({
         "SAFEHARBOR_GATEWAY": gateway,
         "SAFEHARBOR_HTTPS": f"127.0.0.1:{https_port}",
         "SAFEHARBOR_HTTP": f"127.0.0.1:{http_port}",
         "SAFEHARBOR_HEALTH": f"127.0.0.1:{health_port}",
         "SAFEHARBOR_TLS_DIR": str(tls_dir),
+        "SAFEHARBOR_WEB_ROOT": str(web_root.resolve()),
+        "SAFEHARBOR_STREAM": stream.rstrip("/"),
     }))
     user_line = "user root;" if os.geteuid() == 0 else ""
     (tmp / "nginx.conf").write_text(_MAIN.format(tmp=tmp, workers=workers, connections=connections,
