@@ -3,8 +3,8 @@
 // a 30 s idle timeout so the automatic logoff is observable. Screenshots go to web/test-results/.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { createHmac } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createHash, createHmac, X509Certificate } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,7 +23,10 @@ const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
 
 let stack;
 let browser;
+let edgeBrowser;
 let web;
+let edge; // the same build through the production nginx edge (TLS, HSTS), or null without nginx
+let runDir;
 let gateway;
 let emulator;
 const cspViolations = [];
@@ -56,10 +59,11 @@ const nowStep = () => Math.floor(Date.now() / 30000);
 
 async function startStack() {
   const ports = {};
-  for (const name of ["GATEWAY", "GATEWAY_INTERNAL", "AUTH", "KEYDIR", "AUDIT", "PUSH", "STREAM_EMULATOR", "WEB"]) ports[`${name}_PORT`] = String(await freePort());
+  for (const name of ["GATEWAY", "GATEWAY_INTERNAL", "AUTH", "KEYDIR", "AUDIT", "PUSH", "STREAM_EMULATOR", "WEB", "EDGE"]) ports[`${name}_PORT`] = String(await freePort());
   gateway = `http://127.0.0.1:${ports.GATEWAY_PORT}`;
   emulator = `http://127.0.0.1:${ports.STREAM_EMULATOR_PORT}`;
-  const env = { ...process.env, ...ports, SAFEHARBOR_VAR_DIR: mkdtempSync(join(varDir, "run-")), SAFEHARBOR_ROOT: ROOT,
+  runDir = mkdtempSync(join(varDir, "run-"));
+  const env = { ...process.env, ...ports, SAFEHARBOR_VAR_DIR: runDir, SAFEHARBOR_ROOT: ROOT,
     SAFEHARBOR_DEMO_PASSWORD: PASSWORD, SAFEHARBOR_WEB: "1", SAFEHARBOR_WEB_DIST: distDir, SESSION_IDLE_TIMEOUT: String(IDLE_S), SAFEHARBOR_WORKERS: "1", STREAM_EMULATOR: "1" };
   for (const k of ["STREAM_CHAT_URL", "STREAM_API_KEY", "STREAM_API_SECRET", "REDIS_URL"]) delete env[k];
   stack = spawn(PYTHON, ["-m", "safeharbor_devstack"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
@@ -68,8 +72,10 @@ async function startStack() {
     const timer = setTimeout(() => reject(new Error(`stack not up in 180 s:\n${output}`)), 180_000);
     const read = (chunk) => {
       output += chunk;
+      // The app's own server, then the edge line (its URL, or why it did not start).
       const m = output.match(/SafeHarbor web app: (http\S+)/);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
+      const e = output.match(/SafeHarbor web app through the nginx edge[^:]*: (https\S+)|Web app through the nginx edge: not started/);
+      if (m && e) { clearTimeout(timer); edge = e[1] ?? null; resolve(m[1]); }
       if (/Web app: not built|Web app did not start|Could not start/.test(output)) { clearTimeout(timer); reject(new Error(output)); }
     };
     stack.stdout.on("data", read);
@@ -100,16 +106,24 @@ before(async () => {
     web = await startStack();
   }
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: FLAGS, headless: true });
+  if (edge) {
+    // A browser of its own that trusts exactly the edge's throwaway certificate (by its key's SHA-256), no other.
+    const cert = new X509Certificate(readFileSync(join(runDir, "edge", "tls", "tls_cert")));
+    const spki = createHash("sha256").update(cert.publicKey.export({ type: "spki", format: "der" })).digest("base64");
+    edgeBrowser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", headless: true,
+      args: [...FLAGS, `--ignore-certificate-errors-spki-list=${spki}`] });
+  }
 });
 
 after(async () => {
   await browser?.close();
+  await edgeBrowser?.close();
   await stopStack();
   rmSync(varDir, { recursive: true, force: true });
 });
 
-async function page() {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+async function page(from = browser) {
+  const context = await from.newContext({ viewport: { width: 1280, height: 860 } });
   const p = await context.newPage();
   p.on("pageerror", (err) => console.error("page error:", err.message));
   p.on("console", (msg) => { if (/Content Security Policy/i.test(msg.text())) cspViolations.push(msg.text()); });
@@ -145,8 +159,8 @@ async function storedKeys(p) {
   }));
 }
 
-async function login(p, username, otp) {
-  await p.goto(web);
+async function login(p, username, otp, origin = web) {
+  await p.goto(origin);
   await p.getByLabel("Username").fill(username);
   await p.getByLabel("Password").fill(PASSWORD);
   await p.getByRole("button", { name: "Log in" }).click();
@@ -206,6 +220,18 @@ test("two browsers chat end to end (post-quantum suite); Stream stores only ciph
   await doctor.getByTestId("message-text").filter({ hasText: "Thanks, I will be there." }).waitFor({ timeout: 15_000 });
   await doctor.screenshot({ path: join(SHOTS, "chat-doctor.png") });
   await patient.screenshot({ path: join(SHOTS, "chat-patient.png") });
+  // Seen on these screenshots once: long channel ids ran out of the list under the conversation, and the
+  // Refresh button took the heading's size. Every list button stays inside its column; buttons keep text size.
+  for (const p of [doctor, patient]) {
+    const layout = await p.evaluate(() => {
+      const aside = document.querySelector(".conversations aside").getBoundingClientRect();
+      const spilled = [...document.querySelectorAll('[data-testid="channel-list"] button')]
+        .filter((b) => b.getBoundingClientRect().right > aside.right + 0.5 || b.scrollWidth > b.clientWidth + 1).map((b) => b.textContent);
+      const refresh = [...document.querySelectorAll(".conversations h2 button")].map((b) => parseFloat(getComputedStyle(b).fontSize));
+      return { spilled, refreshLarger: refresh.some((px) => px > parseFloat(getComputedStyle(document.body).fontSize)) };
+    });
+    assert.deepEqual(layout, { spilled: [], refreshLarger: false });
+  }
 
   const state = await (await fetch(`${emulator}/_emulator/state`)).json();
   const texts = JSON.stringify(state);
@@ -317,6 +343,52 @@ test("two browsers chat end to end (post-quantum suite); Stream stores only ciph
   assert.equal(await laptop.getByRole("alert").count(), 0, "no key alarm for the user's own two devices");
   await laptop.screenshot({ path: join(SHOTS, "restored-device.png") });
   assert.deepEqual(cspViolations, []);
+});
+
+test("the web app through the nginx edge over TLS: HSTS, the CSP without unsafe-inline, the API and Stream's websocket on its origin", async () => {
+  assert.ok(edge || process.env.REQUIRE_SERVICES !== "1", "nginx is required (REQUIRE_SERVICES=1) but the edge did not start");
+  if (!edge) {
+    console.error("!!! nginx not installed: the edge browser test did not run (scripts/setup-edge.sh installs it)");
+    return;
+  }
+  assert.match(edge, /^https:\/\/127\.0\.0\.1:\d+$/);
+  const p = await page(edgeBrowser);
+  const sockets = [];
+  p.on("websocket", (ws) => {
+    const seen = { url: ws.url(), frames: 0 };
+    sockets.push(seen);
+    ws.on("framereceived", () => { seen.frames++; });
+  });
+  const answers = new Map(); // as Chromium's network layer saw them (headers scripts cannot read included)
+  p.on("response", (r) => answers.set(r.url(), r));
+  const answer = await p.goto(edge);
+  assert.equal(answer.status(), 200);
+  const headers = answer.headers();
+  assert.equal(headers["strict-transport-security"], "max-age=63072000; includeSubDomains");
+  const csp = headers["content-security-policy"];
+  assert.ok(csp.includes("default-src 'self'") && csp.includes("connect-src 'self'") && !csp.includes("unsafe-inline") && !csp.includes("'unsafe-eval'"), csp);
+  assert.equal(csp, (await fetch(web + "/")).headers.get("content-security-policy"), "the edge serves web/vite.config.ts's CSP");
+  assert.equal(headers["x-frame-options"], "DENY");
+
+  // Log in through the edge: the API answers on the page's own origin, over TLS, with HSTS.
+  const loginAnswer = p.waitForResponse((r) => r.url().endsWith("/v1/auth/login"));
+  await login(p, "pat", undefined, edge);
+  const api = await loginAnswer;
+  assert.equal(new URL(api.url()).origin, edge);
+  assert.equal(api.status(), 200);
+  assert.equal((await api.allHeaders())["strict-transport-security"], "max-age=63072000; includeSubDomains");
+  await p.getByTestId("countdown").waitFor();
+  await setUpKeys(p);
+  await p.getByTestId("allowed-types").waitFor({ timeout: 20_000 }); // shown once Stream connected: its websocket and REST calls
+  const stream = sockets.find((w) => w.url.startsWith(`${edge.replace("https:", "wss:")}/stream/connect`));
+  assert.ok(stream && stream.frames > 0, `Stream's websocket through the edge: ${JSON.stringify(sockets)}`);
+  const script = new URL(await p.evaluate(() => document.querySelector("script[src]").getAttribute("src")), edge).href;
+  const asset = answers.get(script);
+  assert.ok(asset, `the page's bundle was loaded: ${script}`);
+  assert.deepEqual([asset.status(), (await asset.allHeaders())["content-type"], (await asset.allHeaders())["strict-transport-security"]],
+    [200, "text/javascript", "max-age=63072000; includeSubDomains"]);
+  assert.deepEqual(cspViolations, []);
+  await p.screenshot({ path: join(SHOTS, "edge-tls.png") });
 });
 
 test("the auditor console verifies the log against its signed checkpoint, proves an entry, checks the signed compliance report", async () => {
