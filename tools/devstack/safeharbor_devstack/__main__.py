@@ -116,7 +116,8 @@ def main() -> int:
         if edge:
             print(f"SafeHarbor web app through the nginx edge (self-signed TLS, HSTS): {edge.url}", flush=True)
         elif web_url:
-            print("Web app through the nginx edge: not started (nginx not installed: scripts/setup-edge.sh)", flush=True)
+            print("Web app through the nginx edge: not started (nginx not installed: scripts/setup-edge.sh)",
+                  flush=True)
     try:
         while not stopping:
             for name, process in list(stack.processes.items()):
