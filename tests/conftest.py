@@ -36,6 +36,9 @@ REDIS_TEST_DB_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14"
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--backend", default=os.environ.get("SAFEHARBOR_TEST_BACKEND", "sqlite"),
                      choices=["sqlite", "postgres"])
+    parser.addoption("--replicas", type=int, default=int(os.environ.get("SAFEHARBOR_TEST_REPLICAS", "1")),
+                     help="instances of every service (issue 19): with 2, the gateway spreads requests over "
+                          "two of each and the suite talks to two gateways through a loopback balancer")
     parser.addoption("--stack-url", default=os.environ.get("SAFEHARBOR_STACK_URL"),
                      help="run against the stack whose gateway is at this URL instead of starting one "
                           "(see tests/stack_modes.py for what it reads from the environment)")
@@ -201,7 +204,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(backend: str, request: pytest.FixtureRequest) -> Iterator[Stack]:
+def replicas(request: pytest.FixtureRequest) -> int:
+    return int(request.config.getoption("--replicas"))
+
+
+@pytest.fixture(scope="session")
+def stack(backend: str, replicas: int, request: pytest.FixtureRequest) -> Iterator[Stack]:
     remote = request.config.stash.get(REMOTE, None)
     if remote is not None:
         yield remote  # type: ignore[misc]  # the parts of a Stack a stack elsewhere has (stack_modes.py)
@@ -209,6 +217,8 @@ def stack(backend: str, request: pytest.FixtureRequest) -> Iterator[Stack]:
     if COMPOSE in request.config.stash:
         yield from _compose_stack(request)  # type: ignore[misc]
         return
+    if replicas > 1 and backend != "postgres":
+        raise pytest.UsageError("--replicas above 1 needs --backend=postgres (SQLite files are one machine's)")
     tmp = Path(tempfile.mkdtemp(prefix="safeharbor-it-"))
     databases = _Databases(backend)
     redis_url = None
@@ -229,6 +239,7 @@ def stack(backend: str, request: pytest.FixtureRequest) -> Iterator[Stack]:
         emulator=True,
         emulator_port=free_port(),
         workers=2,
+        replicas=replicas,
         gateway_internal_port=internal_port,
         env="dev",
         demo_password=DEMO_PASSWORD,
@@ -239,6 +250,8 @@ def stack(backend: str, request: pytest.FixtureRequest) -> Iterator[Stack]:
             "LOGIN_IP_MAX_FAILURES": "100000",
             "BREAK_GLASS_TTL": "6",  # test_stream_integration waits for a break-glass session to end
             "JOB_BACKOFF_MAX": "1",  # deprovisioning retries after a Stream outage finish within seconds
+            # With replicas, a checkpoint interval short enough for test_replicas_integration to see several.
+            **({"AUDIT_CHECKPOINT_INTERVAL": "1"} if replicas > 1 else {}),
         },
         # The compliance report reads the gateway's controls on its internal listener (issue 17).
         service_env={"audit": {"GATEWAY_INTERNAL_URL": f"http://127.0.0.1:{internal_port}"}},

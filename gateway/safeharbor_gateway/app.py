@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify
 from safeharbor_common import service_identity, tokens, web
 from safeharbor_common.errors import SafeHarborError, ServiceUnavailable
-from safeharbor_common.revocation import RevocationList
+from safeharbor_common.revocation import FEED_PATH, RevocationList
 
 from . import compliance, contract
 from .clientip import ClientAddress
@@ -40,7 +40,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         read_timeout=app.config["UPSTREAM_READ_TIMEOUT"],
     )
     app.extensions["revocations"] = RevocationList(
-        feed_url=app.config["AUTH_SERVICE_URL"] + "/internal/v1/revocations",
+        feed_url=app.config["AUTH_SERVICE_URL"] + FEED_PATH,
+        fallback_feed_urls=[url + FEED_PATH for url in app.config["UPSTREAMS"]["auth"]],
         signer=signer,
         redis_url=app.config["REDIS_URL"],
         poll_interval=app.config["REVOCATION_POLL_INTERVAL"],

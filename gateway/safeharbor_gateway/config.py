@@ -19,13 +19,17 @@ DEFAULT_PORTS = {"auth": 8101, "keydir": 8102, "audit": 8103, "push": 8104}
 
 def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = EnvReader(environ)
+    # Each setting is one base URL or several, comma-separated (instances of one service, taken in turn).
     upstreams = {
-        name: env.str(setting, f"http://127.0.0.1:{DEFAULT_PORTS[name]}").rstrip("/")
+        name: tuple(url.rstrip("/") for url in env.csv(setting, (f"http://127.0.0.1:{DEFAULT_PORTS[name]}",)))
         for name, setting in UPSTREAM_SETTINGS.items()
     }
-    for name, url in upstreams.items():
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{UPSTREAM_SETTINGS[name]} must be an http(s) URL")
+    for name, urls in upstreams.items():
+        if not urls:
+            raise ConfigError(f"{UPSTREAM_SETTINGS[name]} must name at least one http(s) URL")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{UPSTREAM_SETTINGS[name]} must be http(s) URLs, comma-separated")
     max_body = env.int("MAX_BODY_BYTES", 1024 * 1024, minimum=1024, maximum=64 * 1024 * 1024)
     return {
         "SAFEHARBOR_ENV": env.str("SAFEHARBOR_ENV", "dev"),
@@ -33,9 +37,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SERVICE_PRIVATE_KEY": env.secret("SERVICE_PRIVATE_KEY").reveal(),
         "SERVICE_PUBLIC_KEYS": env.str("SERVICE_PUBLIC_KEYS", ""),
         "UPSTREAMS": upstreams,
-        "AUTH_SERVICE_URL": upstreams["auth"],
-        "AUDIT_SERVICE_URL": upstreams["audit"],
-        "JWKS_URL": env.str("JWKS_URL", upstreams["auth"] + "/.well-known/jwks.json"),
+        # The revocation feed is read from any auth instance (app.py); keys and the audit outbox use the first.
+        "AUTH_SERVICE_URL": upstreams["auth"][0],
+        "AUDIT_SERVICE_URL": upstreams["audit"][0],
+        "JWKS_URL": env.str("JWKS_URL", upstreams["auth"][0] + "/.well-known/jwks.json"),
         "JWT_ISSUER": env.str("JWT_ISSUER", "safeharbor-auth"),
         "JWT_AUDIENCE": env.str("JWT_AUDIENCE", "safeharbor"),
         "JWT_LEEWAY": env.int("JWT_LEEWAY", 5, minimum=0, maximum=60),

@@ -54,7 +54,7 @@ from .headers import (
 )
 from .ratelimit import RateLimiter
 from .routing import Route, RouteTable
-from .upstream import UpstreamBroken, UpstreamClient
+from .upstream import Instances, UpstreamBroken, UpstreamClient
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -74,7 +74,7 @@ _log = logging.getLogger("safeharbor.web")
 
 @dataclass(frozen=True)
 class ForwardSettings:
-    upstreams: dict[str, str]
+    upstreams: dict[str, tuple[str, ...]]  # service -> its instances' base URLs
     max_body: int
     cors_origins: frozenset[str]
     hsts: bool
@@ -126,7 +126,8 @@ class Forwarder:
         self.audit = audit
         self.metrics = metrics
         self.client_address = client_address
-        self._internal_hosts = internal_hosts_of(settings.upstreams.values())
+        self._instances = {name: Instances(urls) for name, urls in settings.upstreams.items()}
+        self._internal_hosts = internal_hosts_of(url for urls in settings.upstreams.values() for url in urls)
         self._security_headers = list(SECURITY_HEADERS.items()) + ([("Strict-Transport-Security", HSTS)]
                                                                    if settings.hsts else [])
 
@@ -262,11 +263,11 @@ class Forwarder:
         headers.update(self.signer.headers_for(route.service))
         headers[web.CLIENT_IP_HEADER] = attempt.client_ip
         headers[web.REQUEST_ID_HEADER] = attempt.request_id
-        url = self.settings.upstreams[route.service] + target
         query = environ.get("QUERY_STRING")
         if query:
-            url += "?" + query
-        answer = self.upstreams.send(method=attempt.method, url=url, headers=headers, body=body)
+            target += "?" + query
+        answer = self.upstreams.send_to_any(method=attempt.method, instances=self._instances[route.service],
+                                            target=target, headers=headers, body=body)
         out = downstream_response_headers(answer.headers, self._internal_hosts)
         if isinstance(answer.body, bytes):
             out.append(("Content-Length", str(len(answer.body))))

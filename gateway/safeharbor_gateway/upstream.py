@@ -14,14 +14,15 @@ What this module decides, and urllib3 does:
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import urllib3
 from safeharbor_common.errors import ServiceUnavailable, UpstreamTimeout
-from urllib3.exceptions import HTTPError, MaxRetryError, ReadTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, ReadTimeoutError
 from urllib3.util import SKIP_HEADER, Retry, Timeout
 
 WHOLE_BODY_LIMIT = 256 * 1024
@@ -32,6 +33,26 @@ _RESENDABLE = frozenset({"GET", "HEAD"})
 _log = logging.getLogger("safeharbor.gateway.upstream")
 _RETRY_CONNECT_ONCE = Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0,
                             raise_on_redirect=False, raise_on_status=False)
+
+
+class UpstreamUnreachable(ServiceUnavailable):
+    """No connection could be made (refused, unreachable, connect timeout): the service never saw the request,
+    so another instance of it may be asked, whatever the method."""
+
+
+class Instances:
+    """The base URLs of one service's instances, taken in turn (round-robin): each request starts at the next
+    one and falls over to the others only when a connection cannot be made."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        if not urls:
+            raise ValueError("a service needs at least one instance URL")
+        self.urls = tuple(urls)
+        self._turn = itertools.count()  # next() on a count is atomic under the GIL: no lock on the hot path
+
+    def in_turn(self) -> tuple[str, ...]:
+        start = next(self._turn) % len(self.urls)
+        return self.urls[start:] + self.urls[:start]
 
 
 class UpstreamBroken(Exception):
@@ -83,6 +104,18 @@ class UpstreamClient:
             raise _failure(exc) from exc
         return UpstreamAnswer(status, answer_headers, _stream(response))
 
+    def send_to_any(self, *, method: str, instances: Instances, target: str, headers: dict[str, str],
+                    body: bytes | None) -> UpstreamAnswer:
+        """`send` to the instance whose turn it is; to the next only when no connection could be made."""
+        unreachable: UpstreamUnreachable | None = None
+        for base in instances.in_turn():
+            try:
+                return self.send(method=method, url=base + target, headers=headers, body=body)
+            except UpstreamUnreachable as exc:
+                unreachable = exc
+        assert unreachable is not None  # Instances is never empty
+        raise unreachable
+
     def close(self) -> None:
         self._pools.clear()
 
@@ -121,4 +154,6 @@ def _failure(exc: HTTPError) -> ServiceUnavailable | UpstreamTimeout:
                                                               "cause": type(reason.__context__).__name__}})
     if isinstance(reason, ReadTimeoutError):
         return UpstreamTimeout()
+    if isinstance(reason, ConnectTimeoutError):  # NewConnectionError (refused, unreachable) is one too
+        return UpstreamUnreachable(UNAVAILABLE)
     return ServiceUnavailable(UNAVAILABLE)

@@ -213,6 +213,29 @@ def test_upstream_down_is_a_clean_503(gateway_config: dict[str, Any], signer: Si
     app.extensions["revocations"].stop()
 
 
+def test_several_instances_per_service_one_down(gateway_config: dict[str, Any], signer: Signer,
+                                               upstream: FakeUpstream) -> None:
+    """KEYDIR_SERVICE_URL may list several instances (issue 19): one down (refusing) is passed over."""
+    environ = {**gateway_config["ENVIRON"],
+               "KEYDIR_SERVICE_URL": f"http://127.0.0.1:9, {gateway_config['ENVIRON']['KEYDIR_SERVICE_URL']}"}
+    app = create_app({**gateway_config, "ENVIRON": environ})
+    try:
+        statuses = [app.test_client().get("/v1/keys?users=a", headers=_auth(signer.token())).status_code
+                    for _ in range(4)]
+    finally:
+        app.extensions["revocations"].stop()
+    assert statuses == [200] * 4
+    assert len(upstream.seen) == 4
+
+
+def test_an_upstream_list_with_a_bad_url_refuses_to_start(gateway_config: dict[str, Any]) -> None:
+    from safeharbor_common.config import ConfigError
+
+    environ = {**gateway_config["ENVIRON"], "AUDIT_SERVICE_URL": "http://127.0.0.1:8103,ftp://x"}
+    with pytest.raises(ConfigError, match="AUDIT_SERVICE_URL"):
+        create_app({**gateway_config, "ENVIRON": environ})
+
+
 def test_security_headers_and_cors(client: Any, signer: Signer) -> None:
     response = client.get("/v1/auth/me", headers={**_auth(signer.token()), "Origin": "https://app.example"})
     assert response.headers["X-Content-Type-Options"] == "nosniff"

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 from safeharbor_common.errors import ServiceUnavailable, UpstreamTimeout
-from safeharbor_gateway.upstream import WHOLE_BODY_LIMIT, UpstreamBroken, UpstreamClient
+from safeharbor_gateway.upstream import (
+    WHOLE_BODY_LIMIT,
+    Instances,
+    UpstreamBroken,
+    UpstreamClient,
+    UpstreamUnreachable,
+)
 
 Handler = Callable[[socket.socket, bytes], bool]  # answers one request; False closes the connection
 
@@ -314,3 +320,44 @@ def test_a_bad_content_length_in_an_answer_is_never_a_crash(
         answer = pool().send(method="GET", url=server_factory(bad).url + "/", headers={}, body=None)
         body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
         assert body == b"12"
+
+
+def test_instances_take_turns_and_a_refused_one_is_passed_over(
+        server_factory: Callable[[Handler], RawServer]) -> None:
+    """Several instances of a service (issue 19): requests are spread in turn, and an instance that refuses
+    connections (killed) is passed over, even for a POST: it provably never saw the request."""
+    first, second = server_factory(ok(b"1")), server_factory(ok(b"2"))
+    instances = Instances([first.url, second.url])
+    upstreams = pool()
+    bodies = [upstreams.send_to_any(method="POST", instances=instances, target="/v1/x", headers={},
+                                    body=b"{}").body for _ in range(4)]
+    assert bodies == [b"1", b"2", b"1", b"2"]
+    _stop_listening(second)
+    upstreams.close()  # no pooled connection to the closed one: the next request must connect anew
+    bodies = [upstreams.send_to_any(method="POST", instances=instances, target="/v1/x", headers={},
+                                    body=b"{}").body for _ in range(4)]
+    assert bodies == [b"1"] * 4
+    _stop_listening(first)
+    upstreams.close()
+    with pytest.raises(UpstreamUnreachable):
+        upstreams.send_to_any(method="GET", instances=instances, target="/v1/x", headers={}, body=None)
+
+
+def _stop_listening(server: RawServer) -> None:
+    """As a killed instance: connections refused (shutdown wakes the accept a bare close would leave)."""
+    with contextlib.suppress(OSError):
+        server.sock.shutdown(socket.SHUT_RDWR)
+    server.close()
+
+
+def test_a_request_that_reached_an_instance_is_not_sent_to_another(
+        server_factory: Callable[[Handler], RawServer]) -> None:
+    def hang_up(conn: socket.socket, request: bytes) -> bool:
+        return False  # read the request, then close without an answer: it may have acted
+
+    broken, healthy = server_factory(hang_up), server_factory(ok())
+    with pytest.raises(ServiceUnavailable) as failure:
+        pool().send_to_any(method="POST", instances=Instances([broken.url, healthy.url]), target="/v1/x",
+                           headers={}, body=b"{}")
+    assert not isinstance(failure.value, UpstreamUnreachable)
+    assert healthy.requests == []

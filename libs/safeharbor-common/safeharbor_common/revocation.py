@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,11 +33,15 @@ class RevocationList:
         *,
         feed_url: str,
         signer: ServiceTokenSigner,
+        fallback_feed_urls: Sequence[str] = (),
         redis_url: str | None = None,
         poll_interval: float = 0.25,
         max_staleness: float = 5.0,
     ) -> None:
-        self._feed_url = feed_url
+        # Several auth-service instances: a feed that does not answer is left for the next one (the cursor is
+        # the database's, the same on every instance), so one instance down never makes the list stale.
+        self._feed_urls = (feed_url, *(url for url in fallback_feed_urls if url != feed_url))
+        self._feed_turn = 0
         self._signer = signer
         self._redis_url = redis_url
         self._poll_interval = poll_interval
@@ -108,6 +113,10 @@ class RevocationList:
 
     # -- background ---------------------------------------------------------------------------------
 
+    @property
+    def _feed_url(self) -> str:
+        return self._feed_urls[self._feed_turn % len(self._feed_urls)]
+
     def add(self, sid: str, until: float) -> None:
         self._revoked[sid] = max(until, self._revoked.get(sid, 0.0))
 
@@ -138,6 +147,7 @@ class RevocationList:
             response.raise_for_status()
             body: dict[str, Any] = response.json()
         except (requests.RequestException, ValueError):
+            self._feed_turn += 1
             return False
         for item in body.get("revoked", []):
             sid, until = item.get("sid"), item.get("until")

@@ -47,3 +47,23 @@ def test_concurrent_first_callers_wait_for_the_first_poll(slow_feed: str) -> Non
         caller.join(timeout=10)
     revocations.stop()
     assert fresh == [True] * 8
+
+
+def test_an_instance_down_leaves_the_feed_to_the_next(slow_feed: str) -> None:
+    """Several auth-service instances (issue 19's replicas): the feed of one that is down is read from
+    another, so the list stays fresh and the revocations it lists still arrive."""
+    seed, _ = generate_keypair()
+    down = f"http://127.0.0.1:{_closed_port()}/internal/v1/revocations"
+    revocations = RevocationList(feed_url=down, fallback_feed_urls=[down, slow_feed],
+                                 signer=ServiceTokenSigner(name="gateway", private_key=load_private_key(seed)))
+    assert revocations.poll_once() is False  # the first instance refuses: the next poll asks the other
+    assert revocations.poll_once() is True
+    assert revocations.is_fresh()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

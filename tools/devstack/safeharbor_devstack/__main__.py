@@ -6,7 +6,9 @@ SAFEHARBOR_DEMO_PASSWORD (demo users' password in dev mode); SAFEHARBOR_WEB=1 (`
 the built web app at WEB_PORT (5173), see web/README.md.
 To run a second stack beside `make run` (tools/devstack/tests does): SAFEHARBOR_VAR_DIR (default <root>/var:
 secrets, SQLite files, logs, emulator state), AUTH_PORT / KEYDIR_PORT / AUDIT_PORT / PUSH_PORT (8101, 8102,
-8103, 8104), STREAM_EMULATOR_PORT (8190); SAFEHARBOR_WORKERS (server worker processes per service, 2).
+8103, 8104), STREAM_EMULATOR_PORT (8190); SAFEHARBOR_WORKERS (server worker processes per service, 2);
+SAFEHARBOR_REPLICAS (instances of every service, 1: above 1 the ports above are loopback balancers in front of
+the instances, and the gateway spreads requests over them itself; use PostgreSQL and Redis then).
 """
 from __future__ import annotations
 
@@ -35,8 +37,12 @@ def main() -> int:
             spec.name: int(os.environ.get(f"{spec.name.upper()}_PORT") or spec.default_port) for spec in SERVICES
         }
         internal_port = int(os.environ.get("GATEWAY_INTERNAL_PORT") or GATEWAY_INTERNAL_DEFAULT_PORT)
+        replicas = int(os.environ.get("SAFEHARBOR_REPLICAS") or 1)
     except ValueError as exc:
-        print(f"A <SERVICE>_PORT setting is not a port number: {exc}", file=sys.stderr)
+        print(f"A <SERVICE>_PORT or SAFEHARBOR_REPLICAS setting is not a number: {exc}", file=sys.stderr)
+        return 2
+    if replicas < 1:
+        print("SAFEHARBOR_REPLICAS must be at least 1.", file=sys.stderr)
         return 2
     database_urls = {
         spec.name: os.environ.get(f"{spec.name.upper()}_DATABASE_URL") or f"sqlite:///{var_dir / spec.name}.db"
@@ -67,6 +73,7 @@ def main() -> int:
         emulator_port=int(os.environ.get("STREAM_EMULATOR_PORT", EMULATOR_DEFAULT_PORT)),
         stream_chat_url=None if use_emulator else chat_url,
         workers=int(os.environ.get("SAFEHARBOR_WORKERS", "2")),
+        replicas=replicas,
         gateway_internal_port=internal_port,
         env=env_mode,
         demo_password=demo_password,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+from .balancer import LoopbackBalancer
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -61,19 +63,53 @@ class StackSettings:
     demo_password: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Instances of every service (issue 19). Above 1, `ports` are the addresses callers use: a loopback
+    # balancer per service in front of its instances (balancer.py), and the gateway is given every
+    # instance's URL to spread requests itself.
+    replicas: int = 1
+
+
+def instance_name(service: str, index: int) -> str:
+    """`auth@2`: the second instance of auth (index from 1)."""
+    return f"{service}@{index}"
+
+
+def service_of(name: str) -> str:
+    return name.partition("@")[0]
 
 
 class Stack:
     def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
+        if settings.replicas < 1:
+            raise ValueError("replicas must be at least 1")
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, object] = {}
+        self.balancers: dict[str, LoopbackBalancer] = {}
+        # With replicas: each instance's own port, and the gateway instances' internal listeners.
+        self.instance_ports: dict[str, int] = {}
+        self.internal_ports: dict[str, int] = {}
+        if settings.replicas > 1:
+            for spec in SERVICES:
+                for index in range(1, settings.replicas + 1):
+                    self.instance_ports[instance_name(spec.name, index)] = free_port()
+            for index in range(1, settings.replicas + 1):
+                port = settings.gateway_internal_port if index == 1 and settings.gateway_internal_port else free_port()
+                self.internal_ports[instance_name("gateway", index)] = port
         (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
 
     # -- addresses ----------------------------------------------------------------------------------
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.settings.ports[name]}"
+        """A service's address (its balancer with replicas), or one instance's (`auth@2`)."""
+        port = self.instance_ports[name] if "@" in name else self.settings.ports[name]
+        return f"http://127.0.0.1:{port}"
+
+    def instances(self, service: str) -> list[str]:
+        """The names of a service's instance processes: the service's own name when it runs alone."""
+        if self.settings.replicas == 1:
+            return [service]
+        return [instance_name(service, index) for index in range(1, self.settings.replicas + 1)]
 
     @property
     def gateway_url(self) -> str:
@@ -87,6 +123,7 @@ class Stack:
 
     def env_for(self, name: str) -> dict[str, str]:
         s = self.settings
+        instance, name = name, service_of(name)
         env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
         env.pop("DATABASE_URL", None)
         env.update(
@@ -97,7 +134,7 @@ class Stack:
                 "SERVICE_PUBLIC_KEYS": s.secrets["SERVICE_PUBLIC_KEYS"],
                 "JWT_ISSUER": "safeharbor-auth",
                 "JWT_AUDIENCE": "safeharbor",
-                "AUDIT_OUTBOX_PATH": str(s.var_dir / f"outbox-{name}.db"),
+                "AUDIT_OUTBOX_PATH": str(s.var_dir / f"outbox-{instance}.db"),
                 "AUTH_DATA_KEY": s.secrets["AUTH_DATA_KEY"],
                 "AUDIT_DATA_KEY": s.secrets["AUDIT_DATA_KEY"],
                 "AUDIT_DATA_KEY_ID": s.secrets["AUDIT_DATA_KEY_ID"],
@@ -112,7 +149,9 @@ class Stack:
         if s.demo_password:
             env["SAFEHARBOR_DEMO_PASSWORD"] = s.demo_password
         for svc, setting in URL_SETTINGS.items():
-            env[setting] = self.url(svc)
+            # The gateway spreads its requests over the instances itself (its settings take a list).
+            spread = name == "gateway" and s.replicas > 1
+            env[setting] = ",".join(self.url(i) for i in self.instances(svc)) if spread else self.url(svc)
         if s.gateway_internal_port:  # where audit-service reads the gateway's compliance controls
             env["GATEWAY_INTERNAL_URL"] = f"http://127.0.0.1:{s.gateway_internal_port}"
         if name in s.database_urls:
@@ -140,12 +179,19 @@ class Stack:
             if self.settings.emulator and not self.settings.stream_chat_url:
                 self.start_emulator()
             self.prepare()
+            if self.settings.replicas > 1:  # before the services, which call each other as they start
+                for spec in SERVICES:
+                    self.balancers[spec.name] = LoopbackBalancer(
+                        port=self.settings.ports[spec.name],
+                        backends=[self.instance_ports[i] for i in self.instances(spec.name)])
             for spec in SERVICES:
-                self.start_service(spec.name)
+                for instance in self.instances(spec.name):
+                    self.start_service(instance)
             # Ready means provisioned: auth-service sets up Stream's roles and channel types, and
             # push-config-service the PHI-safe push defaults, at every start, and /readyz fails until done.
             for spec in SERVICES:
-                self.wait_ready(spec.name, timeout=timeout)
+                for instance in self.instances(spec.name):
+                    self.wait_ready(instance, timeout=timeout)
         except BaseException:
             self.stop()
             raise
@@ -166,16 +212,24 @@ class Stack:
         _wait_http(self.emulator_url + "/_emulator/state", timeout=30, process=self.processes["emulator"])
 
     def start_service(self, name: str) -> None:
-        port = self.settings.ports[name]
-        command = [sys.executable, "-m", "safeharbor_common.serving", f"{_spec(name).package}.app:create_app",
+        """Starts a service (replicas 1) or one instance of it (`auth@2`)."""
+        port = self.instance_ports[name] if "@" in name else self.settings.ports[name]
+        internal_port = self.internal_ports.get(name, self.settings.gateway_internal_port)
+        command = [sys.executable, "-m", "safeharbor_common.serving",
+                   f"{_spec(service_of(name)).package}.app:create_app",
                    "--port", str(port), "--workers", str(self.settings.workers), "--graceful-seconds", "5",
-                   *serving_flags(name, internal_port=self.settings.gateway_internal_port)]
+                   *serving_flags(service_of(name), internal_port=internal_port)]
         self._spawn(name, command, self.env_for(name))
 
     def wait_ready(self, name: str, *, timeout: float = 60.0) -> None:
         _wait_http(self.url(name) + "/readyz", timeout=timeout, process=self.processes.get(name))
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Ends one instance (`auth@2`), or every instance of a service (`auth`)."""
+        if name != "emulator" and "@" not in name and self.settings.replicas > 1:
+            for instance in self.instances(name):
+                self.kill(instance, sig)
+            return
         process = self.processes.pop(name, None)
         if process is None:
             return
@@ -187,11 +241,16 @@ class Stack:
         self.kill(name, signal.SIGTERM)
         if name == "emulator":
             self.start_emulator()
-        else:
-            self.start_service(name)
-            self.wait_ready(name)
+            return
+        for instance in self.instances(name) if "@" not in name else [name]:
+            self.start_service(instance)
+        for instance in self.instances(name) if "@" not in name else [name]:
+            self.wait_ready(instance)
 
     def stop(self) -> None:
+        for balancer in self.balancers.values():
+            balancer.close()
+        self.balancers.clear()
         for name in reversed(list(self.processes)):
             process = self.processes[name]
             try:
