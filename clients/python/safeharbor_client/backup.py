@@ -20,8 +20,8 @@ from typing import Any
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from safeharbor_common.canonical import canonical_json
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
+from safeharbor_protocol.canonical import canonical_json
+from safeharbor_protocol.encoding import EncodingError, b64url_decode, b64url_encode
 
 from .errors import BackupError, BackupPasswordInvalid, WeakBackupPassword
 

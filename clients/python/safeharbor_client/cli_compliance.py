@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safeharbor_common import compliance
+from safeharbor_protocol import compliance_report
 
 from .client import AuditVerificationFailed
 from .compliance_html import STATUS_LABEL, render
@@ -57,8 +57,8 @@ def run(cli: Cli) -> int:
     document: dict[str, Any] = dict(cli.client.call("GET", path))
     key = _pinned_key(cli)
     try:
-        compliance.verify_report(document, key)
-    except compliance.ReportSignatureError as exc:
+        compliance_report.verify_report(document, key)
+    except compliance_report.ReportSignatureError as exc:
         raise AuditVerificationFailed(str(exc)) from exc
     report = document["report"]
     written = None

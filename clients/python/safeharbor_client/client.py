@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from safeharbor_protocol import e2ee
+from safeharbor_protocol.keyrecords import fingerprint, format_time, parse_time
 
 from . import backup as backup_mod
 from . import envelope as env
@@ -52,9 +54,6 @@ from .keys import (
     Keyring,
     VerifiedKey,
     build_record,
-    fingerprint,
-    format_time,
-    parse_time,
     utc_now,
 )
 from .state import StateDir
@@ -715,7 +714,7 @@ class SafeHarborClient:
         try:
             sealed = env.seal(text=text, sender=sender, recipients=recipients, channel_cid=cid, allow_pq=allow_pq)
         except EnvelopeTooLarge:
-            if not allow_pq or env.choose_suite(recipients) != env.SUITE_PQ:
+            if not allow_pq or env.choose_suite(recipients) != e2ee.SUITE_PQ:
                 raise
             # Hybrid wrapped keys are ~1.6 KB each: past the message limit, fall back to X25519.
             sealed = env.seal(text=text, sender=sender, recipients=recipients, channel_cid=cid, allow_pq=False)

@@ -18,11 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from safeharbor_common import merkle
-from safeharbor_common.canonical import canonical_json
-from safeharbor_common.checkpoint import Checkpoint, NoteError, VerifierKeyError, parse_verifier_key, verify_checkpoint
-from safeharbor_common.encoding import EncodingError, b64url_decode
+from safeharbor_protocol import keyrecords, merkle
+from safeharbor_protocol.checkpoint import (
+    Checkpoint,
+    NoteError,
+    VerifierKeyError,
+    parse_verifier_key,
+    verify_checkpoint,
+)
+from safeharbor_protocol.keyrecords import parse_time
 
 from .errors import (
     ApiError,
@@ -31,7 +35,7 @@ from .errors import (
     KeyRecordInvalid,
     SenderKeyNotValid,
 )
-from .keys import DeviceRef, VerifiedKey, parse_time, verify_record
+from .keys import DeviceRef, VerifiedKey, verify_record
 
 # Allowed clock difference between a device and the directory when checking key validity at a time.
 KEY_TIME_SKEW = timedelta(minutes=5)
@@ -178,7 +182,7 @@ class DirectoryVerifier:
         try:
             hashes = [bytes.fromhex(h) for h in proof]
             merkle.verify_inclusion(
-                merkle.leaf_hash(canonical_json(dict(leaf))), leaf_index, checkpoint.size, hashes, checkpoint.root
+                merkle.leaf_hash(keyrecords.leaf_data(leaf)), leaf_index, checkpoint.size, hashes, checkpoint.root
             )
         except (ValueError, TypeError, merkle.ProofVerificationError) as exc:
             raise DirectoryProofInvalid(
@@ -200,12 +204,10 @@ class DirectoryVerifier:
         """A revocation leaf is signed by the log's own key (the checkpoint key): admins and deprovisioning
         revoke too. Returns its `revoked_at`."""
         public = parse_verifier_key(self.verifier_key).public_key
-        body = {k: v for k, v in leaf.items() if k != "log_signature"}
-        signature = leaf.get("log_signature")
         try:
-            public.verify(b64url_decode(signature) if isinstance(signature, str) else b"", canonical_json(body))
+            keyrecords.verify_revocation(leaf, public)
             return parse_time(str(leaf.get("revoked_at")))
-        except (InvalidSignature, EncodingError, ValueError) as exc:
+        except ValueError as exc:  # keyrecords.RecordError included
             raise KeyRecordInvalid(f"a revocation leaf is not signed by the directory's log key: {exc}") from exc
 
     def verify_user_audit(self, body: Mapping[str, Any], *, user_id: str) -> list[PublishedLeaf]:

@@ -39,8 +39,24 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from safeharbor_common.canonical import canonical_json
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
+from safeharbor_protocol import e2ee
+from safeharbor_protocol.canonical import canonical_json
+from safeharbor_protocol.e2ee import (  # the format's fixed parts
+    CONTENT_KEY_SIZE,
+    ENVELOPE_VERSION,
+    FIELDS,
+    MAX_RECIPIENTS,
+    NONCE_SIZE,
+    PAD_BLOCK,
+    SUITE_PQ,
+    SUITE_X25519,
+    SUITES,
+    TAG_SIZE,
+    WRAPPED_SIZE,
+    pad,
+    unpad,
+)
+from safeharbor_protocol.encoding import EncodingError, b64url_decode, b64url_encode
 
 from .errors import (
     EnvelopeMalformed,
@@ -56,28 +72,10 @@ from .errors import (
 )
 from .keys import DeviceKeyPair, DeviceRef, Keyring, VerifiedKey
 
-ENVELOPE_VERSION = 1
-SUITE_X25519 = "x25519"
-SUITE_PQ = "mlkem768x25519"
-SUITES: dict[str, hpke.Suite] = {
-    SUITE_X25519: hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM),
-    SUITE_PQ: hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM),
-}
-CONTENT_KEY_SIZE = 32
-NONCE_SIZE = 12
-TAG_SIZE = 16
-# enc || AES-256-GCM(content key): 32 + 48 for X25519, 1120 + 48 for the hybrid.
-WRAPPED_SIZE = {SUITE_X25519: 32 + CONTENT_KEY_SIZE + TAG_SIZE, SUITE_PQ: 1120 + CONTENT_KEY_SIZE + TAG_SIZE}
-PAD_BLOCK = 32
-DOMAIN_WRAP = b"safeharbor/e2ee/v1/wrap\x00"
-DOMAIN_CONTENT = b"safeharbor/e2ee/v1/content\x00"
-DOMAIN_SIGNATURE = b"safeharbor/e2ee/v1/signature\x00"
 # Stream's default `max_message_length` is 5000 characters; the envelope is the message text.
 DEFAULT_MAX_ENVELOPE_CHARS = 5000
 MAX_PARSE_CHARS = 1 << 20
-MAX_RECIPIENTS = 1000
 DEFAULT_FRESHNESS_S = 600
-FIELDS = ("v", "s", "snd", "cid", "mid", "ts", "rcp", "ek", "n", "ct", "sig")
 _MID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
@@ -125,7 +123,7 @@ class Envelope:
         }
 
     def content_aad(self) -> bytes:
-        return DOMAIN_CONTENT + canonical_json({**self.header_json(), "ek": [b64url_encode(w) for w in self.wrapped]})
+        return e2ee.content_aad(self.header_json(), [b64url_encode(w) for w in self.wrapped])
 
     def unsigned_json(self) -> dict[str, Any]:
         return {
@@ -136,7 +134,7 @@ class Envelope:
         }
 
     def signed_bytes(self) -> bytes:
-        return DOMAIN_SIGNATURE + canonical_json(self.unsigned_json())
+        return e2ee.signed_bytes(self.unsigned_json())
 
     def to_json(self) -> dict[str, Any]:
         out = self.unsigned_json()
@@ -255,20 +253,7 @@ def _b64(value: Any, name: str, mid: str | None, *, size: int | None = None) -> 
 
 
 def wrap_info(version: int, suite: str, sender: DeviceRef, cid: str, mid: str) -> bytes:
-    return DOMAIN_WRAP + canonical_json({"v": version, "s": suite, "snd": sender.as_list(), "cid": cid, "mid": mid})
-
-
-def pad(payload: bytes) -> bytes:
-    """ISO/IEC 7816-4 padding to a multiple of 32 bytes: hides the exact message length."""
-    padded = payload + b"\x80"
-    return padded + b"\x00" * (-len(padded) % PAD_BLOCK)
-
-
-def unpad(padded: bytes) -> bytes:
-    stripped = padded.rstrip(b"\x00")
-    if not stripped or stripped[-1] != 0x80 or len(padded) % PAD_BLOCK:
-        raise ValueError("bad padding")
-    return stripped[:-1]
+    return e2ee.wrap_info(version, suite, sender.as_list(), cid, mid)
 
 
 def new_message_id() -> str:

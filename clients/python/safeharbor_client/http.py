@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
-from safeharbor_common.encoding import parse_decimal
+from safeharbor_protocol.encoding import parse_decimal
 
 from . import errors as e
 

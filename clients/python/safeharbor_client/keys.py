@@ -4,57 +4,35 @@ A device holds an X25519 key (HPKE encryption), an Ed25519 key (signatures) and,
 ML-KEM-768 + X25519 key for the post-quantum suite. The keyring keeps every version of every device key of
 the user this client knows, because old messages stay addressed to old key versions after a rotation.
 
-The record's signed bytes are fixed by API.md: RFC 8785 canonical JSON of
-`{user_id, device_id, version, enc_pub, sig_pub, created_at, prev_hash}`. The post-quantum key is an
-additive extension: `pq_pub` plus `pq_signature`, an Ed25519 signature by the same `sig_pub` over the
-canonical JSON of `{purpose: "safeharbor/pq-key/v1", user_id, device_id, version, pq_pub}`, so a directory
-that stores extra fields carries it without changing the signed bytes every verifier already checks.
+The record's format (API.md: signed bytes, prev_hash, signatures, and the additive post-quantum extension
+`pq_pub` + `pq_signature`) is defined once, in `safeharbor_protocol.keyrecords`, which keydir validates with;
+this module builds and verifies records through it and adds the SDK's types and errors.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
-from safeharbor_common.canonical import canonical_json
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode
-from safeharbor_protocol.keyrecords import fingerprint as fingerprint
+from safeharbor_protocol import keyrecords
+from safeharbor_protocol.encoding import EncodingError, b64url_decode, b64url_encode
+from safeharbor_protocol.keyrecords import RecordError, format_time, parse_time
 
 from .errors import KeyRecordInvalid, KeysNotInitialized
 
-SIGNED_FIELDS = ("user_id", "device_id", "version", "enc_pub", "sig_pub", "created_at", "prev_hash")
-PQ_KEY_PURPOSE = "safeharbor/pq-key/v1"
-MLKEM768_PUBLIC_SIZE = 1184
-X25519_SIZE = 32
+MLKEM768_PUBLIC_SIZE = keyrecords.MLKEM768_PUBLIC_BYTES
+X25519_SIZE = keyrecords.PUBLIC_KEY_BYTES
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 UTC with microseconds: key versions created within one second still order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str) -> datetime:
-    """RFC 3339 (with `Z` or an offset) to an aware UTC datetime."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except (AttributeError, ValueError) as exc:
-        raise ValueError(f"not an RFC 3339 time: {text!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _raw_public(key: X25519PublicKey | Ed25519PublicKey) -> bytes:
@@ -190,31 +168,8 @@ class DeviceKeyPair:
 
 
 # -- key records ----------------------------------------------------------------------------------
-
-
-def signed_bytes(record: Mapping[str, Any]) -> bytes:
-    """API.md: RFC 8785 canonical JSON of the seven signed fields."""
-    try:
-        return canonical_json({name: record[name] for name in SIGNED_FIELDS})
-    except KeyError as exc:
-        raise KeyRecordInvalid(f"key record lacks {exc.args[0]}") from exc
-
-
-def record_hash(record: Mapping[str, Any]) -> str:
-    """`prev_hash` of the next version: base64url SHA-256 of this record's signed bytes."""
-    return b64url_encode(hashlib.sha256(signed_bytes(record)).digest())
-
-
-def pq_signed_bytes(record: Mapping[str, Any]) -> bytes:
-    return canonical_json(
-        {
-            "purpose": PQ_KEY_PURPOSE,
-            "user_id": record["user_id"],
-            "device_id": record["device_id"],
-            "version": record["version"],
-            "pq_pub": record["pq_pub"],
-        }
-    )
+# The format itself (signed bytes, prev_hash, signatures, the PQ extension) is safeharbor_protocol.keyrecords,
+# the one definition keydir validates with; this adds the SDK's types and errors around it.
 
 
 def build_record(pair: DeviceKeyPair, *, previous: DeviceKeyPair | None = None) -> dict[str, Any]:
@@ -226,23 +181,17 @@ def build_record(pair: DeviceKeyPair, *, previous: DeviceKeyPair | None = None) 
             raise KeyRecordInvalid("a rotation follows the previous version of the same device")
     elif pair.version != 1:
         raise KeyRecordInvalid("a first key version is version 1")
-    record: dict[str, Any] = {
-        "user_id": pair.user_id,
-        "device_id": pair.device_id,
-        "version": pair.version,
-        "enc_pub": pair.enc_pub,
-        "sig_pub": pair.sig_pub,
-        "created_at": pair.created_at,
-        "prev_hash": record_hash(previous.record) if previous is not None and previous.record else "",
-    }
-    message = signed_bytes(record)
-    record["signature"] = b64url_encode(pair.sig_private.sign(message))
-    if previous is not None:
-        record["rotation_signature"] = b64url_encode(previous.sig_private.sign(message))
-    if pair.pq is not None:
-        record["pq_pub"] = b64url_encode(pair.pq.public_bytes())
-        record["pq_signature"] = b64url_encode(pair.sig_private.sign(pq_signed_bytes(record)))
-    return record
+    return keyrecords.make_record(
+        user_id=pair.user_id,
+        device_id=pair.device_id,
+        version=pair.version,
+        enc_pub=pair.enc_pub,
+        signing_key=pair.sig_private,
+        created_at=pair.created_at,
+        previous=previous.record if previous is not None else None,
+        previous_signing_key=previous.sig_private if previous is not None else None,
+        pq_pub=pair.pq.public_bytes() if pair.pq is not None else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -259,26 +208,7 @@ class VerifiedKey:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.record)
-
-
-def _decode_key(record: Mapping[str, Any], name: str, size: int) -> bytes:
-    value = record.get(name)
-    try:
-        raw = b64url_decode(value) if isinstance(value, str) else b""
-    except EncodingError:
-        raw = b""
-    if len(raw) != size:
-        raise KeyRecordInvalid(f"key record field {name} is not a {size}-byte base64url value")
-    return raw
-
-
-def _verify(public: Ed25519PublicKey, signature_field: str, record: Mapping[str, Any], message: bytes) -> None:
-    signature = _decode_key(record, signature_field, 64)
-    try:
-        public.verify(signature, message)
-    except InvalidSignature as exc:
-        raise KeyRecordInvalid(f"key record {signature_field} does not verify") from exc
+        return keyrecords.fingerprint(self.record)
 
 
 def verify_record(
@@ -288,46 +218,25 @@ def verify_record(
     previous: Mapping[str, Any] | None = None,
     revoked_at: str | None = None,
 ) -> VerifiedKey:
-    """Check a record's self-signature, PQ extension and, given the previous version, the chain link."""
-    if not isinstance(record, Mapping):
-        raise KeyRecordInvalid("key record is not an object")
-    for name, kind in (("user_id", str), ("device_id", str), ("created_at", str), ("prev_hash", str)):
-        if not isinstance(record.get(name), kind):
-            raise KeyRecordInvalid(f"key record field {name} is missing or not a string")
-    version = record.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise KeyRecordInvalid("key record version is not a positive integer")
-    if user_id is not None and record["user_id"] != user_id:
-        raise KeyRecordInvalid("key record names another user than the one asked for")
-    sig_pub = Ed25519PublicKey.from_public_bytes(_decode_key(record, "sig_pub", 32))
-    enc_pub = X25519PublicKey.from_public_bytes(_decode_key(record, "enc_pub", 32))
-    message = signed_bytes(record)
-    _verify(sig_pub, "signature", record, message)
-    if previous is not None:
-        if (previous.get("user_id"), previous.get("device_id")) != (record["user_id"], record["device_id"]) or \
-                previous.get("version") != version - 1:
-            raise KeyRecordInvalid("key record does not follow the given previous version")
-        if record["prev_hash"] != record_hash(previous):
-            raise KeyRecordInvalid("key record prev_hash does not match the previous version")
-        prev_sig = Ed25519PublicKey.from_public_bytes(_decode_key(previous, "sig_pub", 32))
-        _verify(prev_sig, "rotation_signature", record, message)
-    elif version == 1 and record["prev_hash"] != "":
-        raise KeyRecordInvalid("a version 1 key record has an empty prev_hash")
-    pq_pub = None
-    if record.get("pq_pub") is not None:
-        raw = _decode_key(record, "pq_pub", MLKEM768_PUBLIC_SIZE + X25519_SIZE)
-        _verify(sig_pub, "pq_signature", record, pq_signed_bytes(record))
-        try:
-            pq_pub = hybrid_public_key(raw)
-        except ValueError as exc:
-            raise KeyRecordInvalid("key record pq_pub is not a valid ML-KEM-768 + X25519 key") from exc
+    """Check a record's self-signature, PQ extension and, given the previous version (or for version 1),
+    the chain link."""
     try:
+        keyrecords.check_field_types(record)
+        if user_id is not None and record["user_id"] != user_id:
+            raise KeyRecordInvalid("key record names another user than the one asked for")
+        sig_pub = keyrecords.ed25519_public(record["sig_pub"])
+        enc_pub = X25519PublicKey.from_public_bytes(keyrecords.decode_key(record["enc_pub"], "enc_pub"))
+        keyrecords.verify_self_signature(record)
+        if previous is not None or record["version"] == 1:
+            keyrecords.verify_link(record, previous)
+        keyrecords.verify_pq_extension(record)
+        pq_pub = hybrid_public_key(b64url_decode(record["pq_pub"])) if record.get("pq_pub") is not None else None
         created = parse_time(record["created_at"])
         revoked = parse_time(revoked_at) if revoked_at else None
-    except ValueError as exc:
-        raise KeyRecordInvalid("key record time is not RFC 3339") from exc
+    except (RecordError, EncodingError, ValueError) as exc:
+        raise KeyRecordInvalid(f"key record does not verify: {exc}") from exc
     return VerifiedKey(
-        ref=DeviceRef(record["user_id"], record["device_id"], version),
+        ref=DeviceRef(record["user_id"], record["device_id"], record["version"]),
         enc_pub=enc_pub,
         sig_pub=sig_pub,
         pq_pub=pq_pub,

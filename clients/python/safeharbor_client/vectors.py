@@ -19,8 +19,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from safeharbor_common.canonical import canonical_json
-from safeharbor_common.encoding import b64url_decode, b64url_encode
+from safeharbor_protocol import e2ee
+from safeharbor_protocol.canonical import canonical_json
+from safeharbor_protocol.encoding import b64url_decode, b64url_encode
 
 from . import envelope as env
 from .directory import key_valid_at
@@ -69,7 +70,7 @@ def _positive(name: str, description: str, sender: DeviceKeyPair, readers: list[
     recipients = [env.Recipient.from_key(verify_record(p.record or {})) for p in readers]
     sealed = env.seal(text=text, sender=sender, recipients=recipients, channel_cid=cid, message_id=mid,
                       timestamp_ms=TIMESTAMP_MS, content_key=content_key, nonce=nonce, max_chars=1 << 20)
-    payload = env.pad(canonical_json({"text": text}))
+    payload = e2ee.pad(canonical_json({"text": text}))
     return {
         "name": name,
         "description": description,
@@ -148,12 +149,12 @@ def generate() -> dict[str, Any]:
     ]
     return {
         "format": "safeharbor-e2ee envelope test vectors",
-        "envelope_version": env.ENVELOPE_VERSION,
+        "envelope_version": e2ee.ENVELOPE_VERSION,
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "domains": {
-            "wrap": env.DOMAIN_WRAP.hex(),
-            "content": env.DOMAIN_CONTENT.hex(),
-            "signature": env.DOMAIN_SIGNATURE.hex(),
+            "wrap": e2ee.DOMAIN_WRAP.hex(),
+            "content": e2ee.DOMAIN_CONTENT.hex(),
+            "signature": e2ee.DOMAIN_SIGNATURE.hex(),
         },
         "positive": [basic, pq],
         "negative": negative,

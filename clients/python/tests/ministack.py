@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask, Response, jsonify, request
 from safeharbor_client import backup as backup_mod
 from safeharbor_client.client import SafeHarborClient
-from safeharbor_common.encoding import b64url_encode
 from safeharbor_common.service_identity import generate_keypair
+from safeharbor_protocol.encoding import b64url_encode
 from werkzeug.serving import BaseWSGIServer, make_server
 
 STREAM_KEY = "ministack-key"

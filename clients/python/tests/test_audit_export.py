@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safeharbor_audit import formats
 from safeharbor_client.audit_export import ExportTrailerError, check_export
 from safeharbor_client.client import _lines
-from safeharbor_common import checkpoint as cp
+from safeharbor_protocol import checkpoint as cp
 
 ORIGIN = "safeharbor.example/audit"
 KEY = Ed25519PrivateKey.generate()

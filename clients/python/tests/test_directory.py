@@ -9,9 +9,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from factories import registered
 from safeharbor_client.directory import DirectoryVerifier
 from safeharbor_client.errors import DirectoryInconsistent, DirectoryProofInvalid, KeyRecordInvalid
-from safeharbor_common import merkle
-from safeharbor_common.canonical import canonical_json
-from safeharbor_common.checkpoint import sign_checkpoint, verifier_key_string
+from safeharbor_protocol import merkle
+from safeharbor_protocol.canonical import canonical_json
+from safeharbor_protocol.checkpoint import sign_checkpoint, verifier_key_string
 
 ORIGIN = "safeharbor.test/keys"
 
@@ -129,7 +129,7 @@ def test_included_but_badly_signed_record_refused():
 
 def test_monitoring_page_checks_kind_and_revocation_signature():
     """`verify_user_audit`: a revocation leaf must carry the log key's signature and be labelled as one."""
-    from safeharbor_common.encoding import b64url_encode
+    from safeharbor_protocol.encoding import b64url_encode
 
     record = registered("alice").record
     assert record is not None

@@ -20,7 +20,8 @@ from safeharbor_client.errors import (
     SignatureMissing,
     UnsupportedEnvelope,
 )
-from safeharbor_common.encoding import b64url_decode, b64url_encode
+from safeharbor_protocol import e2ee
+from safeharbor_protocol.encoding import b64url_decode, b64url_encode
 
 CID = "clinical:room-1"
 
@@ -51,7 +52,7 @@ def test_round_trip_every_recipient_device(world):
         assert opened.text == "BP 120/80, see you Monday"
         assert opened.sender == alice.ref
         assert opened.sender_fingerprint == verified(alice).fingerprint
-    assert sealed.suite == env.SUITE_X25519
+    assert sealed.suite == e2ee.SUITE_X25519
     # Recipients are sorted and the wire form is canonical JSON.
     assert list(sealed.recipients) == sorted(sealed.recipients)
     assert json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False) == text
@@ -219,15 +220,15 @@ def test_post_quantum_negotiated_only_when_everyone_has_it():
     carol = registered("carol")
     directory = FakeDirectory().publish([alice, bob, carol])
     both = env.seal(text="pq please", sender=alice, recipients=recipients(alice, bob), channel_cid=CID)
-    assert both.suite == env.SUITE_PQ
+    assert both.suite == e2ee.SUITE_PQ
     assert _open(both.to_text(), keyring(bob), directory).text == "pq please"
     mixed = env.seal(text="classic", sender=alice, recipients=recipients(alice, bob, carol), channel_cid=CID)
-    assert mixed.suite == env.SUITE_X25519
+    assert mixed.suite == e2ee.SUITE_X25519
     assert _open(mixed.to_text(), keyring(carol), directory).text == "classic"
     no_pq = env.seal(text="off", sender=alice, recipients=recipients(alice, bob), channel_cid=CID, allow_pq=False)
-    assert no_pq.suite == env.SUITE_X25519
+    assert no_pq.suite == e2ee.SUITE_X25519
     with pytest.raises(UnsupportedEnvelope):
-        env.seal(text="x", sender=alice, recipients=recipients(alice, carol), channel_cid=CID, suite=env.SUITE_PQ)
+        env.seal(text="x", sender=alice, recipients=recipients(alice, carol), channel_cid=CID, suite=e2ee.SUITE_PQ)
 
 
 def test_pq_tampering_detected():
@@ -259,6 +260,6 @@ def test_padding_hides_exact_length():
     a = env.seal(text="a", sender=alice, recipients=recipients(alice), channel_cid=CID)
     b = env.seal(text="a" * 15, sender=alice, recipients=recipients(alice), channel_cid=CID)
     assert len(a.ciphertext) == len(b.ciphertext)
-    assert env.unpad(env.pad(b"xyz")) == b"xyz"
+    assert e2ee.unpad(e2ee.pad(b"xyz")) == b"xyz"
     with pytest.raises(ValueError):
-        env.unpad(b"\x00" * 32)
+        e2ee.unpad(b"\x00" * 32)

@@ -8,9 +8,10 @@ from factories import keyring, registered, rotate
 from safeharbor_client import backup
 from safeharbor_client.directory import verify_chain
 from safeharbor_client.errors import BackupError, BackupPasswordInvalid, KeyRecordInvalid, WeakBackupPassword
-from safeharbor_client.keys import Keyring, fingerprint, record_hash, signed_bytes, verify_record
-from safeharbor_common.canonical import canonical_json
-from safeharbor_common.encoding import b64url_decode
+from safeharbor_client.keys import Keyring, verify_record
+from safeharbor_protocol.canonical import canonical_json
+from safeharbor_protocol.encoding import b64url_decode
+from safeharbor_protocol.keyrecords import fingerprint, record_hash, signed_bytes
 
 FAST = backup.MIN_KDF  # OWASP floor: keeps the tests quick
 

@@ -29,8 +29,8 @@ from safeharbor_client.errors import (
     SessionExpired,
     SessionRevoked,
 )
-from safeharbor_common.checkpoint import sign_checkpoint, split_note
-from safeharbor_common.encoding import b64url_decode, b64url_encode
+from safeharbor_protocol.checkpoint import sign_checkpoint, split_note
+from safeharbor_protocol.encoding import b64url_decode, b64url_encode
 
 PASSWORD = "river stone candle 7"
 

@@ -1,7 +1,8 @@
 """Client-side verification of what the key directory returns (pure: no Flask, no database, no network).
 
-Used by keydir's tests and the client SDK's `directory.py`. A client trusts the log's verifier key (pinned,
-or fetched once over a trusted channel) and remembers the last checkpoint it accepted. Then:
+Used by keydir's tests and the integration suite (the SDK's `directory.py` adds persistence on the same
+`keyrecords` checks). A client trusts the log's verifier key (pinned, or fetched once over a trusted
+channel) and remembers the last checkpoint it accepted. Then:
 
 - `verify_record` checks a record's own signature (proof of possession) and, given the previous version,
   the chain link (prev_hash) and the rotation signature by the previous key;

@@ -72,6 +72,18 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def check_field_types(record: Any) -> None:
+    """The signed fields have their API types: ids, times and hashes are strings, version a positive int."""
+    if not isinstance(record, Mapping):
+        raise RecordError("record is not an object")
+    for name in ("user_id", "device_id", "enc_pub", "sig_pub", "created_at", "prev_hash"):
+        if not isinstance(record.get(name), str):
+            raise RecordError(f"{name} is missing or not a string")
+    version = record.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RecordError("version is not a positive integer")
+
+
 def signed_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return {name: record[name] for name in SIGNED_FIELDS}
@@ -219,8 +231,10 @@ def make_record(
     created_at: str,
     previous: Mapping[str, Any] | None = None,
     previous_signing_key: Ed25519PrivateKey | None = None,
+    pq_pub: bytes | None = None,
 ) -> dict[str, Any]:
-    """A signed record as a client builds it (the SDK and tests use this)."""
+    """A signed record as a client builds it (the SDK and tests use this); `pq_pub` adds the hybrid
+    post-quantum key (ML-KEM-768 encapsulation key || X25519 public key) with its signature."""
     record: dict[str, Any] = {
         "user_id": user_id,
         "device_id": device_id,
@@ -234,6 +248,9 @@ def make_record(
     record["signature"] = b64url_encode(signing_key.sign(message))
     if previous_signing_key is not None:
         record["rotation_signature"] = b64url_encode(previous_signing_key.sign(message))
+    if pq_pub is not None:
+        record["pq_pub"] = b64url_encode(pq_pub)
+        record["pq_signature"] = b64url_encode(signing_key.sign(pq_signed_bytes(record)))
     return record
 
 
