@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from flask import Flask, current_app
@@ -14,18 +15,20 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import compliance
-from .api import bp
 from .audit import AuditRecorder
+from .breakglass.service import sweep_break_glass
 from .clock import Clock, SystemClock
 from .config import load_config
 from .context import AuthContext
 from .crypto import DataCipher
-from .jobs import JobRunner, keydir_revoke_all
+from .deprovisioning.handlers import stream_job_handlers
+from .jobs import KEYDIR_REVOKE, JobRunner, keydir_revoke_all
 from .models import SigningKey
 from .passwords import Passwords
+from .provisioning import StreamProvisioner
 from .revocations import RevocationPublisher
-from .service import KEYDIR_REVOKE
 from .signing import SigningKeys
+from .stream import StreamGateway
 from .throttle import (
     DatabaseThrottleStore,
     FallbackThrottleStore,
@@ -88,16 +91,21 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     runner.handlers[KEYDIR_REVOKE] = keydir_revoke_all(app)
     auth.jobs = runner
-    from .streaming import init_stream
-
-    init_stream(app, auth, runner)
+    _init_stream(app, auth, runner)
     if app.config["JOB_RUNNER_ENABLED"]:
         app.before_request(runner.ensure_started)
 
-    app.register_blueprint(bp)
-    from .streaming import bp as stream_bp
+    # One room per concern; each room's views are registered on the API's blueprints (http.py).
+    from .breakglass import views as _breakglass_views  # noqa: F401
+    from .channels import views as _channels_views  # noqa: F401
+    from .deprovisioning import views as _deprovisioning_views  # noqa: F401
+    from .http import AUTH_API, STREAM_API
+    from .mfa import views as _mfa_views  # noqa: F401
+    from .sessions import views as _sessions_views  # noqa: F401
+    from .users import views as _users_views  # noqa: F401
 
-    app.register_blueprint(stream_bp)
+    app.register_blueprint(AUTH_API)
+    app.register_blueprint(STREAM_API)
     compliance.init_app(app, auth)
     return app
 
@@ -149,6 +157,28 @@ def build_context(config: Mapping[str, Any], *, clock: Clock, audit: AuditRecord
         ),
         publisher=RevocationPublisher(config.get("REDIS_URL")),
     )
+
+
+def _init_stream(app: Flask, auth: AuthContext, runner: JobRunner) -> None:
+    """Builds the Stream gateway when configured, registers its job handlers and the break-glass sweep."""
+    runner.periodic.append(partial(sweep_break_glass, ctx=auth))
+    if not app.config.get("STREAM_API_KEY"):
+        return
+    auth.stream = StreamGateway(
+        api_key=app.config["STREAM_API_KEY"],
+        api_secret=app.config["STREAM_API_SECRET"].reveal(),
+        base_url=app.config.get("STREAM_CHAT_URL"),
+        timeout=float(app.config["STREAM_TIMEOUT"]),
+    )
+    runner.handlers.update(stream_job_handlers(auth))
+    if app.config.get("STREAM_PROVISIONER", True):  # off only for one-shot admin commands
+        auth.provisioner = StreamProvisioner(
+            audit=auth.audit, clock=auth.clock, stream=auth.stream,
+            write=bool(app.config.get("STREAM_PROVISION_ON_START")),
+            verify_interval=float(app.config["STREAM_VERIFY_INTERVAL"]),
+        )
+        auth.provisioner.check_now()  # first attempt at start; the job loop retries and re-reads
+        runner.periodic.append(auth.provisioner.tick)
 
 
 def _readiness() -> None:

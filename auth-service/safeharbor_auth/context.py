@@ -57,8 +57,3 @@ class AuthContext:
         """A database session; objects stay readable after commit (answers are built from them)."""
         return OrmSession(self.engine, expire_on_commit=False)
 
-
-def services() -> AuthContext:
-    from flask import current_app
-
-    return current_app.extensions["auth"]  # type: ignore[no-any-return]

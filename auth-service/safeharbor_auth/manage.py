@@ -15,14 +15,18 @@ import argparse
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from safeharbor_common.config import ConfigError, EnvReader
 from safeharbor_common.db import create_db_engine, upgrade_database
 from safeharbor_common.errors import SafeHarborError
 
 from .config import data_key, database_url
+
+if TYPE_CHECKING:
+    from .context import AuthContext
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -56,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate":
             return _migrate()
         if args.command == "create-admin":
-            return _with_app(lambda: _create_admin(args.username, args.name))
+            return _with_app(lambda ctx: _create_admin(ctx, args.username, args.name))
         if args.command == "seed-demo":
             return _seed_demo()
         if args.command == "rotate-signing-key":
-            return _with_app(lambda: _rotate(now=args.now, withdraw=args.withdraw_old))
+            return _with_app(lambda ctx: _rotate(ctx, now=args.now, withdraw=args.withdraw_old))
         if args.command == "provision-stream":
             return _with_app(_provision_stream)
         if args.command == "run-jobs":
@@ -100,20 +104,21 @@ def _migrate() -> int:
     return 0
 
 
-def _with_app(action: Any) -> int:
+def _with_app(action: Callable[[AuthContext], int]) -> int:
+    """Runs `action` with the context of a fully configured app (no job loop, no provisioner)."""
     from .app import create_app
 
     app = create_app({"JOB_RUNNER_ENABLED": False, "STREAM_PROVISIONER": False})
     with app.app_context():
-        result: int = action()
+        result = action(app.extensions["auth"])
     emitter = app.extensions.get("audit")
     if emitter is not None:  # events are in the durable outbox either way; try to ship them now
         emitter.flush(timeout=1.0)
     return result
 
 
-def _create_admin(username: str, name: str) -> int:
-    from . import service
+def _create_admin(ctx: AuthContext, username: str, name: str) -> int:
+    from .users.service import create_user
 
     password = os.environ.get("SAFEHARBOR_ADMIN_PASSWORD") or ""
     if not password:
@@ -124,7 +129,7 @@ def _create_admin(username: str, name: str) -> int:
         if password != getpass.getpass("Again: "):
             print("auth: the passwords differ", file=sys.stderr)
             return 2
-    user = service.create_user(actor=None, username=username, name=name, role="admin", password=password)
+    user = create_user(ctx=ctx, actor=None, username=username, name=name, role="admin", password=password)
     print(f"auth: admin created id={user['id']} username={user['username']}")
     return 0
 
@@ -138,25 +143,23 @@ def _seed_demo() -> int:
     if password is None:
         print("auth: SAFEHARBOR_DEMO_PASSWORD is required for seed-demo", file=sys.stderr)
         return 2
-    return _with_app(lambda: _seed_users(password.reveal()))
+    return _with_app(lambda ctx: _seed_users(ctx, password.reveal()))
 
 
-def _seed_users(password: str) -> int:
+def _seed_users(ctx: AuthContext, password: str) -> int:
     from sqlalchemy import select
-    from sqlalchemy.orm import Session as OrmSession
 
-    from . import service
-    from .context import services
     from .errors import UsernameTaken
     from .models import User
+    from .users.service import create_user
 
     created = 0
     for username, name, role in DEMO_USERS:
-        with OrmSession(services().engine) as db:
+        with ctx.db() as db:
             if db.scalar(select(User.id).where(User.username == username)) is not None:
                 continue
         try:
-            service.create_user(actor=None, username=username, name=name, role=role, password=password)
+            create_user(ctx=ctx, actor=None, username=username, name=name, role=role, password=password)
             created += 1
         except UsernameTaken:  # a concurrent seeder got there first
             continue
@@ -164,18 +167,16 @@ def _seed_users(password: str) -> int:
     return 0
 
 
-def _rotate(*, now: bool, withdraw: bool = False) -> int:
-    from .context import services
-
-    row = services().keys.rotate(immediately=now, withdraw=withdraw)
+def _rotate(ctx: AuthContext, *, now: bool, withdraw: bool = False) -> int:
+    row = ctx.keys.rotate(immediately=now, withdraw=withdraw)
     print(f"auth: new signing key kid={row.kid} signs from {row.active_from.isoformat()}")
     return 0
 
 
-def _provision_stream() -> int:
-    from .streaming import provision_stream
+def _provision_stream(ctx: AuthContext) -> int:
+    from .channels.service import provision_stream
 
-    drift = provision_stream()
+    drift = provision_stream(ctx=ctx)
     if drift:
         print("auth: Stream still differs from the role map: " + "; ".join(drift), file=sys.stderr)
         return 1
@@ -183,10 +184,8 @@ def _provision_stream() -> int:
     return 0
 
 
-def _run_jobs() -> int:
-    from .context import services
-
-    runner = services().jobs
+def _run_jobs(ctx: AuthContext) -> int:
+    runner = ctx.jobs
     done = runner.run_due() if runner is not None else 0
     print(f"auth: {done} job(s) completed")
     return 0

@@ -178,11 +178,11 @@ class Factory:
 
     def user(self, *, role: str = "billing", username: str | None = None, password: str = PASSWORD,
              name: str = "Test Person", mfa: bool | None = None) -> Account:
-        from safeharbor_auth import service
+        from safeharbor_auth.users.service import create_user
 
         username = username or f"{role}-{uuid.uuid4().hex[:8]}"
-        with self.app.app_context():
-            created = service.create_user(actor=None, username=username, name=name, role=role, password=password)
+        created = create_user(ctx=self.app.extensions["auth"], actor=None, username=username, name=name, role=role,
+                              password=password)
         account = Account(id=created["id"], username=username, password=password, role=role,
                           clock=self.app.extensions["auth"].clock)
         needs_mfa = role in ("clinician", "admin", "auditor") if mfa is None else mfa

@@ -354,11 +354,10 @@ def test_break_glass_session_expires_on_time(make_app: AppFactory, emulator: Emu
     assert expired.status_code == 401 and error_code(expired) == "session_expired"
     refresh = factory.client.post("/v1/auth/refresh", headers=bearer(bg_token))
     assert refresh.status_code == 401
-    from safeharbor_auth.streaming import sweep_break_glass
+    from safeharbor_auth.breakglass.service import sweep_break_glass
 
-    with app.app_context():
-        assert sweep_break_glass() == 1
-        assert sweep_break_glass() == 0  # closing is recorded once
+    assert sweep_break_glass(ctx=app.extensions["auth"]) == 1
+    assert sweep_break_glass(ctx=app.extensions["auth"]) == 0  # closing is recorded once
     closing = audit_of(app).of("auth.break_glass.close")
     assert len(closing) == 1 and closing[0]["severity"] == "high" and closing[0]["meta"]["reason"] == "expired"
     app.extensions["auth"].jobs.run_due()

@@ -1,0 +1,1 @@
+"""Channels: Stream credentials for a session, the channel filter by role, creating channels by role."""

@@ -1,0 +1,1 @@
+"""Deprovisioning: deactivate and reactivate users; Stream and keydir follow-ups as durable jobs."""

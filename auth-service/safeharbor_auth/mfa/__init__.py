@@ -1,0 +1,1 @@
+"""MFA: TOTP enrolment and confirmation, recovery codes, checking a second factor."""

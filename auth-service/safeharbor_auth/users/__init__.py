@@ -1,0 +1,1 @@
+"""Users: create, list, read, change name or role."""
