@@ -431,6 +431,12 @@ test("an admin deactivates a user whose open page is logged off within seconds",
   const seconds = (Date.now() - started) / 1000;
   console.log(`deactivated user's page logged off ${seconds.toFixed(1)} s after the admin's click`);
   await admin.getByTestId("admin-status").filter({ hasText: "Deactivate sam: done" }).waitFor();
+  // Seen on a screenshot once: Deactivate and Sessions (and Lint and Apply) touched, reading as one button.
+  const gap = await row.evaluate((tr) => {
+    const [a, b] = [...tr.querySelectorAll("button")].map((x) => x.getBoundingClientRect());
+    return b.left - a.right;
+  });
+  assert.ok(gap >= 2, `gap between the row's buttons: ${gap}px`);
   assert.ok(seconds < 10);
   await admin.screenshot({ path: join(SHOTS, "admin-console.png") });
 
@@ -453,6 +459,13 @@ test("the countdown warns, then logs an idle user off", async () => {
   const p = await page();
   await login(p, "pat");
   await p.getByTestId("countdown").waitFor();
+  // Seen on a screenshot once: the post-quantum checkbox sat mid-page with its words on the line below.
+  const pq = await p.getByLabel("post-quantum (ML-KEM-768)").evaluate((box) => {
+    const label = box.closest("label").getBoundingClientRect();
+    const r = box.getBoundingClientRect();
+    return { oneLine: label.height < 2 * r.height + 4, besideWords: r.left - label.left < 8 };
+  });
+  assert.deepEqual(pq, { oneLine: true, besideWords: true });
   await p.getByTestId("logoff-warning").waitFor({ timeout: (IDLE_S + 5) * 1000 });
   await p.screenshot({ path: join(SHOTS, "logoff-warning.png") });
   await p.getByTestId("notice").filter({ hasText: "logged off automatically" }).waitFor({ timeout: (IDLE_S + 5) * 1000 });
