@@ -19,7 +19,7 @@ import pytest
 import requests
 from safeharbor_devstack.stack import SERVICES, free_port
 
-START_TIMEOUT = 120.0  # the whole stack on a loaded 2-core machine (load 30+ took over 45 s): migrations, seeding, 5 services
+START_TIMEOUT = 120.0  # the whole stack on a 2-core machine under load (30+ took over 45 s): migrations, seeding
 STOP_TIMEOUT = 20.0  # Stack.stop: SIGTERM, 10 s grace, then SIGKILL
 GATEWAY_LINE = re.compile(r"^SafeHarbor gateway: (http://127\.0\.0\.1:\d+)$")
 EMULATOR_LINE = re.compile(r"^Stream: starting the LOCAL STREAM EMULATOR \(dev tool\) at (http://\S+)$")
