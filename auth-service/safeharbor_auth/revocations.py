@@ -37,6 +37,9 @@ def parse_cursor(text: str | None) -> int:
     return value
 
 
+FEED_VERSION = 1
+
+
 def feed(engine: Engine, *, since_ms: int, leeway: int, now: datetime) -> dict[str, Any]:
     since = datetime.fromtimestamp(since_ms / 1000, UTC) if since_ms > 0 else None
     query = select(Session.id, Session.token_expires_at).where(
@@ -55,6 +58,8 @@ def feed(engine: Engine, *, since_ms: int, leeway: int, now: datetime) -> dict[s
         retired = conn.execute(retired_query.order_by(RetiredToken.retired_at)).all()
     cursor = max(since_ms, int(now.timestamp() * 1000) - CURSOR_OVERLAP_MS)
     return {
+        # The feed's format version (docs/CONTRACTS.md "Versions"); readers ignore keys they do not know.
+        "version": FEED_VERSION,
         "revoked": [{"sid": r.id, "until": rfc3339(r.token_expires_at + timedelta(seconds=leeway))} for r in rows],
         # Tokens replaced by refresh (the session lives on): refused by jti from the end of their grace.
         "retired": [

@@ -24,6 +24,10 @@ from .errors import Forbidden, Unauthenticated
 
 HEADER = "X-Service-Token"
 TOKEN_TTL_SECONDS = 60
+# The service token's format version, claim `v` (docs/CONTRACTS.md "Versions"): a reader accepts its own
+# version and the one before; a token without `v` is version 1 (what releases before the claim sent).
+TOKEN_VERSION = 1
+SUPPORTED_TOKEN_VERSIONS = frozenset({1})
 LEEWAY_SECONDS = 5
 SERVICE_NAMES: frozenset[str] = frozenset({"gateway", "auth", "keydir", "audit", "push"})
 
@@ -92,6 +96,7 @@ class ServiceTokenSigner:
                     "iat": issued,
                     "exp": issued + self._ttl,
                     "jti": uuid.uuid4().hex,
+                    "v": TOKEN_VERSION,
                 },
                 self._key,
                 algorithm="EdDSA",
@@ -139,6 +144,8 @@ class ServiceTokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated("Invalid service token.") from exc
+        if payload.get("v", 1) not in SUPPORTED_TOKEN_VERSIONS:
+            raise Unauthenticated("Unsupported service token version.")
         if len(self._cache) > 1024:
             self._cache.clear()
         self._cache[token] = (caller, float(payload["exp"]))
