@@ -52,6 +52,10 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
   run_pytest "integration: sqlite" tests --backend=sqlite
   if "$PY" scripts/check_services.py; then
     run_pytest "integration: postgres+redis" tests --backend=postgres
+    # Two instances of every service (issue 19): the focused replica tests only (~3 min, most of it the
+    # start of 10 servers; the whole suite twice over would cost ~10 min more).
+    run_pytest "integration: replicas (2 of each, postgres+redis)" tests/test_replicas_integration.py \
+      --backend=postgres --replicas 2
   elif [ "${REQUIRE_SERVICES:-0}" = 1 ]; then
     echo "!!! PostgreSQL or Redis unreachable and REQUIRE_SERVICES=1: failing." >&2
     failed+=("integration: postgres+redis (services unreachable)")
