@@ -15,14 +15,13 @@ from pydantic import ValidationError
 from safeharbor_common import merkle
 from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 from safeharbor_common.errors import InvalidRequest, NotFound, PayloadTooLarge
-from sqlalchemy import Row
 
 from . import formats
 from .errors import BadWebhookSignature
 from .models import audit_entries
 from .phi import PhiDecryptionError
 from .schemas import AuditEventIn
-from .store import AppendResult, AuditLog, NewEvent, naive_utc
+from .store import AppendResult, AuditLog, NewEvent, SignedCheckpoint, naive_utc
 from .verify import VerifyReport
 
 MAX_PAGE = 1000
@@ -264,7 +263,7 @@ def record_read(
 # -- proofs and checkpoints -------------------------------------------------------------------------
 
 
-def latest_checkpoint(*, log: AuditLog) -> Row[Any]:
+def latest_checkpoint(*, log: AuditLog) -> SignedCheckpoint:
     return log.latest_checkpoint()
 
 

@@ -17,6 +17,7 @@ from safeharbor_audit.models import audit_entries, log_head, merkle_nodes
 from safeharbor_audit.store import AuditLog, NewEvent, format_ts
 from safeharbor_common import merkle
 from safeharbor_common.canonical import canonical_json
+from safeharbor_common.translog import store as translog_store
 from sqlalchemy import func, select
 
 # Characters COPY's text format and SQL quoting care about, plus non-ASCII and a supplementary plane one.
@@ -142,10 +143,12 @@ def test_a_failing_batch_commits_nothing(app: Flask, monkeypatch: pytest.MonkeyP
             yield write
 
     monkeypatch.setattr(store, "_bulk_insert", fail_on_nodes)
+    monkeypatch.setattr(translog_store, "bulk_insert", fail_on_nodes)  # the shared store writes the nodes
     lost = [awkward_event(i) for i in range(5)]
     with pytest.raises(RuntimeError, match="disk full"):
         log.append(lost)
     monkeypatch.setattr(store, "_bulk_insert", real)
+    monkeypatch.setattr(translog_store, "bulk_insert", real)
     assert log.head() == before
     assert len(rows_by_seq(log)) == 3
     # Nothing half-written blocks the next batch, and the same events can be retried.

@@ -1,34 +1,31 @@
-"""The transparency log's storage: one sequencer order, Merkle nodes, a signed checkpoint per append.
+"""The key directory's transparency log: its leaves (key records and revocations) on the shared store.
 
-Sequencing: every change to the directory runs in one database transaction that first locks the single
-`log_head` row (`SELECT ... FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so registrations,
-rotations and revocations from any number of threads, server workers and replicas are serialised by the
-database: one order, no gaps, no forks. The same transaction writes the leaves, the new perfect-subtree
-nodes, the head and a checkpoint signed over the new root, so a crash at any moment leaves either the old
-or the new consistent log, and the latest checkpoint always covers every committed leaf.
+Sequencing, group commit, Merkle nodes, proofs and signed checkpoints are `safeharbor_common.translog`'s
+(the same store audit-service runs on). What is keydir's own is here: the `log_leaves` rows, the ORM
+session the directory's rules run in, and the recomputation `verify` does over those leaves. A checkpoint
+is signed in every transaction that appends, so every answer carries one that covers its leaf.
 """
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from safeharbor_common import checkpoint as cp
-from safeharbor_common import merkle
-from safeharbor_common.db import enable_sqlite_immediate
-from sqlalchemy import Engine, insert, select, tuple_
+from safeharbor_common.translog import LogStoreError, LogTables, Sequenced, TransparencyLogStore
+from safeharbor_protocol import checkpoint as cp
+from safeharbor_protocol import merkle
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from .errors import LogStateError
 from .models import Checkpoint, LogHead, LogLeaf, MerkleNode
 
-_IN_CHUNK = 400  # bound the IN-lists of node reads
-_PLACEHOLDER = b"\x00" * merkle.HASH_SIZE
+ResultT = TypeVar("ResultT")
+
+TABLES = LogTables(head=LogHead.__table__, nodes=MerkleNode.__table__, checkpoints=Checkpoint.__table__)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -37,36 +34,25 @@ class SignedCheckpoint:
     note: str
 
 
-
-
 def utc_now_naive() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass
 class Appender:
-    """Adds leaves inside the sequencer's transaction; `finish` commits nodes, head and checkpoint."""
+    """Adds key-directory leaves inside a sequencer transaction, through an ORM session on its connection."""
 
     session: Session
-    head: LogHead
-    compact: merkle.CompactRange
+    sequenced: Sequenced
     signing_key: Ed25519PrivateKey  # the log's key: it signs revocation leaves too
-    _nodes: list[dict[str, Any]] = field(default_factory=list)
-    appended: int = 0
-    # Audit path of the last appended leaf in the tree just after it: the frontier before it, smallest first
-    # (the rightmost leaf's siblings are exactly the perfect subtrees to its left).
-    last_path: list[bytes] = field(default_factory=list)
-    checkpoint: SignedCheckpoint | None = None  # set when the transaction's checkpoint is signed
+    appended: list[int] = field(default_factory=list)
 
     @property
     def size(self) -> int:
-        return self.compact.size
+        return self.sequenced.size
 
     def append(self, *, kind: str, user_id: str, device_id: str, version: int, data: bytes) -> int:
-        index = self.compact.size
-        self.last_path = list(reversed(self.compact.frontier))
-        for node, value in self.compact.append(merkle.leaf_hash(data)):
-            self._nodes.append({"level": node.level, "idx": node.index, "hash": value})
+        index = self.sequenced.append_leaf(data)
         self.session.add(
             LogLeaf(
                 leaf_index=index,
@@ -78,124 +64,101 @@ class Appender:
                 appended_at=utc_now_naive(),
             )
         )
-        self.appended += 1
+        self.appended.append(index)
         return index
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """A write that went through group commit: its value, the checkpoint of the transaction that carried it,
+    and the hex audit path of each of its leaves in that checkpoint's tree."""
+
+    value: Any
+    checkpoint: SignedCheckpoint
+    proofs: dict[int, list[str]]
 
 
 class TransparencyLog:
     def __init__(self, *, engine: Engine, signing_key: Ed25519PrivateKey, origin: str) -> None:
-        self.engine = enable_sqlite_immediate(engine)
-        self._write_engine = (
-            engine.execution_options(sqlite_immediate=True) if engine.dialect.name == "sqlite" else engine
-        )
+        self.store = TransparencyLogStore(engine=engine, tables=TABLES, signing_key=signing_key, origin=origin)
+        self.engine = self.store.engine
         self.signing_key = signing_key
         self.origin = origin
-        self.key_name = origin  # C2SP convention: the log's key is named after its origin
-        self.verifier_key = cp.verifier_key_string(self.key_name, signing_key.public_key())
+        self.key_name = self.store.key_name
+        self.verifier_key = self.store.verifier_key
 
-    # -- sequencer ----------------------------------------------------------------------------------
+    # -- writes -------------------------------------------------------------------------------------
 
     @contextmanager
     def sequencer(self) -> Iterator[Appender]:
-        """A write transaction holding the log lock. Leaves appended inside it get a fresh checkpoint."""
-        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
-            head = session.execute(select(LogHead).where(LogHead.id == 1).with_for_update()).scalar_one_or_none()
-            if head is None:
-                raise LogStateError("the log has no head row: run `manage migrate`")
-            frontier = [bytes.fromhex(h) for h in json.loads(head.frontier)]
-            if len(frontier) != bin(head.size).count("1"):
-                raise LogStateError("log head frontier does not match its size")
-            appender = Appender(
-                session=session,
-                head=head,
-                compact=merkle.CompactRange(head.size, frontier),
-                signing_key=self.signing_key,
-            )
-            yield appender
-            if appender.appended or head.checkpoint_size < 0:
-                self._finish(appender)
+        """One write transaction of its own holding the log lock (revocations, deprovisioning)."""
+        try:
+            with (
+                self.store.commit_lock,
+                self.store.sequencer() as seq,
+                Session(bind=seq.conn, join_transaction_mode="rollback_only", expire_on_commit=False) as session,
+            ):
+                appender = Appender(session=session, sequenced=seq, signing_key=self.signing_key)
+                yield appender
+                session.flush()  # leaves and the caller's rows first: constraint violations surface here
+        except LogStoreError as exc:
+            raise LogStateError(str(exc)) from exc
 
-    def _finish(self, appender: Appender) -> None:
-        session, head, compact = appender.session, appender.head, appender.compact
-        session.flush()  # leaves (and the caller's rows) first: constraint violations surface here
-        if appender._nodes:
-            session.execute(insert(MerkleNode), appender._nodes)
-        root = compact.root()
-        note = cp.sign_checkpoint(self.origin, compact.size, root, key_name=self.key_name, private_key=self.signing_key)
-        session.add(Checkpoint(size=compact.size, root=root, note=note, created_at=time.time()))
-        head.size = compact.size
-        head.frontier = json.dumps([h.hex() for h in compact.frontier])
-        head.checkpoint_size = compact.size
-        appender.checkpoint = SignedCheckpoint(size=compact.size, note=note)
+    def grouped(self, work: Callable[[Appender], ResultT]) -> tuple[ResultT, SignedCheckpoint, dict[int, list[str]]]:
+        """Runs `work` in a transaction shared with concurrent writers of this process (group commit);
+        returns after that transaction committed, with its checkpoint and the proofs of `work`'s leaves.
+        An exception from `work` undoes its own rows and leaves only and is raised here."""
+
+        def run(seq: Sequenced) -> ResultT:
+            with Session(bind=seq.conn, join_transaction_mode="rollback_only", expire_on_commit=False) as session:
+                value = work(Appender(session=session, sequenced=seq, signing_key=self.signing_key))
+                session.flush()
+                return value
+
+        try:
+            committed = self.store.submit(run, prove=True)
+        except LogStoreError as exc:
+            raise LogStateError(str(exc)) from exc
+        signed = committed.checkpoint
+        assert signed is not None  # interval 0: every appending transaction signs
+        proofs = {i: [h.hex() for h in path] for i, path in committed.proofs.items()}
+        return committed.value, SignedCheckpoint(size=signed.size, note=signed.note), proofs
 
     # -- reads --------------------------------------------------------------------------------------
 
     def latest_checkpoint(self) -> SignedCheckpoint:
-        query = select(Checkpoint.size, Checkpoint.note).order_by(Checkpoint.size.desc()).limit(1)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).one_or_none()
-        if row is None:
-            with self.sequencer():
-                pass  # signs the checkpoint of the empty log (checkpoint_size < 0 until then)
-            with self.engine.connect() as conn:
-                row = conn.execute(query).one()
-        return SignedCheckpoint(size=int(row.size), note=str(row.note))
+        try:
+            signed = self.store.latest_checkpoint()
+        except LogStoreError as exc:
+            raise LogStateError(str(exc)) from exc
+        return SignedCheckpoint(size=signed.size, note=signed.note)
 
     def checkpoint_at(self, size: int) -> SignedCheckpoint | None:
-        with self.engine.connect() as conn:
-            note = conn.execute(select(Checkpoint.note).where(Checkpoint.size == size)).scalar_one_or_none()
-        return None if note is None else SignedCheckpoint(size=size, note=str(note))
+        signed = self.store.checkpoint_at(size)
+        return None if signed is None else SignedCheckpoint(size=size, note=signed.note)
 
     def head_size(self) -> int:
-        with self.engine.connect() as conn:
-            size = conn.execute(select(LogHead.size).where(LogHead.id == 1)).scalar_one_or_none()
-        if size is None:
-            raise LogStateError("the log has no head row: run `manage migrate`")
-        return int(size)
+        try:
+            return int(self.store.head().size)
+        except LogStoreError as exc:
+            raise LogStateError(str(exc)) from exc
 
     def read_nodes(self, ids: Sequence[merkle.NodeID]) -> dict[merkle.NodeID, bytes]:
-        found: dict[merkle.NodeID, bytes] = {}
-        with self.engine.connect() as conn:
-            for start in range(0, len(ids), _IN_CHUNK):
-                keys = [(n.level, n.index) for n in ids[start : start + _IN_CHUNK]]
-                rows = conn.execute(
-                    select(MerkleNode.level, MerkleNode.idx, MerkleNode.hash).where(
-                        tuple_(MerkleNode.level, MerkleNode.idx).in_(keys)
-                    )
-                )
-                for level, idx, value in rows:
-                    found[merkle.NodeID(int(level), int(idx))] = bytes(value)
-        return found
+        return self.store.read_nodes(ids)
 
     def inclusion_proofs(self, indexes: Iterable[int], size: int) -> dict[int, list[str]]:
-        """Hex audit paths of many leaves in the tree of `size`, with one batched node read.
-
-        First pass: run the proof algorithm with a reader that only records which nodes it needs;
-        second pass: the same with the nodes fetched in one go.
-        """
-        unique = sorted(set(indexes))
-        wanted: set[merkle.NodeID] = set()
-
-        def collect(ids: Sequence[merkle.NodeID]) -> dict[merkle.NodeID, bytes]:
-            wanted.update(ids)
-            return dict.fromkeys(ids, _PLACEHOLDER)
-
-        for index in unique:
-            merkle.inclusion_proof(index, size, collect)
-        nodes = self.read_nodes(sorted(wanted))
+        """Hex audit paths of many leaves in the tree of `size`, with one batched node read."""
         try:
-            return {
-                index: [h.hex() for h in merkle.inclusion_proof(index, size, lambda _ids: nodes)]
-                for index in unique
-            }
-        except merkle.MerkleError as exc:
-            raise LogStateError("the log's Merkle nodes are incomplete") from exc
+            proofs = self.store.inclusion_proofs(indexes, size)
+        except LogStoreError as exc:
+            raise LogStateError(str(exc)) from exc
+        return {index: [h.hex() for h in path] for index, path in proofs.items()}
 
     def consistency_proof(self, size1: int, size2: int) -> list[str]:
         try:
-            return [h.hex() for h in merkle.consistency_proof(size1, size2, self.read_nodes)]
-        except merkle.MerkleError as exc:
-            raise LogStateError("the log's Merkle nodes are incomplete") from exc
+            return [h.hex() for h in self.store.consistency_proof(size1, size2)]
+        except LogStoreError as exc:
+            raise LogStateError(str(exc)) from exc
 
     def leaves(self, start: int, end: int) -> list[LogLeaf]:
         with Session(self.engine) as session:

@@ -125,18 +125,15 @@ def register_key(
         raise InvalidKeyRecord("Version 1 has an empty prev_hash and no rotation_signature.")
 
     try:
-        with log.sequencer() as appender:
-            leaf_index = _register_locked(
-                appender, record=record, created=created, max_devices=max_devices
-            )
+        # Group commit: concurrent registrations of this process share one sequencer transaction and
+        # commit; this one is answered only after that commit, with that transaction's checkpoint.
+        leaf_index, signed, proofs = log.grouped(
+            lambda appender: _register_locked(appender, record=record, created=created, max_devices=max_devices)
+        )
     except IntegrityError as exc:
         # Belt and braces: the unique (user, device, version) constraint, should the lock ever be bypassed.
         raise VersionConflict(current_version=body.version - 1) from exc
-    signed = appender.checkpoint
-    if signed is None or signed.size != leaf_index + 1:
-        return _publish(log, record, leaf_index), body.version > 1
-    # The one leaf of this transaction is the rightmost of its checkpoint: its proof needs no reads.
-    published = Published(record, leaf_index, [h.hex() for h in appender.last_path], signed.note, signed.size)
+    published = Published(record, leaf_index, proofs[leaf_index], signed.note, signed.size)
     return published, body.version > 1
 
 

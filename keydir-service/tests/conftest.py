@@ -4,6 +4,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,6 +86,19 @@ def migrate(database_url: str) -> None:
 
 def build_app(env: KeydirEnv, **overrides: Any) -> Flask:
     return create_app({"ENVIRON": env.environ, "JWKS_FETCHER": env.jwks, "TESTING": True, **overrides})
+
+
+@contextmanager
+def migrated_app(database_url: str, tmp_path: Path) -> Iterator[tuple[KeydirEnv, Flask]]:
+    """A migrated database and an app on it, closed afterwards."""
+    migrate(database_url)
+    env = make_env(database_url, tmp_path)
+    app = build_app(env)
+    try:
+        yield env, app
+    finally:
+        app.extensions["audit"].close()
+        app.extensions["keydir_log"].engine.dispose()
 
 
 @pytest.fixture

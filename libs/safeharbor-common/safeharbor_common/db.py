@@ -5,6 +5,7 @@ SQLite (the embedded default) gets WAL, a busy timeout and foreign keys; Postgre
 """
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +107,16 @@ def run_migrations(target_metadata: Any) -> None:
         engine.dispose()
 
 
+_immediate_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
 def enable_sqlite_immediate(engine: Engine) -> Engine:
     """SQLite: a transaction begun with execution option `sqlite_immediate=True` takes the write lock at
     BEGIN (BEGIN IMMEDIATE), so two processes can't both read the same log head; plain reads stay deferred.
-    Other databases are left alone (they lock the head row with SELECT ... FOR UPDATE)."""
-    if engine.dialect.name == "sqlite":
+    Other databases are left alone (they lock the head row with SELECT ... FOR UPDATE). Idempotent: a
+    second call on the same engine adds nothing (two listeners would each emit BEGIN)."""
+    if engine.dialect.name == "sqlite" and engine not in _immediate_engines:
+        _immediate_engines.add(engine)
 
         @event.listens_for(engine, "connect")
         def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
