@@ -26,8 +26,8 @@ import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from safeharbor_common import audit_phi, compliance
 from safeharbor_common import checkpoint as cp
-from safeharbor_common import compliance
 from safeharbor_common.compliance import CATALOGUE, CONTROLS, CONTROLS_PATH, Check, Status
 from safeharbor_common.config import EnvReader
 from safeharbor_common.service_identity import ServiceTokenSigner, load_private_key
@@ -137,7 +137,7 @@ def phi_encryption(log: AuditLog) -> tuple[Status, Mapping[str, Any]]:
             except PhiDecryptionError:
                 unopened += 1
     status: Status = "fail" if clear or not round_trip else ("warn" if unopened else "pass")
-    return status, {"key_id": log.cipher.public_key.kid, "algorithm": "HPKE-X25519-SHA256-A256GCM",
+    return status, {"key_id": log.cipher.public_key.kid, "algorithm": audit_phi.ALGORITHM,
                     "seal_open_self_test": round_trip, "entries_sampled": min(head, PHI_SAMPLE),
                     "entries_with_sealed_phi": with_phi, "entries_with_clear_phi": clear,
                     "envelopes_not_opening": unopened}

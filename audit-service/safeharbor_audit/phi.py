@@ -1,10 +1,11 @@
 """PHI-bearing fields (ip, user agent) encrypted at rest.
 
-New entries carry an envelope (`safeharbor_common.audit_phi`: AES-256-GCM under a content key wrapped
-with HPKE) sealed by the emitter to this service's X25519 key, stored as sent: nothing is encrypted on
-the append path. The X25519 key is derived from `AUDIT_DATA_KEY` with HKDF (one secret to keep;
-`AUDIT_DATA_KEYS_PREVIOUS` still opens older entries); entries written before carry AES-256-GCM
-envelopes under the data key, still opened. Both bind the ciphertext to the event id. The hash chain
+New entries carry an envelope (`safeharbor_common.audit_phi`: AES-256-GCM under a leaf of a key tree
+whose root is wrapped with HPKE; earlier, under a windowed content key) sealed by the emitter to this
+service's X25519 key, stored as sent: nothing is decrypted or encrypted on the append path. The X25519
+key is derived from `AUDIT_DATA_KEY` with HKDF (one secret to keep; `AUDIT_DATA_KEYS_PREVIOUS` still
+opens older entries); entries written before either carry AES-256-GCM envelopes under the data key,
+still opened. Both bind the ciphertext to the event id. The hash chain
 covers the stored, encrypted form: anyone can verify integrity without the key.
 """
 
@@ -42,7 +43,7 @@ class PhiCipher:
     key: bytes = field(repr=False)
     previous: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     _private: dict[str, X25519PrivateKey] = field(init=False, repr=False, compare=False)
-    _unwrapped: dict[str, AESGCM] = field(init=False, repr=False, compare=False)
+    _unwrapped: dict[str, bytes] = field(init=False, repr=False, compare=False)
     public_key: PhiPublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,7 +66,7 @@ class PhiCipher:
         if not isinstance(envelope, Mapping):
             raise PhiDecryptionError("PHI envelope is not an object")
         try:
-            if envelope.get("alg") == audit_phi.ALGORITHM:
+            if envelope.get("alg") in (audit_phi.ALGORITHM, audit_phi.WINDOWED_ALGORITHM):
                 private = self._private.get(str(envelope.get("kid")))
                 if private is None:
                     raise PhiDecryptionError("no key for this PHI envelope")

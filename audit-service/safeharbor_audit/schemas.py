@@ -6,7 +6,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +18,19 @@ _meta_json = json.JSONEncoder(allow_nan=False).encode  # as json.dumps(value, al
 
 
 class PhiEnvelope(BaseModel):
+    """audit_phi.ALGORITHM: AES-256-GCM under one leaf of a key tree whose root `ek` wraps (HPKE)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alg: Literal["HPKE-X25519-SHA256-A256GCM-TREE"]
+    kid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    ek: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_-]+$")  # the HPKE-wrapped tree root
+    ct: str = Field(min_length=28, max_length=4096, pattern=r"^[A-Za-z0-9_-]+$")  # depth, leaf, ciphertext, tag
+
+
+class WindowedPhiEnvelope(BaseModel):
+    """audit_phi.WINDOWED_ALGORITHM, the earlier format: still accepted from emitters not yet upgraded."""
+
     model_config = ConfigDict(extra="forbid")
 
     alg: Literal["HPKE-X25519-SHA256-A256GCM"]
@@ -45,7 +58,8 @@ class AuditEventIn(BaseModel):
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
-    phi: PhiEnvelope | None = None  # ip and user agent sealed by the emitter (HPKE to this service's key)
+    # ip and user agent sealed by the emitter (HPKE to this service's key)
+    phi: Annotated[PhiEnvelope | WindowedPhiEnvelope, Field(discriminator="alg")] | None = None
 
     @field_validator("event_id")
     @classmethod

@@ -85,7 +85,30 @@ def test_phi_is_encrypted_at_rest(app: Flask, ingest: Ingest) -> None:
     with log.engine.connect() as conn:
         raw = b"".join(bytes(r[0]) for r in conn.exec_driver_sql("SELECT canonical FROM audit_entries"))
     assert b"192.0.2.99" not in raw and b"SecretAgent" not in raw
-    assert b'"alg":"HPKE-X25519-SHA256-A256GCM"' in raw
+    assert b'"alg":"HPKE-X25519-SHA256-A256GCM-TREE"' in raw
+
+
+def test_phi_sealed_in_the_earlier_format_is_accepted_and_opens(client: FlaskClient, audit_env: AuditEnv,
+                                                                  ingest: Ingest) -> None:
+    """Emitters not yet upgraded (and outboxes written before) send the windowed format: stored as sent,
+    opened for auditors like rows written before the format changed."""
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from safeharbor_common import audit_phi
+    from safeharbor_common.encoding import b64url_encode
+
+    public = client.application.extensions["audit_log"].cipher.public_key
+    content_key, nonce = os.urandom(32), os.urandom(12)
+    event = make_event(ip=None, user_agent=None)
+    wrapped = audit_phi.SUITE.encrypt(content_key, public.public, info=b"safeharbor-audit-phi-content-key")
+    sealed = AESGCM(content_key).encrypt(nonce, b'{"ip":"192.0.2.77","user_agent":"Old/1"}',
+                                         b"safeharbor-audit-phi\x00" + event["event_id"].encode())
+    event["phi"] = {"alg": audit_phi.WINDOWED_ALGORITHM, "kid": public.kid, "nonce": b64url_encode(nonce),
+                    "ek": b64url_encode(wrapped), "ct": b64url_encode(sealed)}
+    assert ingest([event]).get_json()["accepted"] == 1
+    page = client.get("/v1/audit/entries", headers=audit_env.bearer("auditor")).get_json()["entries"]
+    assert [(e["ip"], e["user_agent"]) for e in page if e["event_id"] == event["event_id"]] == [("192.0.2.77", "Old/1")]
 
 
 def test_phi_sealed_by_the_emitter_is_stored_as_sent(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest) -> None:

@@ -17,7 +17,8 @@ survives process crashes; an OS crash or power loss can drop the last transactio
 `AUDIT_OUTBOX_SYNC=full` is set (fsync on every commit).
 
 PHI (ip, user agent) is sealed before the event touches the outbox: HPKE to audit-service's X25519 key
-(`safeharbor_common.audit_phi`), which this emitter cannot open. The key comes from `AUDIT_PHI_PUBLIC_KEY`
+(`safeharbor_common.audit_phi`), which this emitter cannot open, not even right after writing it: each
+event's key is a leaf of a key tree the sealer has already moved past. The key comes from `AUDIT_PHI_PUBLIC_KEY`
 when set (pinned), else from audit-service, signed by its service identity and checked against the key
 this service already trusts for it; it is cached (signed, checked again on load) in the outbox file. Until
 a key was ever obtained (audit-service unreachable on a first start), ip and user agent are withheld,

@@ -3,17 +3,29 @@
 Identical everywhere: emitters seal before an event touches their outbox, audit-service stores the
 envelope as sent (it is part of the hashed entry) and opens it for auditors.
 
-Key encapsulation once per window, not per event: an HPKE seal (RFC 9180 base mode, X25519 / HKDF-SHA256 /
-AES-256-GCM, as `cryptography` ships it) costs an X25519 key generation and exchange, ~0.1-0.4 ms here,
-more than the whole append path's budget per event. So a sealer draws a random AES-256 content key, wraps
-it once with HPKE to audit-service's key (`ek`), and seals each event's fields with AES-256-GCM under it
-(random 96-bit nonce; the event id as associated data, so a ciphertext cannot be moved to another entry).
-A content key lives in the emitter's memory only, for at most WINDOW_SECONDS or WINDOW_EVENTS events,
-never on disk: the outbox holds `ek` and ciphertexts, which only audit-service's private key opens.
-audit-service unwraps each `ek` once (cached).
+An emitter cannot open what it wrote, not even a moment later. A sealer draws a random 32-byte root,
+wraps it once with HPKE (RFC 9180 base mode, X25519 / HKDF-SHA256 / AES-256-GCM, as `cryptography` ships
+it) to audit-service's key (`ek`), and forgets it: the root is the top of a binary key tree (a GGM tree,
+each node's children are the halves of BLAKE2b keyed with the node), and event n is sealed with
+AES-256-GCM under leaf n, used once. After sealing leaf n the sealer holds only the right-hand siblings
+along leaf n's path, nodes over leaves > n: the PRF cannot be run backwards, so nothing it still holds
+derives leaf n or any earlier one. audit-service unwraps the root (cached) and walks TREE_DEPTH steps
+down to the leaf.
+Why not one HPKE seal per event, which gives the same property: an X25519 key generation and exchange
+per event costs ~120-140 µs here, most of the append path's CPU per event; the tree costs about one
+BLAKE2b per event (docs/PERFORMANCE.md, issue 15). The event id is in the associated data, so a
+ciphertext cannot be moved to another entry.
+
+Envelope `alg` names the format (old rows stay readable): ALGORITHM is the key tree; WINDOWED_ALGORITHM,
+the earlier format (one AES key per window of events, which the emitter kept for the window), is still
+opened and accepted from older emitters, never written. In the tree format `ct` is
+depth (1 byte) || leaf (4 bytes, big-endian) || AES-256-GCM ciphertext and tag (nonce zero: one key, one use).
 
 The public key travels signed: audit-service answers `GET /internal/v1/audit/phi-key` with the key and an
 Ed25519 signature by its service identity, which every emitter already trusts (SERVICE_PUBLIC_KEYS).
+
+Limit: Python does not wipe freed memory, so a node or leaf key dropped by the sealer is unreachable
+but may linger in the heap until overwritten; nothing the sealer (or its emitter) references opens it.
 """
 
 from __future__ import annotations
@@ -34,14 +46,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .encoding import EncodingError, b64url_decode, b64url_encode
 
-ALGORITHM = "HPKE-X25519-SHA256-A256GCM"
+ALGORITHM = "HPKE-X25519-SHA256-A256GCM-TREE"
+WINDOWED_ALGORITHM = "HPKE-X25519-SHA256-A256GCM"
 PHI_FIELDS = ("ip", "user_agent")
 KEY_PATH = "/internal/v1/audit/phi-key"
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _INFO = b"safeharbor-audit-phi\x00"
 _WRAP_INFO = b"safeharbor-audit-phi-content-key"
-WINDOW_SECONDS = 60.0
-WINDOW_EVENTS = 100_000
+_NODE_INFO = b"safeharbor-audit-phi-tree-node"
+_ZERO_NONCE = bytes(12)
+TREE_DEPTH = 16  # 65,536 events per wrapped root; audit-service opens one in 16 BLAKE2b calls
+MAX_TREE_DEPTH = 24
+WINDOW_SECONDS = 60.0  # a new root at least this often (bounds how long unused nodes stay in memory)
 _KEY_STATEMENT = b"safeharbor-audit-phi-key\x00"
 _dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
@@ -54,17 +70,54 @@ def key_id(public: X25519PublicKey) -> str:
     return "x" + hashlib.sha256(public.public_bytes_raw()).hexdigest()[:16]
 
 
+def _children(node: bytes) -> tuple[bytes, bytes]:
+    # Keyed BLAKE2b is a PRF (RFC 7693) and ~4x cheaper here than HMAC-SHA512 through `hmac`.
+    pair = hashlib.blake2b(_NODE_INFO, key=node).digest()
+    return pair[:32], pair[32:]
+
+
+def leaf_key(root: bytes, *, leaf: int, depth: int) -> bytes:
+    """Leaf `leaf` of the tree under `root` (what audit-service computes to open an envelope)."""
+    node = root
+    for level in range(depth - 1, -1, -1):
+        node = _children(node)[(leaf >> level) & 1]
+    return node
+
+
+class _KeyTree:
+    """The unused part of one root's key tree. `_frontier` holds (depth, node) pairs covering exactly the
+    leaves after the last one taken, the leftmost last: taking a leaf pops it and expands the path down."""
+
+    def __init__(self, root: bytes, depth: int) -> None:
+        self.depth = depth
+        self.next_leaf = 0
+        self._frontier: list[tuple[int, bytes]] = [(0, root)]
+
+    @property
+    def exhausted(self) -> bool:
+        return not self._frontier
+
+    def take(self) -> tuple[int, bytes]:
+        level, node = self._frontier.pop()
+        while level < self.depth:
+            node, right = _children(node)
+            level += 1
+            self._frontier.append((level, right))
+        leaf = self.next_leaf
+        self.next_leaf += 1
+        return leaf, node
+
+
 class PhiPublicKey:
-    """What an emitter holds: enough to seal, nothing to open once a window's content key is dropped."""
+    """What an emitter holds: enough to seal, nothing that opens anything it sealed."""
 
     def __init__(self, kid: str, public: X25519PublicKey) -> None:
         self.kid = kid
         self.public = public
         self._lock = threading.Lock()
-        self._aead: AESGCM | None = None
+        self._tree: _KeyTree | None = None
         self._ek = ""
         self._until = 0.0
-        self._left = 0
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PhiPublicKey) and other.kid == self.kid
@@ -75,26 +128,28 @@ class PhiPublicKey:
     def __repr__(self) -> str:
         return f"PhiPublicKey(kid={self.kid!r})"
 
-    def _window(self) -> tuple[AESGCM, str]:
+    def _next_leaf(self) -> tuple[str, int, int, bytes]:
         with self._lock:
             now = time.monotonic()
-            if self._aead is None or now >= self._until or self._left <= 0:
-                content_key = os.urandom(32)
-                self._ek = b64url_encode(SUITE.encrypt(content_key, self.public, info=_WRAP_INFO))
-                self._aead = AESGCM(content_key)
-                self._until, self._left = now + WINDOW_SECONDS, WINDOW_EVENTS
-            self._left -= 1
-            return self._aead, self._ek
+            tree = self._tree
+            if tree is None or tree.exhausted or now >= self._until:
+                root = os.urandom(32)
+                self._ek = b64url_encode(SUITE.encrypt(root, self.public, info=_WRAP_INFO))
+                self._tree = tree = _KeyTree(root, TREE_DEPTH)
+                self._until = now + WINDOW_SECONDS
+                del root  # only the tree's frontier holds it, until the first leaf is taken
+            leaf, key = tree.take()
+            return self._ek, tree.depth, leaf, key
 
     def seal(self, values: Mapping[str, str | None], *, event_id: str) -> dict[str, str] | None:
         present = {k: v for k, v in values.items() if v is not None}
         if not present:
             return None
-        aead, ek = self._window()
-        nonce = os.urandom(12)
-        ciphertext = aead.encrypt(nonce, _dumps(present).encode("utf-8"), _INFO + event_id.encode("utf-8"))
-        return {"alg": ALGORITHM, "kid": self.kid, "ek": ek, "nonce": b64url_encode(nonce),
-                "ct": b64url_encode(ciphertext)}
+        ek, depth, leaf, key = self._next_leaf()
+        header = bytes((depth,)) + leaf.to_bytes(4, "big")
+        ciphertext = AESGCM(key).encrypt(_ZERO_NONCE, _dumps(present).encode("utf-8"),
+                                         _INFO + header + event_id.encode("utf-8"))
+        return {"alg": ALGORITHM, "kid": self.kid, "ek": ek, "ct": b64url_encode(header + ciphertext)}
 
     def signed(self, identity: Ed25519PrivateKey) -> dict[str, str]:
         """The key as audit-service publishes it, signed with its service identity."""
@@ -126,19 +181,32 @@ class PhiPublicKey:
 
 
 def open_sealed(envelope: Mapping[str, Any], private: X25519PrivateKey, *, event_id: str,
-                cache: dict[str, AESGCM] | None = None) -> dict[str, str]:
-    """Raises ValueError (or cryptography's InvalidTag) when it does not open. `cache`: unwrapped content
-    keys by `ek` (one HPKE open per window, not per entry)."""
+                cache: dict[str, bytes] | None = None) -> dict[str, str]:
+    """Raises ValueError (or cryptography's InvalidTag) when it does not open. `cache`: unwrapped roots
+    (content keys, in the windowed format) by `ek`: one HPKE open per root, not per entry."""
+    alg = envelope.get("alg")
+    if alg not in (ALGORITHM, WINDOWED_ALGORITHM):
+        raise ValueError("unknown PHI envelope format")
     ek = str(envelope["ek"])
-    aead = cache.get(ek) if cache is not None else None
-    if aead is None:
-        aead = AESGCM(SUITE.decrypt(b64url_decode(ek), private, info=_WRAP_INFO))
+    secret = cache.get(ek) if cache is not None else None
+    if secret is None:
+        secret = SUITE.decrypt(b64url_decode(ek), private, info=_WRAP_INFO)
         if cache is not None:
             if len(cache) >= 4096:
                 cache.clear()
-            cache[ek] = aead
-    plaintext = aead.decrypt(b64url_decode(str(envelope["nonce"])), b64url_decode(str(envelope["ct"])),
-                             _INFO + event_id.encode("utf-8"))
+            cache[ek] = secret
+    if alg == ALGORITHM:
+        sealed = b64url_decode(str(envelope["ct"]))
+        if len(sealed) < 5 + 16:
+            raise ValueError("PHI envelope too short")
+        depth, leaf = sealed[0], int.from_bytes(sealed[1:5], "big")
+        if not 1 <= depth <= MAX_TREE_DEPTH or leaf >= 1 << depth:
+            raise ValueError("PHI envelope names no leaf of a key tree")
+        plaintext = AESGCM(leaf_key(secret, leaf=leaf, depth=depth)).decrypt(
+            _ZERO_NONCE, sealed[5:], _INFO + sealed[:5] + event_id.encode("utf-8"))
+    else:
+        plaintext = AESGCM(secret).decrypt(b64url_decode(str(envelope["nonce"])),
+                                           b64url_decode(str(envelope["ct"])), _INFO + event_id.encode("utf-8"))
     values = json.loads(plaintext)
     if not isinstance(values, dict):
         raise ValueError("PHI envelope holds no object")

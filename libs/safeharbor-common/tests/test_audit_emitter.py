@@ -1,6 +1,8 @@
 """The emitter loses nothing: outbox durability, retries through an outage, several processes, kill -9."""
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import multiprocessing
 import os
@@ -9,6 +11,7 @@ import signal
 import sqlite3
 import threading
 import time
+import types
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -17,13 +20,16 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask, jsonify, request
+from safeharbor_common import audit_phi
 from safeharbor_common.audit_emitter import (
     AuditEmitError,
     AuditEmitter,
     ShipperSettings,
 )
 from safeharbor_common.audit_phi import KEY_PATH, PhiPublicKey, key_id, open_sealed
+from safeharbor_common.encoding import b64url_decode, b64url_encode
 from werkzeug.serving import make_server
 
 FAST = ShipperSettings(backoff_initial=0.02, backoff_max=0.2, idle_poll_seconds=0.05, linger_seconds=0.0)
@@ -364,3 +370,95 @@ def test_phi_is_sealed_before_it_touches_the_outbox(tmp_path: Path, fake: FakeAu
     assert body["meta"] == {"phi_withheld": True} and "phi" not in body
     assert b"PHI-MARKER-UA" not in _file_bytes(other) and b"198.51.100.24" not in _file_bytes(other)
     stranger.close()
+
+
+def _key_material(root: object) -> list[Any]:
+    """Every secret-shaped thing reachable from `root`: byte strings of AES key sizes (and 64-byte pairs),
+    AESGCM objects, X25519 private keys. Walks attributes, containers, closures and thread-locals (what an
+    attacker who reads this process's objects would find), not modules, classes or functions' globals."""
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (str, int, float, type, types.ModuleType)) or obj is None:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            raw = bytes(obj)
+            if len(raw) in (16, 24, 32):
+                found.append(raw)
+            elif len(raw) == 64:
+                found += [raw, raw[:32], raw[32:]]
+        elif isinstance(obj, (AESGCM, X25519PrivateKey)):
+            found.append(obj)
+        elif isinstance(obj, dict):
+            stack += list(obj.keys()) + list(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+            stack += list(obj)
+        elif isinstance(obj, types.FunctionType):
+            stack += [c.cell_contents for c in obj.__closure__ or () if c.cell_contents is not obj]
+            stack += list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
+        elif isinstance(obj, types.MethodType):
+            stack.append(obj.__self__)
+        else:
+            with contextlib.suppress(TypeError):
+                stack.append(vars(obj))
+            for slot in getattr(type(obj), "__slots__", ()):
+                stack.append(getattr(obj, slot, None))
+    return found
+
+
+def _opens(material: Any, envelope: dict[str, str], event_id: str) -> bool:
+    """Whether `material` opens the envelope, whichever way it could be used: as the private key; as an AES
+    key or AESGCM object over the ciphertext (with or without a leaf header); as a node of the key tree
+    at any level above the envelope's leaf."""
+    sealed, info = b64url_decode(envelope["ct"]), b"safeharbor-audit-phi\x00"
+    nonces = [bytes(12)] + ([b64url_decode(envelope["nonce"])] if "nonce" in envelope else [])
+    attempts = [(sealed, info + event_id.encode()), (sealed[5:], info + sealed[:5] + event_id.encode())]
+    if isinstance(material, X25519PrivateKey):
+        with contextlib.suppress(Exception):
+            return bool(open_sealed(envelope, material, event_id=event_id))
+        return False
+    aeads = [material] if isinstance(material, AESGCM) else []
+    if isinstance(material, bytes):
+        aeads += [AESGCM(material)] if len(material) in (16, 24, 32) else []
+        derive = getattr(audit_phi, "leaf_key", None)  # the key tree, where the tree has one
+        depth, leaf = sealed[0], int.from_bytes(sealed[1:5], "big")
+        if derive is not None and len(material) == 32 and 1 <= depth <= 24:
+            aeads += [AESGCM(derive(material, leaf=leaf & ((1 << below) - 1), depth=below))
+                      for below in range(depth + 1)]
+    for aead in aeads:
+        for nonce in nonces:
+            for ciphertext, aad in attempts:
+                with contextlib.suppress(Exception):
+                    aead.decrypt(nonce, ciphertext, aad)
+                    return True
+    return False
+
+
+def test_the_emitter_cannot_open_what_it_wrote(tmp_path: Path, fake: FakeAuditService) -> None:
+    """After emit returns, nothing the emitter object holds (the PHI key object and all it references)
+    opens any envelope it wrote; the same search run on what it held just before an emit does open that
+    event (the search works); no such material reaches the outbox files."""
+    fake.failing = True  # events stay in the outbox, to be looked at
+    path = tmp_path / "outbox.db"
+    emitter = make_emitter(path, fake.url, phi_key=fake.phi_key)
+    ids = [emitter.emit(action="a", actor="u", outcome="success", ip=f"198.51.100.{i}", user_agent="UA/1")
+           for i in range(5)]
+    held_before = _key_material(emitter)
+    ids.append(emitter.emit(action="a", actor="u", outcome="success", ip="198.51.100.99", user_agent="UA/2"))
+    held_after = _key_material(emitter)
+    bodies = {json.loads(body)["event_id"]: json.loads(body)
+              for (body,) in emitter._conn().execute("SELECT body FROM outbox")}
+    envelopes = {event_id: bodies[event_id]["phi"] for event_id in ids}
+    assert all(open_sealed(e, fake.phi_private, event_id=i)["ip"].startswith("198.51.100.")
+               for i, e in envelopes.items())
+    assert held_before and held_after
+    assert any(_opens(m, envelopes[ids[-1]], ids[-1]) for m in held_before)
+    opened = [event_id for event_id, e in envelopes.items() if any(_opens(m, e, event_id) for m in held_after)]
+    assert opened == []
+    stored = _file_bytes(path)
+    secrets = {m for m in held_before + held_after if isinstance(m, bytes)}
+    assert not [s for s in secrets if s in stored or b64url_encode(s).encode() in stored]
+    emitter.close()

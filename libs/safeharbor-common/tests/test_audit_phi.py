@@ -1,22 +1,29 @@
-"""PHI sealing: one HPKE key encapsulation per window, AES-256-GCM per event, bound to the event id."""
+"""PHI sealing: one HPKE-wrapped key-tree root per window, AES-256-GCM under one leaf per event, bound to
+the event id; envelopes of the earlier (windowed) format still open."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from safeharbor_common import audit_phi
-from safeharbor_common.audit_phi import PhiPublicKey, key_id, open_sealed
+from safeharbor_common.audit_phi import PhiPublicKey, key_id, leaf_key, open_sealed
+from safeharbor_common.encoding import b64url_decode, b64url_encode
 
 
-def test_one_wrapped_key_per_window_and_bound_to_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_wrapped_root_per_window_one_leaf_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
     private = X25519PrivateKey.generate()
     key = PhiPublicKey(key_id(private.public_key()), private.public_key())
     sealed = [key.seal({"ip": f"192.0.2.{i}", "user_agent": None}, event_id=f"e-{i}") for i in range(50)]
-    assert all(s is not None for s in sealed)
     envelopes = [s for s in sealed if s is not None]
-    assert len({e["ek"] for e in envelopes}) == 1 and len({e["nonce"] for e in envelopes}) == 50
-    cache: dict = {}
+    assert len(envelopes) == 50 and len({e["ek"] for e in envelopes}) == 1
+    assert {e["alg"] for e in envelopes} == {audit_phi.ALGORITHM} and all("nonce" not in e for e in envelopes)
+    headers = [b64url_decode(e["ct"])[:5] for e in envelopes]
+    assert headers == [bytes((audit_phi.TREE_DEPTH,)) + i.to_bytes(4, "big") for i in range(50)]  # leaves 0..49
+    cache: dict[str, bytes] = {}
     assert [open_sealed(e, private, event_id=f"e-{i}", cache=cache)["ip"] for i, e in enumerate(envelopes)] == \
         [f"192.0.2.{i}" for i in range(50)]
     assert len(cache) == 1  # unwrapped once
@@ -24,8 +31,46 @@ def test_one_wrapped_key_per_window_and_bound_to_the_event(monkeypatch: pytest.M
         open_sealed(envelopes[3], private, event_id="e-4")  # moved to another entry
     with pytest.raises(Exception):
         open_sealed(envelopes[0], X25519PrivateKey.generate(), event_id="e-0")
-    monkeypatch.setattr(audit_phi, "WINDOW_EVENTS", 3)
-    later = PhiPublicKey(key.kid, key.public)
-    eks = {later.seal({"ip": "x"}, event_id=f"w-{i}")["ek"] for i in range(7)}  # type: ignore[index]
-    assert len(eks) == 3  # a new content key every 3 events
+    raw = bytearray(b64url_decode(envelopes[5]["ct"]))
+    raw[4] ^= 1  # names leaf 4 instead of 5: another key
+    with pytest.raises(InvalidTag):
+        open_sealed({**envelopes[5], "ct": b64url_encode(bytes(raw))}, private, event_id="e-5")
+    raw[0] = 200  # a depth no tree has: refused before any work
+    with pytest.raises(ValueError):
+        open_sealed({**envelopes[5], "ct": b64url_encode(bytes(raw))}, private, event_id="e-5")
     assert key.seal({"ip": None, "user_agent": None}, event_id="none") is None
+
+
+def test_a_new_root_when_the_tree_is_used_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_phi, "TREE_DEPTH", 2)  # 4 leaves per root
+    private = X25519PrivateKey.generate()
+    key = PhiPublicKey(key_id(private.public_key()), private.public_key())
+    envelopes = [key.seal({"ip": "x"}, event_id=f"w-{i}") for i in range(9)]
+    assert len({e["ek"] for e in envelopes if e}) == 3
+    assert [b64url_decode(e["ct"])[1:5] for e in envelopes if e][:5] == \
+        [i.to_bytes(4, "big") for i in (0, 1, 2, 3, 0)]
+    assert all(open_sealed(e, private, event_id=f"w-{i}")["ip"] == "x" for i, e in enumerate(envelopes) if e)
+
+
+def test_leaves_are_distinct_and_derived_from_the_root_alone() -> None:
+    root = os.urandom(32)
+    tree = audit_phi._KeyTree(root, 4)
+    taken = [tree.take() for _ in range(16)]
+    assert tree.exhausted and [leaf for leaf, _ in taken] == list(range(16))
+    assert [k for _, k in taken] == [leaf_key(root, leaf=i, depth=4) for i in range(16)]
+    assert len({k for _, k in taken}) == 16
+
+
+def test_windowed_envelopes_written_before_still_open() -> None:
+    """The earlier format (alg HPKE-X25519-SHA256-A256GCM: a content key per window, random nonce)."""
+    private = X25519PrivateKey.generate()
+    content_key, nonce = os.urandom(32), os.urandom(12)
+    ek = audit_phi.SUITE.encrypt(content_key, private.public_key(), info=b"safeharbor-audit-phi-content-key")
+    ct = AESGCM(content_key).encrypt(nonce, b'{"ip":"192.0.2.7"}', b"safeharbor-audit-phi\x00old-1")
+    envelope = {"alg": "HPKE-X25519-SHA256-A256GCM", "kid": key_id(private.public_key()),
+                "ek": b64url_encode(ek), "nonce": b64url_encode(nonce), "ct": b64url_encode(ct)}
+    assert open_sealed(envelope, private, event_id="old-1") == {"ip": "192.0.2.7"}
+    with pytest.raises(InvalidTag):
+        open_sealed(envelope, private, event_id="old-2")
+    with pytest.raises(ValueError):
+        open_sealed({**envelope, "alg": "A128CBC"}, private, event_id="old-1")
