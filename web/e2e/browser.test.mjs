@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { b64urlEncode, DeviceKeyPair, recordHash, signedBytes } from "@safeharbor/client";
+import { b64urlEncode, buildRecord, DeviceKeyPair, fingerprint, Keyring, recordHash, signedBytes } from "@safeharbor/client";
 import { chromium } from "playwright-core";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -389,6 +389,38 @@ test("the web app through the nginx edge over TLS: HSTS, the CSP without unsafe-
     [200, "text/javascript", "max-age=63072000; includeSubDomains"]);
   assert.deepEqual(cspViolations, []);
   await p.screenshot({ path: join(SHOTS, "edge-tls.png") });
+});
+
+test("a keyring stored by the earlier app (bytes under a wrapping key) is read and stored again as non-extractable CryptoKeys", async () => {
+  const userId = (await (await fetch(`${gateway}/v1/auth/login`, { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: "pat", password: PASSWORD }) })).json()).user.id;
+  const pair = DeviceKeyPair.generate({ userId, deviceId: "web-legacy", version: 1 });
+  pair.record = buildRecord(pair);
+  const ring = new Keyring(userId, "web-legacy");
+  ring.add(pair);
+  const p = await page();
+  await p.goto(web);
+  await p.evaluate(({ user, json }) => new Promise((resolve, reject) => {
+    const req = indexedDB.open("safeharbor", 1);
+    req.onupgradeneeded = () => req.result.createObjectStore("kv");
+    req.onsuccess = async () => {
+      const key = await crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+      const iv = crypto.getRandomValues(new Uint8Array(12));
+      const ct = await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: new TextEncoder().encode(user) }, key, new TextEncoder().encode(json));
+      const tx = req.result.transaction("kv", "readwrite");
+      tx.objectStore("kv").put(key, `wrap:${user}`);
+      tx.objectStore("kv").put({ iv, ct }, `keyring:${user}`);
+      tx.oncomplete = () => { req.result.close(); resolve(); };
+      tx.onerror = () => reject(tx.error);
+    };
+    req.onerror = () => reject(req.error);
+  }), { user: userId, json: JSON.stringify(ring.toJson()) });
+  await login(p, "pat");
+  await p.getByTestId("fingerprint").waitFor({ timeout: 20_000 });
+  assert.equal((await p.getByTestId("fingerprint").textContent()).trim(), fingerprint(pair.record));
+  const stored = await storedKeys(p);
+  assert.deepEqual(stored.pairs.map((x) => [x.deviceId, x.keys.map((k) => [k.cryptoKey, k.extractable, k.algorithm])]),
+    [["web-legacy", [[true, false, "Ed25519"], [true, false, "X25519"]]]]);
 });
 
 test("the auditor console verifies the log against its signed checkpoint, proves an entry, checks the signed compliance report", async () => {
