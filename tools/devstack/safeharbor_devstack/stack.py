@@ -288,8 +288,11 @@ class Stack:
         )
 
     def _run(self, name: str, command: list[str]) -> None:
+        # As the service's first instance: its outbox is one a running server ships (found by the replicas
+        # drill: seed-demo's audit events sat in an outbox no instance read).
+        instance = self.instances(name)[0] if "@" not in name else name
         result = subprocess.run(
-            command, cwd=self.settings.root, env=self.env_for(name), capture_output=True, text=True
+            command, cwd=self.settings.root, env=self.env_for(instance), capture_output=True, text=True
         )
         if result.returncode != 0:
             raise RuntimeError(

@@ -36,3 +36,16 @@ def test_one_instance_is_the_default(tmp_path: Path) -> None:
                                 database_urls={}))
     assert stack.instances("auth") == ["auth"]
     assert stack.env_for("gateway")["AUTH_SERVICE_URL"] == f"http://127.0.0.1:{ports['auth']}"
+
+
+def test_one_off_commands_write_to_an_outbox_a_running_instance_ships(tmp_path: Path) -> None:
+    """seed-demo and migrations run with the first instance's environment: their audit events go to an outbox
+    that instance's server ships, not to one of a process that never runs."""
+    import sys
+
+    ports = {spec.name: 23000 + i for i, spec in enumerate(SERVICES)}
+    stack = Stack(StackSettings(root=tmp_path, var_dir=tmp_path, secrets=generate_secrets(), ports=ports,
+                                database_urls={}, replicas=2))
+    stack._run("auth", [sys.executable, "-c", "import os; open(os.environ['AUDIT_OUTBOX_PATH'], 'w')"])
+    assert (tmp_path / "outbox-auth@1.db").exists()
+    assert not (tmp_path / "outbox-auth.db").exists()
