@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PACKAGES := libs/safeharbor-protocol libs/safeharbor-common gateway auth-service keydir-service audit-service \
             push-config-service tools/stream-emulator tools/devstack clients/python
 PRESENT  := $(foreach p,$(PACKAGES),$(if $(wildcard $(p)/pyproject.toml),$(p)))
-DEV_TOOLS := pytest hypothesis ruff mypy pyyaml pyotp kubernetes-validate docker
+DEV_TOOLS := pytest hypothesis ruff mypy pyyaml pyotp kubernetes-validate docker jsonschema
 
 .PHONY: install run test unit integration lint bench clean
 

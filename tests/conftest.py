@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 import requests
+from answer_contract import AnswerWatch, watch
 from compose_stack import ComposeStack, ComposeUnavailable, engine
 from safeharbor_devstack import SERVICES, Stack, StackSettings, free_port
 from safeharbor_devstack.secrets import generate_secrets
+from safeharbor_gateway.contract import public_document
 from stack_modes import MARKERS, RemoteStack, ensure_demo_users
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -301,3 +303,24 @@ def api(stack: Stack) -> Api:
 @pytest.fixture
 def admin_token(api: Api) -> str:
     return api.token("admin")
+
+
+@pytest.fixture(scope="session")
+def answer_watch(api: Api) -> Iterator[AnswerWatch]:
+    """Every answer from the gateway, checked against the public OpenAPI document (tests/answer_contract.py)."""
+    with watch(api.base, public_document()) as answers:
+        yield answers
+
+
+@pytest.fixture(autouse=True)
+def _answers_conform(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "api" not in request.fixturenames:
+        yield
+        return
+    answers: AnswerWatch = request.getfixturevalue("answer_watch")
+    answers.take()
+    yield
+    problems = answers.take()
+    if problems:
+        pytest.fail("answers that do not match docs/API.md's OpenAPI document "
+                    "(gateway/safeharbor_gateway/public-openapi.json):\n  " + "\n  ".join(problems))
