@@ -66,7 +66,7 @@ ROUTES: tuple[Route, ...] = (
     _r("auth.break_glass.list", "auth", "GET", r"/v1/break-glass", roles=ADMIN),
     _r("auth.break_glass.review", "auth", "POST", rf"/v1/break-glass/{_ID}/review", roles=ADMIN),
     # auth-service: users (reading oneself is checked by the service)
-    _r("users.read", "auth", "GET", rf"/v1/users/{_ID}"),
+    _r("users.read", "auth", "GET", rf"/v1/users/{_ID}", scopes=_EMERGENCY),
     _r("users.admin", "auth", "GET POST PATCH DELETE", r"/v1/users(/.*)?", roles=ADMIN),
     # auth-service: Stream and channels
     _r("stream.credentials", "auth", "POST", r"/v1/stream-credentials", scopes=_EMERGENCY),
@@ -75,6 +75,8 @@ ROUTES: tuple[Route, ...] = (
     # keydir-service
     _r("keys.checkpoint", "keydir", "GET", r"/v1/keys/checkpoint(/key)?", public=True),
     _r("keys.proof", "keydir", "GET", r"/v1/keys/proof/consistency", public=True),
+    # The key backup and a user's full key audit need a full session (keydir's own rule), not break-glass.
+    _r("keys.lookup", "keydir", "GET", rf"/v1/keys/backup|/v1/keys/{_ID}/audit"),
     _r("keys.lookup", "keydir", "GET", r"/v1/keys(/.*)?", scopes=_EMERGENCY),
     _r("keys.write", "keydir", "POST PUT DELETE", r"/v1/keys(/.*)?"),
     # audit-service
