@@ -85,11 +85,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         _log.warning("database not ready at start; run `python -m safeharbor_auth.manage migrate`")
 
     runner = JobRunner(
-        app=app,
+        ctx=auth,
         poll_interval=float(app.config["JOB_POLL_INTERVAL"]),
         backoff_max=float(app.config["JOB_BACKOFF_MAX"]),
     )
-    runner.handlers[KEYDIR_REVOKE] = keydir_revoke_all(app)
+    runner.handlers[KEYDIR_REVOKE] = keydir_revoke_all(ctx=auth, signer=app.extensions["service_signer"])
     auth.jobs = runner
     _init_stream(app, auth, runner)
     if app.config["JOB_RUNNER_ENABLED"]:

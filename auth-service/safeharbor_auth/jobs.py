@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import requests
-from flask import Flask
+from safeharbor_common.service_identity import ServiceTokenSigner
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
@@ -79,14 +79,13 @@ class JobRunner:
     def __init__(
         self,
         *,
-        app: Flask,
+        ctx: AuthContext,
         poll_interval: float,
         backoff_max: float,
         periodic: list[Callable[[], object]] | None = None,
     ) -> None:
-        self._app = app  # handlers run in its app context (keydir's signer, Stream's settings)
-        self._ctx = app.extensions["auth"]
-        self._engine = self._ctx.engine
+        self._ctx = ctx
+        self._engine = ctx.engine
         self._poll_interval = poll_interval
         self._backoff_max = backoff_max
         self.handlers: dict[str, Handler] = {}
@@ -145,8 +144,7 @@ class JobRunner:
         try:
             if handler is None:
                 raise RetryableJobError("no_handler")  # e.g. Stream not configured on this process
-            with self._app.app_context():
-                handler(job, json.loads(job.payload or "{}"))
+            handler(job, json.loads(job.payload or "{}"))
         except RetryableJobError as exc:
             self._failed(job, exc.code)
             return 0
@@ -217,8 +215,7 @@ class JobRunner:
             try:
                 self.run_due()
                 for task in self.periodic:
-                    with self._app.app_context():
-                        task()
+                    task()
             except Exception as exc:  # noqa: BLE001 - the loop must survive a database hiccup
                 _log.warning("job loop error", extra={"fields": {"error": type(exc).__name__}})
             self._wake.wait(self._poll_interval * (0.8 + random.random() * 0.4))
@@ -228,19 +225,19 @@ class JobRunner:
 # -- keydir ---------------------------------------------------------------------------------------------
 
 
-def keydir_revoke_all(app: Flask) -> Handler:
+def keydir_revoke_all(*, ctx: AuthContext, signer: ServiceTokenSigner) -> Handler:
     """`POST /internal/v1/keys/{user_id}/revoke-all` on keydir; 2xx is done, anything else is retried."""
     http = requests.Session()
 
     def handle(job: Job, payload: dict[str, Any]) -> None:
-        url = f"{app.config['KEYDIR_SERVICE_URL']}/internal/v1/keys/{job.user_id}/revoke-all"
-        headers = app.extensions["service_signer"].headers_for("keydir")
+        url = f"{ctx.config['KEYDIR_SERVICE_URL']}/internal/v1/keys/{job.user_id}/revoke-all"
+        headers = signer.headers_for("keydir")
         try:
             response = http.post(
                 url,
                 json={"reason": str(payload.get("reason", "user_deactivated"))},
                 headers=headers,
-                timeout=(1.0, float(app.config["STREAM_TIMEOUT"])),
+                timeout=(1.0, float(ctx.config["STREAM_TIMEOUT"])),
             )
         except requests.RequestException as exc:
             raise RetryableJobError(f"keydir_unreachable:{type(exc).__name__}") from exc

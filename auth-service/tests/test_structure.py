@@ -111,3 +111,16 @@ def test_login_is_a_typed_state_machine_of_small_steps() -> None:
     for state, step in steps.items():
         assert len(inspect.getsource(step).splitlines()) <= 30, state
     assert len(inspect.getsource(login.login).splitlines()) <= 15
+
+
+def test_collaborators_do_not_hold_the_flask_app() -> None:
+    """One way of handing dependencies: the context. The job runner and the Stream provisioner get it (or
+    what they need), not the Flask app to dig things out of."""
+    from safeharbor_auth.context import AuthContext
+    from safeharbor_auth.jobs import JobRunner, keydir_revoke_all
+    from safeharbor_auth.provisioning import StreamProvisioner
+
+    for collaborator in (JobRunner.__init__, StreamProvisioner.__init__, keydir_revoke_all):
+        assert "app" not in inspect.signature(collaborator).parameters, collaborator.__qualname__
+    annotations = inspect.get_annotations(AuthContext)  # strings (postponed evaluation)
+    assert not [name for name, annotation in annotations.items() if "Flask" in str(annotation)]
