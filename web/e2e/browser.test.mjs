@@ -307,7 +307,9 @@ test("two browsers chat end to end (post-quantum suite); Stream stores only ciph
   // old message still opens, and no backup can be made of them any more.
   await doctor.getByLabel("Backup password").fill("correct horse battery staple");
   await doctor.getByRole("button", { name: "Back up keys" }).click();
-  await doctor.getByTestId("keys-status").filter({ hasText: "Backup: done" }).waitFor({ timeout: 30_000 });
+  // argon2id (64 MiB, t=3) in WebAssembly: slow on a loaded 2-CPU machine, and a failure says why on the page.
+  await doctor.getByTestId("keys-status").filter({ hasText: /Backup: done|Backup failed/ }).waitFor({ timeout: 90_000 });
+  assert.equal(await doctor.getByTestId("keys-status").textContent(), "Backup: done");
   await doctor.goto(web).catch(() => undefined);
   await doctor.getByLabel("Username").waitFor();
   await login(doctor, "dr-chen", recoveryCodes["dr-chen"].pop());
@@ -324,7 +326,9 @@ test("two browsers chat end to end (post-quantum suite); Stream stores only ciph
   await login(laptop, "dr-chen", recoveryCodes["dr-chen"].pop());
   await laptop.getByLabel("Backup password").fill("correct horse battery staple");
   await laptop.getByRole("button", { name: "Restore from backup" }).click();
-  await laptop.getByTestId("fingerprint").waitFor({ timeout: 30_000 });
+  await laptop.getByTestId("keys-status").filter({ hasText: /Restore: done|Restore failed/ }).waitFor({ timeout: 120_000 });
+  assert.match(await laptop.getByTestId("keys-status").textContent(), /^Restore: done/);
+  await laptop.getByTestId("fingerprint").waitFor();
   assert.notEqual(await laptop.getByTestId("device-id").textContent(), await doctor.getByTestId("device-id").textContent());
   const restored = await storedKeys(laptop);
   assert.equal(restored.pairs.length, 2);
