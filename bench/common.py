@@ -168,6 +168,7 @@ class BenchStack:
     keep_logs: bool = bool(os.environ.get("KEEP_STACK_LOGS"))
     only: Sequence[str] | None = None  # start just these services (no emulator, no seeding)
     server: str = "gevent"
+    replicas: int = 1  # instances of every service (issue 19; PostgreSQL + Redis only)
 
     def __post_init__(self) -> None:
         from safeharbor_devstack import SERVICES, Stack, StackSettings, free_port
@@ -194,6 +195,7 @@ class BenchStack:
             demo_password=self.password,
             extra_env={**HIGH_LIMITS, **self.extra_env},
             service_env=self.service_env,
+            replicas=self.replicas,
         )
         if self.server not in SERVERS:
             raise ValueError(f"unknown server {self.server!r} (known: {', '.join(SERVERS)})")

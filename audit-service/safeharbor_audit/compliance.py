@@ -30,6 +30,7 @@ from safeharbor_common import audit_phi, compliance
 from safeharbor_common import checkpoint as cp
 from safeharbor_common.compliance import CATALOGUE, CONTROLS, CONTROLS_PATH, Check, Status
 from safeharbor_common.config import EnvReader
+from safeharbor_common.internal_http import internal_session
 from safeharbor_common.service_identity import ServiceTokenSigner, load_private_key
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -182,7 +183,7 @@ class ComplianceReporter:
         self.timeout = timeout
         self.interval = interval
         self.fetch: Fetch = self._fetch  # tests replace it to simulate a peer
-        self._http = requests.Session()
+        self._http = internal_session()
         self._scheduler_pid = -1
         self._scheduler_lock = threading.Lock()
         self._stop = threading.Event()

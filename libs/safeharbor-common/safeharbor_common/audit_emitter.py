@@ -44,6 +44,7 @@ from typing import Any
 import requests
 
 from .audit_phi import KEY_PATH, PhiKeyError, PhiPublicKey
+from .internal_http import internal_session
 
 INGEST_PATH = "/internal/v1/audit/events"
 AUDIT_SERVICE_IDENTITY = "audit"
@@ -135,7 +136,7 @@ class AuditEmitter:
         self.settings = settings or ShipperSettings()
         self._sync_full = sync_full
         self._session_factory: Callable[[], requests.Session] = (
-            (lambda: session) if session is not None else requests.Session
+            (lambda: session) if session is not None else internal_session
         )
         self._local = threading.local()
         self._lock = threading.Lock()

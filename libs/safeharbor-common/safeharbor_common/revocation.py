@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from .internal_http import internal_session
 from .service_identity import ServiceTokenSigner
 
 REDIS_CHANNEL = "safeharbor:revocations"
@@ -54,7 +55,7 @@ class RevocationList:
         self._started = False
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
-        self._http = requests.Session()
+        self._http = internal_session()
         self._reported: set[str] = set()  # retired jtis whose reuse auth-service has been told of
 
     # -- the hot path -------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ class RevocationList:
 
     def _report_reuse(self, sid: str, jti: str) -> None:
         try:
-            response = requests.post(
+            response = self._http.post(
                 self._feed_url + "/reuse",
                 json={"sid": sid, "jti": jti},
                 headers=self._signer.headers_for("auth"),

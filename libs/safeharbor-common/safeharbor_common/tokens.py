@@ -20,7 +20,6 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 import jwt
-import requests
 from flask import Flask, current_app, g, request
 
 from .errors import (
@@ -31,6 +30,7 @@ from .errors import (
     SessionRevoked,
     Unauthenticated,
 )
+from .internal_http import internal_session
 from .revocation import FEED_PATH, RevocationList
 
 ALGORITHMS: tuple[str, ...] = ("EdDSA",)
@@ -89,8 +89,10 @@ def cache_max_age(cache_control: str | None) -> float | None:
 
 
 def http_jwks_fetcher(url: str, *, timeout: float = 2.0) -> KeyFetcher:
+    http = internal_session()
+
     def fetch() -> JwksAnswer:
-        response = requests.get(url, timeout=timeout)
+        response = http.get(url, timeout=timeout)
         response.raise_for_status()
         return JwksAnswer(
             document=cast(dict[str, Any], response.json()),
