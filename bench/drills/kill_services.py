@@ -264,6 +264,39 @@ def unhandled_errors(stack: Any) -> dict[str, dict[str, int]]:
     return found
 
 
+def start_load(bench: BenchStack, prefix: str, threads: int) -> tuple[Api, str, Load, str]:
+    """16 patients, their tokens and `threads` clients of load running 5 s already: (api, admin token, load,
+    one patient's token for probes)."""
+    api = bench.api()
+    admin = api.token("admin")
+    users = api.create_users(admin, prefix, 16, "patient")
+    tokens = {u["id"]: api.token(u["username"]) for u in users}
+    load = Load(api, tokens, users, admin, threads)
+    load.start()
+    time.sleep(5)
+    return api, admin, load, tokens[users[0]["id"]]
+
+
+def lost_registrations(api: Api, load: Load, token: str) -> list[tuple[str, str]]:
+    """Key registrations acknowledged with 201 that lookups no longer return."""
+    by_user: dict[str, set[str]] = {}
+    for uid, device in load.registered:
+        by_user.setdefault(uid, set()).add(device)
+    lost: list[tuple[str, str]] = []
+    for uid, devices in by_user.items():
+        body = api.call("GET", f"/v1/keys?users={uid}", token=token).json()
+        have = {d["record"]["device_id"] for d in body["results"][uid].get("devices", [])}
+        lost += [(uid, d) for d in devices - have]
+    return lost
+
+
+def unaudited_requests(bench: BenchStack, load: Load) -> set[str]:
+    """Request ids the load got an answer for that have no gateway entry in the audit log."""
+    logged = {r[0] for r in bench.audit_sql("SELECT request_id FROM audit_entries WHERE source = %s",
+                                            ("gateway",))}
+    return load.request_ids - logged
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="postgres", choices=["sqlite", "postgres"])
@@ -276,14 +309,8 @@ def main() -> int:
     report: dict[str, Any] = {"backend": args.backend, "phases": []}
     with BenchStack(backend=args.backend) as bench:
         stack = bench.stack
-        api = bench.api()
-        admin = api.token("admin")
-        users = api.create_users(admin, "kill", 16, "patient")
-        tokens = {u["id"]: api.token(u["username"]) for u in users}
-        load = Load(api, tokens, users, admin, args.threads)
-        probe_token = tokens[users[0]["id"]]
-        load.start()
-        time.sleep(5)
+        api, admin, load, probe_token = start_load(bench, "kill", args.threads)
+        users = load.users
 
         def phase(name: str, action: Any, *, down: float = 0.0, restart: Any = None) -> None:
             load.phase = name
@@ -389,22 +416,13 @@ def main() -> int:
         # Nothing acknowledged is lost.
         if not bench.wait_outboxes_empty(timeout=300):
             problems.append(f"audit outboxes still hold {bench.outbox_pending()} events")
-        lost_keys = []
-        by_user: dict[str, set[str]] = {}
-        for uid, device in load.registered:
-            by_user.setdefault(uid, set()).add(device)
-        for uid, devices in by_user.items():
-            body = api.call("GET", f"/v1/keys?users={uid}", token=probe_token).json()
-            have = {d["record"]["device_id"] for d in body["results"][uid].get("devices", [])}
-            lost_keys += [(uid, d) for d in devices - have]
+        lost_keys = lost_registrations(api, load, probe_token)
         if lost_keys:
             problems.append(f"{len(lost_keys)} acknowledged key registrations are missing: {lost_keys[:3]}")
         for user in users:
             if api.call("GET", f"/v1/users/{user['id']}", token=admin).status_code != 200:
                 problems.append(f"user {user['id']} is missing")
-        logged = {r[0] for r in bench.audit_sql("SELECT request_id FROM audit_entries WHERE source = %s",
-                                                ("gateway",))}
-        missing = load.request_ids - logged
+        missing = unaudited_requests(bench, load)
         if missing:
             problems.append(f"{len(missing)} of {len(load.request_ids)} answered requests have no audit entry")
         verify = subprocess.run([sys.executable, "-m", "safeharbor_audit.manage", "verify"], cwd=ROOT,

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, BenchStack, log, write_result
-from kill_services import Load, wait_healthy
+from kill_services import lost_registrations, start_load, unaudited_requests, wait_healthy
 
 ORDER = ("audit", "keydir", "push", "auth", "gateway")
 CHECKPOINT_INTERVAL = 1.0
@@ -53,14 +53,7 @@ def main() -> int:
     with BenchStack(backend="postgres", replicas=2,
                     extra_env={"AUDIT_CHECKPOINT_INTERVAL": str(CHECKPOINT_INTERVAL)}) as bench:
         stack = bench.stack
-        api = bench.api()
-        admin = api.token("admin")
-        users = api.create_users(admin, "rep", 16, "patient")
-        tokens = {u["id"]: api.token(u["username"]) for u in users}
-        load = Load(api, tokens, users, admin, args.threads)
-        probe_token = tokens[users[0]["id"]]
-        load.start()
-        time.sleep(5)
+        api, admin, load, probe_token = start_load(bench, "rep", args.threads)
         for name in args.services.split(","):
             instance = stack.instances(name)[0]
             load.phase = f"kill -9 {instance}"
@@ -96,19 +89,10 @@ def main() -> int:
         # Nothing acknowledged is lost.
         if not bench.wait_outboxes_empty(timeout=300):
             problems.append(f"audit outboxes still hold {bench.outbox_pending()} events")
-        by_user: dict[str, set[str]] = {}
-        for uid, device in load.registered:
-            by_user.setdefault(uid, set()).add(device)
-        lost_keys = []
-        for uid, devices in by_user.items():
-            body = api.call("GET", f"/v1/keys?users={uid}", token=probe_token).json()
-            have = {d["record"]["device_id"] for d in body["results"][uid].get("devices", [])}
-            lost_keys += [(uid, d) for d in devices - have]
+        lost_keys = lost_registrations(api, load, probe_token)
         if lost_keys:
             problems.append(f"{len(lost_keys)} acknowledged key registrations are missing: {lost_keys[:3]}")
-        logged = {r[0] for r in bench.audit_sql("SELECT request_id FROM audit_entries WHERE source = %s",
-                                                ("gateway",))}
-        missing = load.request_ids - logged
+        missing = unaudited_requests(bench, load)
         if missing:
             problems.append(f"{len(missing)} of {len(load.request_ids)} answered requests have no audit entry")
 
