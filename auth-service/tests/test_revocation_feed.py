@@ -102,16 +102,17 @@ def test_revocations_published_on_redis(make_app: AppFactory) -> None:
     except redis.RedisError:
         pytest.skip("Redis not reachable")
     factory = Factory(make_app(REDIS_URL=url))
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = client.pubsub()
     pubsub.subscribe("safeharbor:revocations")
-    time.sleep(0.1)
+    confirmed = pubsub.get_message(timeout=3)  # the server's confirmation: subscribed from here on
+    assert confirmed is not None and confirmed["type"] == "subscribe"
     body = factory.login(factory.user(role="patient"))
     factory.client.post("/v1/auth/logout", headers=bearer(body["access_token"]))
     deadline = time.time() + 3
     seen = []
     while time.time() < deadline:
         message = pubsub.get_message(timeout=0.2)
-        if message:
+        if message and message["type"] == "message":
             seen.append(json.loads(message["data"]))
             if any(m["sid"] == body["session_id"] for m in seen):
                 break
