@@ -42,7 +42,6 @@ ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 _NODE_COLUMNS = ("level", "idx", "hash")
-_PLACEHOLDER = b"\x00" * merkle.HASH_SIZE
 _LEVELS_PER_QUERY = 64  # `level = ? AND idx IN (...)` clauses OR-ed into one node read
 
 
@@ -147,25 +146,44 @@ class Sequenced:
             del self._nodes[node]
 
 
+def _path_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose hashes make the RFC 6962 audit path of `index` in a tree of `size`, leaf first."""
+    if not 0 <= index < size:
+        raise merkle.MerkleError(f"leaf {index} is not in a tree of {size}")
+    ranges: list[tuple[int, int]] = []
+    begin, end = 0, size
+    while end - begin > 1:
+        split = 1 << ((end - begin - 1).bit_length() - 1)  # largest power of two below the width
+        if index < begin + split:
+            ranges.append((begin + split, end))
+            end = begin + split
+        else:
+            ranges.append((begin, begin + split))
+            begin += split
+    ranges.reverse()
+    return ranges
+
+
 def _proofs(indexes: Iterable[int], size: int, reader: merkle.NodeReader) -> dict[int, list[bytes]]:
-    """Audit paths of many leaves with one batched node read: a first pass only records which nodes the
-    proofs need, the second runs with them fetched."""
+    """Audit paths of many leaves with one batched node read. Every path is a list of range hashes; the
+    ranges' perfect subtrees are read once for all paths, and a range shared by many paths (the right
+    edge of a tree whose size is not a power of two) is hashed once."""
     unique = sorted(set(indexes))
     if not unique:
         return {}
-    wanted: set[merkle.NodeID] = set()
-
-    def collect(ids: Sequence[merkle.NodeID]) -> dict[merkle.NodeID, bytes]:
-        wanted.update(ids)
-        return dict.fromkeys(ids, _PLACEHOLDER)
-
+    paths = {index: _path_ranges(index, size) for index in unique}
+    subtrees = {r: merkle.perfect_subtrees(*r) for path in paths.values() for r in path}
     try:
-        for index in unique:
-            merkle.inclusion_proof(index, size, collect)
-        nodes = reader(sorted(wanted))
-        return {index: merkle.inclusion_proof(index, size, lambda _ids: nodes) for index in unique}
-    except (merkle.MerkleError, KeyError) as exc:
+        nodes = reader(sorted({n for ids in subtrees.values() for n in ids}))
+        range_hashes: dict[tuple[int, int], bytes] = {}
+        for r, ids in subtrees.items():
+            value = nodes[ids[-1]]
+            for node in reversed(ids[:-1]):
+                value = merkle.node_hash(nodes[node], value)
+            range_hashes[r] = value
+    except KeyError as exc:
         raise LogStoreError("the log's Merkle nodes are incomplete") from exc
+    return {index: [range_hashes[r] for r in path] for index, path in paths.items()}
 
 
 def read_nodes(conn: Connection, nodes: Table, ids: Sequence[merkle.NodeID]) -> dict[merkle.NodeID, bytes]:
