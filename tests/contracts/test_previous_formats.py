@@ -77,8 +77,18 @@ def previous_feed(previous: dict[str, Any]) -> Iterator[str]:
     from flask import Flask, jsonify
     from werkzeug.serving import make_server
 
+    # The recorded answer with its times moved to now (same format): what is tested is the shape, and a
+    # recorded `until` has long passed.
+    body = json.loads(json.dumps(previous["revocation_feed"]))
+    def moved(minutes: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + minutes * 60))
+
+    for item in body["revoked"] + body["retired"]:
+        item["until"] = moved(15)
+    for item in body["retired"]:
+        item["from"] = moved(0)
     app = Flask("previous-auth")
-    app.add_url_rule("/internal/v1/revocations", "feed", lambda: jsonify(previous["revocation_feed"]))
+    app.add_url_rule("/internal/v1/revocations", "feed", lambda: jsonify(body))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/internal/v1/revocations"
