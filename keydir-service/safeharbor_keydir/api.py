@@ -5,6 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from safeharbor_common import web
+from safeharbor_common.audit_recorder import recorder_of
 from safeharbor_common.encoding import parse_decimal
 from safeharbor_common.errors import Forbidden, InvalidRequest
 from safeharbor_common.roles import Role
@@ -13,7 +14,6 @@ from safeharbor_common.tokens import SCOPE_BREAK_GLASS, SCOPE_FULL, current_sess
 
 from . import service
 from .errors import BackupReadsLimited, CheckpointNotFound, FreshLoginRequired
-from .events import record_event
 from .log import TransparencyLog
 from .schemas import (
     DEVICE_ID_RE,
@@ -93,7 +93,7 @@ def register_key() -> tuple[Response, int]:
         clock_skew_seconds=config["KEYDIR_CLOCK_SKEW_SECONDS"],
         max_devices=config["KEYDIR_MAX_DEVICES_PER_USER"],
     )
-    record_event(
+    recorder_of().record(
         action="keys.key.rotated" if rotated else "keys.key.registered",
         resource=f"keys/{result.leaf['user_id']}/{body.device_id}",
         meta={"device_id": body.device_id, "version": body.version, "leaf_index": result.leaf_index},
@@ -145,7 +145,7 @@ def revoke_device(user_id: str, device_id: str) -> Response:
         revoked_by="user" if is_self else "admin",
     )
     if is_new:
-        record_event(
+        recorder_of().record(
             action="keys.key.revoked",
             resource=f"keys/{user_id}/{device_id}",
             severity="info" if is_self else "high",
@@ -166,7 +166,7 @@ def revoke_all(user_id: str) -> Response:
         log=_log(), user_id=_path_user(user_id), reason=body.reason, revoked_by="deprovisioning"
     )
     if indexes:
-        record_event(
+        recorder_of().record(
             action="keys.key.revoked",
             resource=f"keys/{user_id}",
             severity="high",
@@ -258,7 +258,7 @@ def put_backup() -> tuple[Response, int]:
         max_bytes=config["KEYDIR_BACKUP_MAX_BYTES"],
         keep_versions=config["KEYDIR_BACKUP_VERSIONS_KEPT"],
     )
-    record_event(
+    recorder_of().record(
         action="keys.backup.stored",
         resource=f"keys/{user_id}/backup",
         meta={"backup_version": stored["backup_version"], "key_version": stored["key_version"], "size": stored["size"]},
@@ -269,8 +269,8 @@ def put_backup() -> tuple[Response, int]:
 def _require_fresh_login(action: str) -> None:
     claims = current_session()
     if not service.is_fresh_login(claims.raw, iat=claims.iat, max_age=current_app.config["BACKUP_FRESH_LOGIN_SECONDS"]):
-        record_event(action=action, outcome="failure", resource=f"keys/{claims.sub}/backup",
-                     meta={"reason": "fresh_login_required"})
+        recorder_of().record(action=action, outcome="failure", resource=f"keys/{claims.sub}/backup",
+                             meta={"reason": "fresh_login_required"})
         raise FreshLoginRequired()
 
 
@@ -286,12 +286,12 @@ def get_backup() -> Response:
             log=_log(), user_id=user_id, per_hour=current_app.config["KEYDIR_BACKUP_READS_PER_HOUR"]
         )
     except BackupReadsLimited:
-        record_event(action="keys.backup.read", outcome="failure", resource=f"keys/{user_id}/backup",
-                     severity="high", meta={"reason": "rate_limited"})
+        recorder_of().record(action="keys.backup.read", outcome="failure", resource=f"keys/{user_id}/backup",
+                             severity="high", meta={"reason": "rate_limited"})
         raise
     backup = service.latest_backup(log=_log(), user_id=user_id)
     # No retrieval leaves unaudited: if the event can't be recorded, the blob is not served.
-    record_event(
+    recorder_of().record(
         action="keys.backup.read",
         resource=f"keys/{user_id}/backup",
         meta={"backup_version": backup["backup_version"], "key_version": backup["key_version"]},
@@ -309,5 +309,5 @@ def delete_backup() -> tuple[str, int]:
     user_id = current_session().sub
     _require_fresh_login("keys.backup.deleted")
     deleted = service.delete_backups(log=_log(), user_id=user_id)
-    record_event(action="keys.backup.deleted", resource=f"keys/{user_id}/backup", meta={"versions": deleted})
+    recorder_of().record(action="keys.backup.deleted", resource=f"keys/{user_id}/backup", meta={"versions": deleted})
     return "", 204

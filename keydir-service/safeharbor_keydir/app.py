@@ -5,12 +5,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app
-from safeharbor_common import audit_emitter, service_identity, tokens, web
+from safeharbor_common import audit_emitter, audit_recorder, service_identity, tokens, web
 from safeharbor_common.db import create_db_engine
 
 from . import compliance
 from .api import bp
 from .config import load_config
+from .errors import AuditUnavailable
 from .log import TransparencyLog
 
 
@@ -25,6 +26,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     service_identity.init_app(app)
     tokens.init_app(app)
     audit_emitter.init_app(app)
+    # Events after a change already in the transparency log are logged when they fail; required ones raise.
+    audit_recorder.init_app(app, fail_closed=False, unavailable=AuditUnavailable)
     app.extensions["keydir_log"] = build_log(app.config)
     app.register_blueprint(bp)
     compliance.init_app(app)

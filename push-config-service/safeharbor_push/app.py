@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from prometheus_client import Counter, Gauge
-from safeharbor_common import service_identity, tokens, web
+from safeharbor_common import audit_recorder, service_identity, tokens, web
 from safeharbor_common.db import create_db_engine
 from safeharbor_common.errors import NotReady
 from sqlalchemy import select
@@ -63,6 +63,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     service_identity.init_app(app)
     tokens.init_app(app)
     _init_audit(app)
+    audit_recorder.init_app(app)  # fails closed: a change that cannot be audited is refused (503)
 
     engine = create_db_engine(app.config["DATABASE_URL"])
     stream = app.config.get("STREAM_CLIENT") or StreamPushSettings(

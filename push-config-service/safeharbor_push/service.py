@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from flask import Flask
+from safeharbor_common.audit_recorder import recorder_of
 from safeharbor_common.errors import Conflict
 from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .audit import record_event
 from .compare import same_template, sha256_hex
 from .defaults import DEFAULT_TEMPLATES
 from .errors import ReadBackMismatch, StreamFailure, TemplateRefused, VersionNotApproved, VersionNotFound
@@ -85,15 +85,8 @@ def _resource(provider: str, kind: str) -> str:
 
 
 def _audit(ctx: PushContext, actor: Actor, **kwargs: Any) -> None:
-    record_event(
-        ctx.app,
-        actor=actor.user_id,
-        role=actor.role,
-        request_id=actor.request_id,
-        ip=actor.ip,
-        user_agent=actor.user_agent,
-        **kwargs,
-    )
+    # Request id, address and user agent come from the request the recorder runs in (none for the drift job).
+    recorder_of(ctx.app).record(actor=actor.user_id, role=actor.role, **kwargs)
 
 
 def _lock_apply(session: Session) -> None:
