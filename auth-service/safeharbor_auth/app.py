@@ -8,14 +8,14 @@ from functools import partial
 from typing import Any
 
 from flask import Flask, current_app
-from safeharbor_common import service_identity, tokens, web
+from safeharbor_common import audit_recorder, service_identity, tokens, web
+from safeharbor_common.audit_recorder import AuditRecorder
 from safeharbor_common.config import ConfigError
 from safeharbor_common.db import create_db_engine
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import compliance
-from .audit import AuditRecorder
 from .breakglass.service import sweep_break_glass
 from .clock import Clock, SystemClock
 from .config import load_config
@@ -60,8 +60,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     web.init_app(app, service_name="auth", readiness_check=_readiness)
     service_identity.init_app(app)
-    auth = build_context(app.config, clock=clock or SystemClock(),
-                         audit=AuditRecorder(lambda: app.extensions.get("audit")))
+    # The recorder every service shares (its emitter is looked up per event: installed below, or by tests).
+    auth = build_context(app.config, clock=clock or SystemClock(), audit=audit_recorder.init_app(app))
     app.extensions["auth"] = auth
     app.config["JWKS_FETCHER"] = auth.keys.jwks
     tokens.init_app(app)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from safeharbor_common.audit_recorder import AuditRecorder
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session as OrmSession
 
-from .audit import AuditRecorder
 from .clock import Clock
 from .crypto import DataCipher
 from .passwords import Passwords

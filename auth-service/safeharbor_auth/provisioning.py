@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from safeharbor_common.audit_recorder import AuditRecorder
 from safeharbor_common.errors import NotReady, SafeHarborError
 
-from .audit import AuditRecorder
 from .clock import Clock
 from .errors import StreamRejected
 from .roles import CHANNEL_TYPES, STREAM_CUSTOM_ROLES, channel_type_grants
