@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from safeharbor_common.config import ConfigError, EnvReader
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from safeharbor_common.config import ConfigError, EnvReader, Secret
 from safeharbor_common.encoding import EncodingError, b64url_decode
-from safeharbor_common.service_identity import load_private_key
+from safeharbor_common.settings import (
+    ServiceSettings,
+    env_float,
+    env_int,
+    env_log_origin,
+    env_optional_secret,
+    env_private_key,
+    env_str,
+    setting,
+)
 
 SERVICE_NAME = "audit"
 DEFAULT_ORIGIN = "safeharbor.example/audit"
@@ -16,13 +27,13 @@ DEFAULT_ORIGIN = "safeharbor.example/audit"
 MIN_RETENTION_DAYS = 6 * 365 + 2
 
 
-def _data_key(value: str, setting: str) -> bytes:
+def _data_key(value: str, name: str) -> bytes:
     try:
         key = b64url_decode(value)
     except EncodingError as exc:
-        raise ConfigError(f"{setting} must be base64url") from exc
+        raise ConfigError(f"{name} must be base64url") from exc
     if len(key) != 32:
-        raise ConfigError(f"{setting} must be 32 bytes (AES-256)")
+        raise ConfigError(f"{name} must be 32 bytes (AES-256)")
     return key
 
 
@@ -39,47 +50,37 @@ def parse_previous_data_keys(text: str | None) -> dict[str, bytes]:
     return keys
 
 
-def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    env = EnvReader(environ)
-    safeharbor_env = env.str("SAFEHARBOR_ENV", "dev")
-    if safeharbor_env not in ("dev", "production"):
-        raise ConfigError("SAFEHARBOR_ENV must be dev or production")
-    auth_url = env.str("AUTH_SERVICE_URL", "http://127.0.0.1:8101").rstrip("/")
-    origin = env.str("AUDIT_LOG_ORIGIN", DEFAULT_ORIGIN)
-    if any(c.isspace() for c in origin) or "+" in origin:
-        raise ConfigError("AUDIT_LOG_ORIGIN must not contain spaces or '+'")
+def _data_key_id(env: EnvReader, _: Mapping[str, Any]) -> str:
     data_key_id = env.str("AUDIT_DATA_KEY_ID", "k1")
     if not data_key_id.isascii() or len(data_key_id) > 64:
         raise ConfigError("AUDIT_DATA_KEY_ID must be short ASCII")
-    config: dict[str, Any] = {
-        "SAFEHARBOR_ENV": safeharbor_env,
-        "SERVICE_NAME": SERVICE_NAME,
-        "DATABASE_URL": env.str("DATABASE_URL", "sqlite:///var/audit.db"),
-        "SERVICE_PRIVATE_KEY": load_private_key(env.secret("SERVICE_PRIVATE_KEY").reveal()),
-        "SERVICE_PUBLIC_KEYS": env.str("SERVICE_PUBLIC_KEYS", ""),
-        "AUTH_SERVICE_URL": auth_url,
-        "JWKS_URL": env.str("JWKS_URL", auth_url + "/.well-known/jwks.json"),
-        "JWT_ISSUER": env.str("JWT_ISSUER", "safeharbor-auth"),
-        "JWT_AUDIENCE": env.str("JWT_AUDIENCE", "safeharbor"),
-        "JWT_LEEWAY": env.int("JWT_LEEWAY", 5, minimum=0, maximum=60),
-        "AUDIT_SIGNING_KEY": load_private_key(env.secret("AUDIT_SIGNING_KEY").reveal(), setting="AUDIT_SIGNING_KEY"),
-        "AUDIT_LOG_ORIGIN": origin,
-        "AUDIT_DATA_KEY": _data_key(env.secret("AUDIT_DATA_KEY").reveal(), "AUDIT_DATA_KEY"),
-        "AUDIT_DATA_KEY_ID": data_key_id,
-        "AUDIT_DATA_KEYS_PREVIOUS": parse_previous_data_keys(env.optional_str("AUDIT_DATA_KEYS_PREVIOUS")),
-        "AUDIT_CHECKPOINT_INTERVAL": env.float("AUDIT_CHECKPOINT_INTERVAL", 2.0, minimum=0.05),
-        # Production refuses less than six years; dev and tests may set fewer (purge is tested with days).
-        "AUDIT_RETENTION_DAYS": env.int(
-            "AUDIT_RETENTION_DAYS", MIN_RETENTION_DAYS,
-            minimum=MIN_RETENTION_DAYS if safeharbor_env == "production" else 1,
-        ),
-        # Processes a verification of a large log uses (ranges of 65,536 entries each); default: every core.
-        "AUDIT_VERIFY_WORKERS": env.int("AUDIT_VERIFY_WORKERS", os.cpu_count() or 1, minimum=1, maximum=64),
-        "AUDIT_INGEST_MAX_EVENTS": env.int("AUDIT_INGEST_MAX_EVENTS", 1000, minimum=1, maximum=10_000),
-        "STREAM_API_SECRET": env.optional_secret("STREAM_API_SECRET"),
-        "MAX_CONTENT_LENGTH": env.int("MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024),
-        "LOG_LEVEL": env.str("LOG_LEVEL", "INFO"),
-    }
-    if config["AUDIT_CHECKPOINT_INTERVAL"] > 10:
-        raise ConfigError("AUDIT_CHECKPOINT_INTERVAL must be at most 10 seconds")
-    return config
+    return data_key_id
+
+
+@dataclass(frozen=True)
+class AuditSettings(ServiceSettings):
+    SERVICE_NAME: ClassVar[str] = SERVICE_NAME
+
+    database_url: str = env_str("DATABASE_URL", "sqlite:///var/audit.db")
+    service_private_key: Ed25519PrivateKey = env_private_key("SERVICE_PRIVATE_KEY")
+    audit_signing_key: Ed25519PrivateKey = env_private_key("AUDIT_SIGNING_KEY")
+    audit_log_origin: str = env_log_origin("AUDIT_LOG_ORIGIN", DEFAULT_ORIGIN)
+    audit_data_key: bytes = setting(lambda env, _: _data_key(env.secret("AUDIT_DATA_KEY").reveal(), "AUDIT_DATA_KEY"),
+                                    secret=True)
+    audit_data_key_id: str = setting(_data_key_id)
+    audit_data_keys_previous: dict[str, bytes] = setting(
+        lambda env, _: parse_previous_data_keys(env.optional_str("AUDIT_DATA_KEYS_PREVIOUS")), secret=True)
+    audit_checkpoint_interval: float = env_float("AUDIT_CHECKPOINT_INTERVAL", 2.0, minimum=0.05, maximum=10)
+    # Production refuses less than six years; dev and tests may set fewer (purge is tested with days).
+    audit_retention_days: int = setting(lambda env, v: env.int(
+        "AUDIT_RETENTION_DAYS", MIN_RETENTION_DAYS,
+        minimum=MIN_RETENTION_DAYS if v["safeharbor_env"] == "production" else 1))
+    # Processes a verification of a large log uses (ranges of 65,536 entries each); default: every core.
+    audit_verify_workers: int = env_int("AUDIT_VERIFY_WORKERS", os.cpu_count() or 1, minimum=1, maximum=64)
+    audit_ingest_max_events: int = env_int("AUDIT_INGEST_MAX_EVENTS", 1000, minimum=1, maximum=10_000)
+    stream_api_secret: Secret | None = env_optional_secret("STREAM_API_SECRET")
+    max_body_bytes: int = env_int("MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024, key="MAX_CONTENT_LENGTH")
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return AuditSettings.from_env(environ).as_config()

@@ -48,6 +48,10 @@ class EnvReader:
     def __init__(self, source: Mapping[str, builtins.str] | None = None) -> None:
         self._source: Mapping[str, builtins.str] = os.environ if source is None else source
 
+    @property
+    def source(self) -> Mapping[builtins.str, builtins.str]:
+        return self._source
+
     def raw(self, name: builtins.str) -> builtins.str | None:
         value = self._source.get(name)
         if value is None or value.strip() == "":
