@@ -181,7 +181,7 @@ def revoke_all(user_id: str) -> Response:
              query={"since": "cursor from an earlier answer (default: the beginning)"})
 def key_changes() -> Response:
     since = service.parse_cursor(request.args.get("since"), "since")
-    return jsonify(service.changes(log=_log(), since=since))
+    return jsonify(service.changes(log=_log(), since=since).model_dump(exclude_none=True))
 
 
 @bp.get("/v1/keys/<user_id>/audit")
@@ -237,7 +237,8 @@ def consistency() -> Response:
     from_size = _int_arg("from")
     if from_size is None:
         raise InvalidRequest("Query parameter 'from' is required.", extra={"field": "from"})
-    return jsonify(service.consistency_proof(log=_log(), from_size=from_size, to_size=_int_arg("to")))
+    proof = service.consistency_proof(log=_log(), from_size=from_size, to_size=_int_arg("to"))
+    return jsonify(proof.model_dump(by_alias=True))
 
 
 # -- encrypted private-key backup -------------------------------------------------------------------

@@ -141,6 +141,8 @@ class RevokeAllResponse(BaseModel):
 class ChangesResponse(BaseModel):
     users: list[str]
     cursor: str
+    more: bool | None = None  # a full page: ask again from `cursor`
+    reset: bool | None = None  # the client is ahead of the log: refresh every user
 
 
 class AuditLeaf(BaseModel):

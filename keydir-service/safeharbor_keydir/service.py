@@ -43,7 +43,7 @@ from .errors import (
 )
 from .log import Appender, TransparencyLog, utc_now_naive
 from .models import BackupRead, Device, KeyBackup, KeyRecord, LogLeaf
-from .schemas import USER_ID_RE, BackupCreate, KeyRecordCreate
+from .schemas import USER_ID_RE, BackupCreate, ChangesResponse, ConsistencyProofResponse, KeyRecordCreate
 
 MAX_CHANGES_PAGE = 1000
 MAX_AUDIT_PAGE = 500
@@ -387,12 +387,12 @@ def parse_cursor(text: str | None, name: str) -> int:
     return cursor
 
 
-def changes(*, log: TransparencyLog, since: int, limit: int = MAX_CHANGES_PAGE) -> dict[str, Any]:
+def changes(*, log: TransparencyLog, since: int, limit: int = MAX_CHANGES_PAGE) -> ChangesResponse:
     """Users whose keys changed at or after `since` (a log position); the cursor is the next position."""
     size = log.head_size()
     if since > size:
         # The client is ahead of the log (e.g. a restored database): start over with a full refresh.
-        return {"users": [], "cursor": str(size), "reset": True}
+        return ChangesResponse(users=[], cursor=str(size), reset=True)
     with log.engine.connect() as conn:
         rows = list(
             conn.execute(
@@ -404,7 +404,7 @@ def changes(*, log: TransparencyLog, since: int, limit: int = MAX_CHANGES_PAGE) 
         )
     users = list(dict.fromkeys(str(u) for _, u in rows))
     cursor = int(rows[-1][0]) + 1 if rows else since
-    return {"users": users, "cursor": str(cursor), "more": len(rows) == limit}
+    return ChangesResponse(users=users, cursor=str(cursor), more=len(rows) == limit)
 
 
 def user_audit(*, log: TransparencyLog, user_id: str, after: int, limit: int = MAX_AUDIT_PAGE) -> dict[str, Any]:
@@ -456,14 +456,15 @@ def log_leaves(*, log: TransparencyLog, start: int, end: int | None) -> dict[str
     return {"leaves": leaves, "start": start, "end": max(start, stop), "tree_size": size}
 
 
-def consistency_proof(*, log: TransparencyLog, from_size: int, to_size: int | None) -> dict[str, Any]:
+def consistency_proof(*, log: TransparencyLog, from_size: int, to_size: int | None) -> ConsistencyProofResponse:
     latest = log.latest_checkpoint().size
     to = latest if to_size is None else to_size
     if not 0 <= from_size <= to:
         raise InvalidRequest("'from' must be between 0 and 'to'.", extra={"field": "from"})
     if to > latest:
         raise InvalidRequest(f"'to' must be at most the latest checkpoint size ({latest}).", extra={"field": "to"})
-    return {"from": from_size, "to": to, "proof": log.consistency_proof(from_size, to)}
+    return ConsistencyProofResponse.model_validate(
+        {"from": from_size, "to": to, "proof": log.consistency_proof(from_size, to)})
 
 
 # -- backups ----------------------------------------------------------------------------------------
