@@ -7,6 +7,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _EXTERNAL = ("http://", "https://", "mailto:")
+# A Markdown file named in code (`docs/API.md`): from the repository root or from the naming file's folder.
+_MENTION = re.compile(r"`([^`\s]+\.md)`")
 
 
 def broken_links(markdown: Path, root: Path = ROOT) -> list[str]:
@@ -20,6 +22,11 @@ def broken_links(markdown: Path, root: Path = ROOT) -> list[str]:
             problems.append(f"{markdown.relative_to(root)}: {target} points outside the repository")
         elif not resolved.exists():
             problems.append(f"{markdown.relative_to(root)}: {target} does not exist")
+    for target in _MENTION.findall(markdown.read_text(encoding="utf-8")):
+        candidates = [(markdown.parent / target).resolve(), (root / target).resolve()]
+        inside = [c for c in candidates if c.is_relative_to(root)]
+        if not any(c.exists() for c in inside):
+            problems.append(f"{markdown.relative_to(root)}: `{target}` is not a file in the repository")
     return problems
 
 
@@ -33,8 +40,10 @@ def test_a_link_outside_the_repository_or_to_nothing_is_caught(tmp_path: Path) -
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "there.md").write_text("x")
     page = tmp_path / "README.md"
-    page.write_text("[a](docs/there.md) [b](../shared/API.md) [c](docs/gone.md) [d](https://x.org) [e](#top)")
+    page.write_text("[a](docs/there.md) [b](../shared/API.md) [c](docs/gone.md) [d](https://x.org) [e](#top)\n"
+                    "fixed by `shared/API.md`; see `docs/there.md`")
     assert broken_links(page, tmp_path) == [
         "README.md: ../shared/API.md points outside the repository",
         "README.md: docs/gone.md does not exist",
+        "README.md: `shared/API.md` is not a file in the repository",
     ]
