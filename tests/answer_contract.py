@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 _DOCUMENT_URI = "urn:safeharbor:public-openapi"
@@ -42,7 +42,7 @@ class AnswerContract:
     _registry: Registry = field(init=False)
 
     def __post_init__(self) -> None:
-        self._registry = Registry().with_resource(_DOCUMENT_URI, Resource(dict(self.document), DRAFT202012))
+        self._registry = Registry().with_resource(_DOCUMENT_URI, DRAFT202012.create_resource(dict(self.document)))
         paths = []
         for template in self.document["paths"]:
             pattern = re.compile(_PARAM.sub("[^/]+", re.escape(template)))
@@ -124,7 +124,7 @@ class AnswerWatch:
         if not (request.url or "").startswith(self.base_url):
             return
         self.answers += 1
-        path = urlsplit(request.url).path
+        path = urlsplit(str(request.url)).path
         body = None if streamed else response.content
         self.seen += self.contract.problems(str(request.method), path, response.status_code,
                                             response.headers.get("Content-Type", ""), body)

@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 import requests
-from safeharbor_gateway import contract
-from safeharbor_gateway.routing import ROUTES, Route, RouteTable
-
 from conftest import Api
 from safeharbor_devstack import Stack
+from safeharbor_gateway import contract
+from safeharbor_gateway.routing import ROUTES, Route, RouteTable
 
 SERVICES = ("auth", "keydir", "audit", "push")
 SERVICE_OWN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})

@@ -101,9 +101,9 @@ def merge_public(service_documents: Mapping[str, Mapping[str, Any]], *, version:
                 if route is None or route.service != service:
                     continue  # internal, health, or not routed to this service: not public
                 used = True
-                responses = dict(operation.get("responses", {}))
+                responses: dict[str, Any] = dict(operation.get("responses", {}))
                 for status, description in API_MD_ALSO_ANSWERS.get((method, template), {}).items():
-                    success = next((r for s, r in responses.items() if s.startswith("2")), {})
+                    success: dict[str, Any] = next((r for s, r in responses.items() if s.startswith("2")), {})
                     responses.setdefault(status, {**success, "description": description})
                 paths.setdefault(template, {})[method] = {
                     **operation,
