@@ -118,6 +118,7 @@ class PhiPublicKey:
         self._tree: _KeyTree | None = None
         self._ek = ""
         self._until = 0.0
+        self._pid = 0
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PhiPublicKey) and other.kid == self.kid
@@ -132,7 +133,9 @@ class PhiPublicKey:
         with self._lock:
             now = time.monotonic()
             tree = self._tree
-            if tree is None or tree.exhausted or now >= self._until:
+            # A forked process must not take the leaves its parent takes too: one key, one use (zero nonce).
+            if tree is None or tree.exhausted or now >= self._until or self._pid != os.getpid():
+                self._pid = os.getpid()
                 root = os.urandom(32)
                 self._ek = b64url_encode(SUITE.encrypt(root, self.public, info=_WRAP_INFO))
                 self._tree = tree = _KeyTree(root, TREE_DEPTH)

@@ -74,3 +74,23 @@ def test_windowed_envelopes_written_before_still_open() -> None:
         open_sealed(envelope, private, event_id="old-2")
     with pytest.raises(ValueError):
         open_sealed({**envelope, "alg": "A128CBC"}, private, event_id="old-1")
+
+
+def test_a_forked_process_draws_its_own_root() -> None:
+    """Leaf keys are used once with a zero nonce: a child must never take the leaves its parent goes on taking."""
+    private = X25519PrivateKey.generate()
+    key = PhiPublicKey(key_id(private.public_key()), private.public_key())
+    parent_first = key.seal({"ip": "x"}, event_id="p-0")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its envelope's wrapped root, then leave at once
+        sealed = key.seal({"ip": "y"}, event_id="c-1") or {}
+        os.write(write, sealed.get("ek", "").encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child_ek = os.read(read, 4096).decode()
+    os.close(read)
+    parent_next = key.seal({"ip": "z"}, event_id="p-1")
+    assert parent_first and parent_next and parent_next["ek"] == parent_first["ek"]
+    assert child_ek and child_ek != parent_first["ek"]  # a new root in the child
