@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import requests
+from safeharbor_common.internal_http import internal_session
 from safeharbor_common.service_identity import ServiceTokenSigner
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session as OrmSession
@@ -227,7 +228,7 @@ class JobRunner:
 
 def keydir_revoke_all(*, ctx: AuthContext, signer: ServiceTokenSigner) -> Handler:
     """`POST /internal/v1/keys/{user_id}/revoke-all` on keydir; 2xx is done, anything else is retried."""
-    http = requests.Session()
+    http = internal_session()
 
     def handle(job: Job, payload: dict[str, Any]) -> None:
         url = f"{ctx.config['KEYDIR_SERVICE_URL']}/internal/v1/keys/{job.user_id}/revoke-all"
