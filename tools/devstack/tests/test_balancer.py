@@ -69,7 +69,13 @@ def test_no_instance_left_closes_the_connection(two: tuple[Echo, Echo, LoopbackB
     first, second, balancer = two
     first.stop()
     second.stop()
-    assert _ask(balancer) == b""
+    # Closed without an answer: a clean end, or a reset when our bytes arrived before the balancer closed
+    # (the kernel resets a socket closed with unread data), as with a Service that has no ready endpoint.
+    try:
+        answer = _ask(balancer)
+    except ConnectionResetError:
+        answer = b""
+    assert answer == b""
 
 
 def test_a_balancer_needs_a_backend() -> None:
