@@ -211,9 +211,15 @@ def callers_in_code() -> dict[str, set[tuple[str, str]]]:
     listener). The gateway's calls are its routes; the others' are internal endpoints, JWKS (a public path
     fetched by every verifier), the revocation feed and the compliance controls."""
     calls: dict[str, set[tuple[str, str]]] = {name: set() for name in PACKAGES}
+    # Settings every service reads through the shared base class (safeharbor_common.settings.ServiceSettings).
+    shared = (ROOT / "libs/safeharbor-common/safeharbor_common/settings.py").read_text()
+    shared_base = shared[shared.index("class ServiceSettings"):]
+    shared_base = shared_base[:shared_base.index("\ndef ")]
     for caller, package in PACKAGES.items():
         for source in (ROOT / package).rglob("*.py"):
             text = source.read_text()
+            if re.search(r"\(ServiceSettings\)", text):
+                text += shared_base
             for callee in re.findall(r"[\"']([A-Z]+)_SERVICE_URL[\"']", text):
                 if callee.lower() != caller:
                     calls[callee.lower()].add((caller, "http"))
