@@ -51,6 +51,8 @@ class Instances:
         self._turn = itertools.count()  # next() on a count is atomic under the GIL: no lock on the hot path
 
     def in_turn(self) -> tuple[str, ...]:
+        if len(self.urls) == 1:  # the usual deployment (one Service address): no rotation to build per request
+            return self.urls
         start = next(self._turn) % len(self.urls)
         return self.urls[start:] + self.urls[:start]
 

@@ -105,13 +105,17 @@ def leaf_data(leaf: Mapping[str, Any]) -> bytes:
     return canonical_json(dict(leaf))
 
 
-def decode_key(value: Any, name: str) -> bytes:
+def _b64url_field(value: Any, name: str) -> bytes:
     if not isinstance(value, str):
         raise RecordError(f"{name} must be a base64url string")
     try:
-        raw = b64url_decode(value)
+        return b64url_decode(value)
     except EncodingError as exc:
         raise RecordError(f"{name} must be unpadded base64url") from exc
+
+
+def decode_key(value: Any, name: str) -> bytes:
+    raw = _b64url_field(value, name)
     if len(raw) != PUBLIC_KEY_BYTES or b64url_encode(raw) != value:
         raise RecordError(f"{name} must be a 32-byte key in canonical base64url")
     return raw
@@ -169,12 +173,7 @@ def verify_pq_extension(record: Mapping[str, Any]) -> None:
 
 
 def _signature(value: Any, name: str) -> bytes:
-    if not isinstance(value, str):
-        raise RecordError(f"{name} must be a base64url string")
-    try:
-        raw = b64url_decode(value)
-    except EncodingError as exc:
-        raise RecordError(f"{name} must be unpadded base64url") from exc
+    raw = _b64url_field(value, name)
     if len(raw) != SIGNATURE_BYTES:
         raise RecordError(f"{name} must be a 64-byte Ed25519 signature")
     return raw
