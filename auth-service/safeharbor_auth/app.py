@@ -1,6 +1,7 @@
 """Application factory (served by `python -m safeharbor_common.serving safeharbor_auth.app:create_app`)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Mapping
@@ -12,13 +13,14 @@ from safeharbor_common import audit_recorder, service_identity, tokens, web
 from safeharbor_common.audit_recorder import AuditRecorder
 from safeharbor_common.config import ConfigError
 from safeharbor_common.db import create_db_engine
+from safeharbor_common.settings import settings_of
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import compliance
 from .breakglass.service import sweep_break_glass
 from .clock import Clock, SystemClock
-from .config import load_config
+from .config import AuthSettings
 from .context import AuthContext
 from .crypto import DataCipher
 from .deprovisioning.handlers import stream_job_handlers
@@ -47,33 +49,36 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     FakeClock) and/or config keys to override."""
     app = Flask(__name__)
     try:
-        app.config.update(load_config(test_config.get("ENVIRON") if test_config else None))
+        settings = AuthSettings.from_env(test_config.get("ENVIRON") if test_config else None)
     except ConfigError as exc:
         if test_config is not None:
             raise
         # Refuse to start with one clear line (the setting's name, never its value).
         print(f"auth-service: configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from exc
-    if test_config:
-        app.config.update({k: v for k, v in test_config.items() if k not in ("ENVIRON", "CLOCK")})
+    overrides = {k: v for k, v in (test_config or {}).items() if k not in ("ENVIRON", "CLOCK")}
+    app.config.update(_overridden(settings, overrides).as_config())
+    app.config.update(overrides)
     clock = test_config.get("CLOCK") if test_config else None
 
     web.init_app(app, service_name="auth", readiness_check=_readiness)
     service_identity.init_app(app)
     # The recorder every service shares (its emitter is looked up per event: installed below, or by tests).
-    auth = build_context(app.config, clock=clock or SystemClock(), audit=audit_recorder.init_app(app))
+    auth = build_context(settings_of(app, AuthSettings), clock=clock or SystemClock(),
+                         audit=audit_recorder.init_app(app),
+                         redis_key_prefix=str(app.config.get("REDIS_KEY_PREFIX", "safeharbor:auth:throttle:")))
     app.extensions["auth"] = auth
     app.config["JWKS_FETCHER"] = auth.keys.jwks
     tokens.init_app(app)
     # Session tokens' times are judged by auth's clock (verifier.py); the rest of the checks are shared.
     app.extensions["token_verifier"] = ClockedTokenVerifier(
         keys=tokens.JwksCache(auth.keys.jwks, refresh_cooldown=float(app.config["JWKS_REFRESH_COOLDOWN"])),
-        issuer=app.config["JWT_ISSUER"],
-        audience=app.config["JWT_AUDIENCE"],
+        issuer=auth.settings.jwt_issuer,
+        audience=auth.settings.jwt_audience,
         clock=auth.clock,
         leeway=auth.leeway,
     )
-    if app.config.get("AUDIT_ENABLED", True):
+    if auth.settings.audit_enabled:
         from safeharbor_common import audit_emitter
 
         audit_emitter.init_app(app)
@@ -86,13 +91,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     runner = JobRunner(
         ctx=auth,
-        poll_interval=float(app.config["JOB_POLL_INTERVAL"]),
-        backoff_max=float(app.config["JOB_BACKOFF_MAX"]),
+        poll_interval=auth.settings.job_poll_interval,
+        backoff_max=auth.settings.job_backoff_max,
     )
     runner.handlers[KEYDIR_REVOKE] = keydir_revoke_all(ctx=auth, signer=app.extensions["service_signer"])
     auth.jobs = runner
     _init_stream(app, auth, runner)
-    if app.config["JOB_RUNNER_ENABLED"]:
+    if auth.settings.job_runner_enabled:
         app.before_request(runner.ensure_started)
 
     # One room per concern; each room's views are registered on the API's blueprints (http.py).
@@ -110,72 +115,82 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def build_context(config: Mapping[str, Any], *, clock: Clock, audit: AuditRecorder) -> AuthContext:
-    engine = create_db_engine(config["DATABASE_URL"])
-    cipher = DataCipher(config["AUTH_DATA_KEY"])
+def _overridden(settings: AuthSettings, overrides: Mapping[str, Any]) -> AuthSettings:
+    """Overrides given as config keys (tests, admin commands: JOB_RUNNER_ENABLED=False) that name a setting
+    change the typed settings too, so the context and app.config never disagree."""
+    names = {spec.name for spec in dataclasses.fields(settings)}
+    changes = {key.lower(): value for key, value in overrides.items() if key.lower() in names}
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def build_context(settings: AuthSettings, *, clock: Clock, audit: AuditRecorder,
+                  redis_key_prefix: str = "safeharbor:auth:throttle:") -> AuthContext:
+    engine = create_db_engine(settings.database_url)
+    cipher = DataCipher(settings.auth_data_key)
     store: ThrottleStore
-    if config.get("REDIS_URL"):
+    if settings.redis_url:
         import redis
 
         store = FallbackThrottleStore(
             RedisThrottleStore(
-                redis.Redis.from_url(config["REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0),
-                prefix=str(config.get("REDIS_KEY_PREFIX", "safeharbor:auth:throttle:")),
+                redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0),
+                prefix=redis_key_prefix,
             ),
             DatabaseThrottleStore(engine),
         )
     else:
         store = DatabaseThrottleStore(engine)
     policy = ThrottlePolicy(
-        user_max_failures=config["LOGIN_USER_MAX_FAILURES"],
-        ip_max_failures=config["LOGIN_IP_MAX_FAILURES"],
-        increment=config["LOGIN_LOCKOUT_INCREMENT"],
-        max_wait=config["LOGIN_LOCKOUT_MAX"],
-        reset=config["LOGIN_FAILURE_RESET"],
-        global_max_per_minute=config["LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE"],
-        slow_interval=config["LOGIN_GLOBAL_SLOW_INTERVAL"],
+        user_max_failures=settings.login_user_max_failures,
+        ip_max_failures=settings.login_ip_max_failures,
+        increment=settings.login_lockout_increment,
+        max_wait=settings.login_lockout_max,
+        reset=settings.login_failure_reset,
+        global_max_per_minute=settings.login_global_max_failures_per_minute,
+        slow_interval=settings.login_global_slow_interval,
     )
     return AuthContext(
-        config=dict(config),
+        settings=settings,
         engine=engine,
         audit=audit,
         clock=clock,
         cipher=cipher,
         passwords=Passwords(
-            memory_kib=config["ARGON2_MEMORY_KIB"],
-            time_cost=config["ARGON2_TIME_COST"],
-            parallelism=config["ARGON2_PARALLELISM"],
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            parallelism=settings.argon2_parallelism,
         ),
         throttler=LoginThrottler(store, policy, clock=clock),
         keys=SigningKeys(
             engine=engine,
             cipher=cipher,
-            idle_timeout=config["SESSION_IDLE_TIMEOUT"],
-            leeway=config["JWT_LEEWAY"],
-            prepublish=config["SIGNING_KEY_PREPUBLISH"],
+            idle_timeout=settings.session_idle_timeout,
+            leeway=settings.jwt_leeway,
+            prepublish=settings.signing_key_prepublish,
             clock=clock,
         ),
-        publisher=RevocationPublisher(config.get("REDIS_URL")),
+        publisher=RevocationPublisher(settings.redis_url),
     )
 
 
 def _init_stream(app: Flask, auth: AuthContext, runner: JobRunner) -> None:
     """Builds the Stream gateway when configured, registers its job handlers and the break-glass sweep."""
     runner.periodic.append(partial(sweep_break_glass, ctx=auth))
-    if not app.config.get("STREAM_API_KEY"):
+    settings = auth.settings
+    if not settings.stream_api_key or settings.stream_api_secret is None:
         return
     auth.stream = StreamGateway(
-        api_key=app.config["STREAM_API_KEY"],
-        api_secret=app.config["STREAM_API_SECRET"].reveal(),
-        base_url=app.config.get("STREAM_CHAT_URL"),
-        timeout=float(app.config["STREAM_TIMEOUT"]),
+        api_key=settings.stream_api_key,
+        api_secret=settings.stream_api_secret.reveal(),
+        base_url=settings.stream_chat_url,
+        timeout=settings.stream_timeout,
     )
     runner.handlers.update(stream_job_handlers(auth))
     if app.config.get("STREAM_PROVISIONER", True):  # off only for one-shot admin commands
         auth.provisioner = StreamProvisioner(
             audit=auth.audit, clock=auth.clock, stream=auth.stream,
-            write=bool(app.config.get("STREAM_PROVISION_ON_START")),
-            verify_interval=float(app.config["STREAM_VERIFY_INTERVAL"]),
+            write=settings.stream_provision_on_start,
+            verify_interval=settings.stream_verify_interval,
         )
         auth.provisioner.check_now()  # first attempt at start; the job loop retries and re-reads
         runner.periodic.append(auth.provisioner.tick)

@@ -71,7 +71,7 @@ def role_map(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
 
 
 def mfa(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
-    required = frozenset(auth.config["MFA_REQUIRED_ROLES"])
+    required = auth.settings.mfa_required_roles
     missing = sorted(MFA_MUST - required)
     with auth.engine.connect() as conn:
         rows = conn.execute(
@@ -86,11 +86,11 @@ def mfa(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
 
 
 def lockout(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
-    c = auth.config
-    status = status_at_most(int(c["LOGIN_USER_MAX_FAILURES"]), pass_max=LOCKOUT_PASS, warn_max=LOCKOUT_WARN)
-    return status, {"user_max_failures": c["LOGIN_USER_MAX_FAILURES"], "ip_max_failures": c["LOGIN_IP_MAX_FAILURES"],
-                    "lockout_increment_s": c["LOGIN_LOCKOUT_INCREMENT"], "lockout_max_s": c["LOGIN_LOCKOUT_MAX"],
-                    "global_max_failures_per_minute": c["LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE"]}
+    s = auth.settings
+    status = status_at_most(s.login_user_max_failures, pass_max=LOCKOUT_PASS, warn_max=LOCKOUT_WARN)
+    return status, {"user_max_failures": s.login_user_max_failures, "ip_max_failures": s.login_ip_max_failures,
+                    "lockout_increment_s": s.login_lockout_increment, "lockout_max_s": s.login_lockout_max,
+                    "global_max_failures_per_minute": s.login_global_max_failures_per_minute}
 
 
 def password_hashing(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
@@ -133,7 +133,7 @@ def break_glass(auth: AuthContext) -> tuple[Status, Mapping[str, Any]]:
         overdue = count(BreakGlass.closed_at.is_not(None), BreakGlass.reviewed_at.is_(None),
                         BreakGlass.closed_at < now - REVIEW_DUE)
     status: Status = "fail" if unclosed else ("warn" if overdue else "pass")
-    return status, {"ttl_s": auth.config["BREAK_GLASS_TTL"], "open": open_now, "expired_not_closed": unclosed,
+    return status, {"ttl_s": auth.settings.break_glass_ttl, "open": open_now, "expired_not_closed": unclosed,
                     "awaiting_review": unreviewed, "reviews_overdue": overdue,
                     "review_due_after_h": int(REVIEW_DUE.total_seconds() // 3600)}
 

@@ -2,12 +2,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from safeharbor_common.config import ConfigError, EnvReader
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from safeharbor_common.config import ConfigError, EnvReader, Secret
 from safeharbor_common.encoding import EncodingError, b64url_decode
 from safeharbor_common.roles import ALL_ROLES
-from safeharbor_common.service_identity import load_private_key
+from safeharbor_common.settings import (
+    ServiceSettings,
+    env_bool,
+    env_float,
+    env_int,
+    env_optional_secret,
+    env_optional_str,
+    env_private_key,
+    env_str,
+    setting,
+)
 
 SERVICE_NAME = "auth"
 DEFAULT_DATABASE_URL = "sqlite:///var/auth.db"
@@ -18,6 +30,7 @@ MAX_REFRESH_GRACE = 5
 # OWASP Password Storage Cheat Sheet, argon2id: m=19 MiB, t=2, p=1 is the floor in production.
 OWASP_MIN_MEMORY_KIB = 19 * 1024
 OWASP_MIN_TIME_COST = 2
+JWKS_REFRESH_COOLDOWN = 1.0
 
 
 def data_key(value: str, setting: str) -> bytes:
@@ -34,87 +47,92 @@ def database_url(environ: Mapping[str, str] | None = None) -> str:
     return EnvReader(environ).str("DATABASE_URL", DEFAULT_DATABASE_URL)
 
 
-def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    env = EnvReader(environ)
-    safeharbor_env = env.str("SAFEHARBOR_ENV", "dev")
-    if safeharbor_env not in ("dev", "production"):
+@dataclass(frozen=True)
+class AuthSettings(ServiceSettings):
+    """Every auth-service setting, typed; `as_config()` hands them to Flask under their variable names."""
+
+    SERVICE_NAME: ClassVar[str] = SERVICE_NAME
+
+    # auth's message from before the shared base ("must be dev or production"), kept as it was.
+    safeharbor_env: str = setting(lambda env, _: _safeharbor_env(env))
+    # Passed to logging as given (upper-cased there); the base's stricter check would refuse WARN and FATAL.
+    log_level: str = env_str("LOG_LEVEL", "INFO")
+    # Sessions
+    session_idle_timeout: int = env_int("SESSION_IDLE_TIMEOUT", 600, minimum=1, maximum=MAX_IDLE_TIMEOUT)
+    session_max_lifetime: int = env_int("SESSION_MAX_LIFETIME", 43200, minimum=1, maximum=7 * 86400)
+    mfa_required_roles: frozenset[str] = setting(lambda env, _: _mfa_required_roles(env))
+    # Passwords
+    argon2_memory_kib: int = env_int("ARGON2_MEMORY_KIB", OWASP_MIN_MEMORY_KIB, minimum=8, maximum=4 * 1024 * 1024)
+    argon2_time_cost: int = env_int("ARGON2_TIME_COST", OWASP_MIN_TIME_COST, minimum=1, maximum=20)
+    keydir_service_url: str = setting(lambda env, _: _base_url(env, "KEYDIR_SERVICE_URL", "http://127.0.0.1:8102"))
+    stream_api_key: str | None = env_optional_str("STREAM_API_KEY")
+    stream_api_secret: Secret | None = env_optional_secret("STREAM_API_SECRET")
+    database_url: str = env_str("DATABASE_URL", DEFAULT_DATABASE_URL)
+    redis_url: str | None = env_optional_str("REDIS_URL")
+    service_private_key: Ed25519PrivateKey = env_private_key("SERVICE_PRIVATE_KEY")
+    auth_data_key: bytes = setting(lambda env, _: data_key(env.secret("AUTH_DATA_KEY").reveal(), "AUTH_DATA_KEY"),
+                                   secret=True)
+    audit_service_url: str = setting(lambda env, _: _base_url(env, "AUDIT_SERVICE_URL", "http://127.0.0.1:8103"))
+    audit_enabled: bool = env_bool("AUDIT_ENABLED", True)
+    audit_outbox_path: str = env_str("AUDIT_OUTBOX_PATH", "var/outbox-auth.db")
+    max_body_bytes: int = env_int("MAX_BODY_BYTES", 64 * 1024, minimum=1024, maximum=1024 * 1024,
+                                  key="MAX_CONTENT_LENGTH")
+    # A refreshed token keeps working this long for requests already in flight, then it is retired.
+    session_refresh_grace: int = env_int("SESSION_REFRESH_GRACE", 5, minimum=0, maximum=MAX_REFRESH_GRACE)
+    signing_key_prepublish: int = env_int("SIGNING_KEY_PREPUBLISH", 12, minimum=0, maximum=3600)
+    argon2_parallelism: int = env_int("ARGON2_PARALLELISM", 1, minimum=1, maximum=16)
+    # Brute-force protection (Keycloak-style: after N failures the wait grows by the increment)
+    login_user_max_failures: int = env_int("LOGIN_USER_MAX_FAILURES", 5, minimum=1)
+    login_ip_max_failures: int = env_int("LOGIN_IP_MAX_FAILURES", 20, minimum=1)
+    login_lockout_increment: int = env_int("LOGIN_LOCKOUT_INCREMENT", 60, minimum=1)
+    login_lockout_max: int = env_int("LOGIN_LOCKOUT_MAX", 900, minimum=1)
+    login_failure_reset: int = env_int("LOGIN_FAILURE_RESET", 3600, minimum=1)
+    login_global_max_failures_per_minute: int = env_int("LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE", 1000, minimum=1)
+    # Above the global ceiling each user name and each address gets one evaluated attempt per this (s).
+    login_global_slow_interval: int = env_int("LOGIN_GLOBAL_SLOW_INTERVAL", 2, minimum=1, maximum=60)
+    # Stream
+    stream_chat_url: str | None = env_optional_str("STREAM_CHAT_URL")
+    stream_timeout: float = env_float("STREAM_TIMEOUT", 5.0, minimum=0.1)
+    # Provision Stream's roles and grants at every start (0: only read them back; drift fails /readyz).
+    stream_provision_on_start: bool = env_bool("STREAM_PROVISION_ON_START", True)
+    stream_verify_interval: float = env_float("STREAM_VERIFY_INTERVAL", 60.0, minimum=1.0)
+    break_glass_ttl: int = env_int("BREAK_GLASS_TTL", 3600, minimum=1, maximum=86400)
+    # Background work (deprovisioning retries, break-glass closing sweep)
+    job_runner_enabled: bool = env_bool("JOB_RUNNER_ENABLED", True)
+    job_poll_interval: float = env_float("JOB_POLL_INTERVAL", 1.0, minimum=0.05)
+    job_backoff_max: float = env_float("JOB_BACKOFF_MAX", 60.0, minimum=0.1)
+
+    def check(self) -> None:
+        if self.session_max_lifetime < self.session_idle_timeout:
+            raise ConfigError("SESSION_MAX_LIFETIME must be at least SESSION_IDLE_TIMEOUT")
+        if self.safeharbor_env == "production" and (self.argon2_memory_kib < OWASP_MIN_MEMORY_KIB
+                                                    or self.argon2_time_cost < OWASP_MIN_TIME_COST):
+            raise ConfigError("ARGON2_MEMORY_KIB/ARGON2_TIME_COST are below the OWASP minimum (19456 KiB, t=2)")
+        if (self.stream_api_key is None) != (self.stream_api_secret is None):
+            raise ConfigError("STREAM_API_KEY and STREAM_API_SECRET must be set together")
+        if self.login_lockout_max < self.login_lockout_increment:
+            raise ConfigError("LOGIN_LOCKOUT_MAX must be at least LOGIN_LOCKOUT_INCREMENT")
+
+    def as_config(self) -> dict[str, Any]:
+        # The local verifier reads keys from our own table: a refresh is one cheap query.
+        return {**super().as_config(), "JWKS_REFRESH_COOLDOWN": JWKS_REFRESH_COOLDOWN}
+
+
+def _safeharbor_env(env: EnvReader) -> str:
+    value = env.str("SAFEHARBOR_ENV", "dev")
+    if value not in ("dev", "production"):
         raise ConfigError("SAFEHARBOR_ENV must be dev or production")
-    production = safeharbor_env == "production"
+    return value
 
-    idle = env.int("SESSION_IDLE_TIMEOUT", 600, minimum=1, maximum=MAX_IDLE_TIMEOUT)
-    lifetime = env.int("SESSION_MAX_LIFETIME", 43200, minimum=1, maximum=7 * 86400)
-    if lifetime < idle:
-        raise ConfigError("SESSION_MAX_LIFETIME must be at least SESSION_IDLE_TIMEOUT")
 
-    mfa_roles = env.csv("MFA_REQUIRED_ROLES", ("clinician", "admin", "auditor"))
-    unknown = sorted(set(mfa_roles) - ALL_ROLES)
+def _base_url(env: EnvReader, name: str, default: str) -> str:
+    """Without its trailing slash; not checked further (the base's env_url would refuse what auth took)."""
+    return env.str(name, default).rstrip("/")
+
+
+def _mfa_required_roles(env: EnvReader) -> frozenset[str]:
+    roles = env.csv("MFA_REQUIRED_ROLES", ("clinician", "admin", "auditor"))
+    unknown = sorted(set(roles) - ALL_ROLES)
     if unknown:
         raise ConfigError(f"MFA_REQUIRED_ROLES has unknown roles: {', '.join(unknown)}")
-
-    memory_kib = env.int("ARGON2_MEMORY_KIB", OWASP_MIN_MEMORY_KIB, minimum=8, maximum=4 * 1024 * 1024)
-    time_cost = env.int("ARGON2_TIME_COST", OWASP_MIN_TIME_COST, minimum=1, maximum=20)
-    if production and (memory_kib < OWASP_MIN_MEMORY_KIB or time_cost < OWASP_MIN_TIME_COST):
-        raise ConfigError("ARGON2_MEMORY_KIB/ARGON2_TIME_COST are below the OWASP minimum (19456 KiB, t=2)")
-
-    keydir_url = env.str("KEYDIR_SERVICE_URL", "http://127.0.0.1:8102").rstrip("/")
-    stream_key = env.optional_str("STREAM_API_KEY")
-    stream_secret = env.optional_secret("STREAM_API_SECRET")
-    if (stream_key is None) != (stream_secret is None):
-        raise ConfigError("STREAM_API_KEY and STREAM_API_SECRET must be set together")
-
-    config: dict[str, Any] = {
-        "SAFEHARBOR_ENV": safeharbor_env,
-        "SERVICE_NAME": SERVICE_NAME,
-        "DATABASE_URL": env.str("DATABASE_URL", DEFAULT_DATABASE_URL),
-        "REDIS_URL": env.optional_str("REDIS_URL"),
-        "SERVICE_PRIVATE_KEY": load_private_key(env.secret("SERVICE_PRIVATE_KEY").reveal()),
-        "SERVICE_PUBLIC_KEYS": env.str("SERVICE_PUBLIC_KEYS", ""),
-        "JWT_ISSUER": env.str("JWT_ISSUER", "safeharbor-auth"),
-        "JWT_AUDIENCE": env.str("JWT_AUDIENCE", "safeharbor"),
-        "JWT_LEEWAY": env.int("JWT_LEEWAY", 5, minimum=0, maximum=60),
-        # The local verifier reads keys from our own table: a refresh is one cheap query.
-        "JWKS_REFRESH_COOLDOWN": 1.0,
-        "AUTH_DATA_KEY": data_key(env.secret("AUTH_DATA_KEY").reveal(), "AUTH_DATA_KEY"),
-        "AUDIT_SERVICE_URL": env.str("AUDIT_SERVICE_URL", "http://127.0.0.1:8103").rstrip("/"),
-        "AUDIT_ENABLED": env.bool("AUDIT_ENABLED", True),
-        "AUDIT_OUTBOX_PATH": env.str("AUDIT_OUTBOX_PATH", "var/outbox-auth.db"),
-        "KEYDIR_SERVICE_URL": keydir_url,
-        "LOG_LEVEL": env.str("LOG_LEVEL", "INFO"),
-        "MAX_CONTENT_LENGTH": env.int("MAX_BODY_BYTES", 64 * 1024, minimum=1024, maximum=1024 * 1024),
-        # Sessions
-        "SESSION_IDLE_TIMEOUT": idle,
-        "SESSION_MAX_LIFETIME": lifetime,
-        # A refreshed token keeps working this long for requests already in flight, then it is retired.
-        "SESSION_REFRESH_GRACE": env.int("SESSION_REFRESH_GRACE", 5, minimum=0, maximum=MAX_REFRESH_GRACE),
-        "SIGNING_KEY_PREPUBLISH": env.int("SIGNING_KEY_PREPUBLISH", 12, minimum=0, maximum=3600),
-        # Passwords
-        "ARGON2_MEMORY_KIB": memory_kib,
-        "ARGON2_TIME_COST": time_cost,
-        "ARGON2_PARALLELISM": env.int("ARGON2_PARALLELISM", 1, minimum=1, maximum=16),
-        "MFA_REQUIRED_ROLES": frozenset(mfa_roles),
-        # Brute-force protection (Keycloak-style: after N failures the wait grows by the increment)
-        "LOGIN_USER_MAX_FAILURES": env.int("LOGIN_USER_MAX_FAILURES", 5, minimum=1),
-        "LOGIN_IP_MAX_FAILURES": env.int("LOGIN_IP_MAX_FAILURES", 20, minimum=1),
-        "LOGIN_LOCKOUT_INCREMENT": env.int("LOGIN_LOCKOUT_INCREMENT", 60, minimum=1),
-        "LOGIN_LOCKOUT_MAX": env.int("LOGIN_LOCKOUT_MAX", 900, minimum=1),
-        "LOGIN_FAILURE_RESET": env.int("LOGIN_FAILURE_RESET", 3600, minimum=1),
-        "LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE": env.int("LOGIN_GLOBAL_MAX_FAILURES_PER_MINUTE", 1000, minimum=1),
-        # Above the global ceiling each user name and each address gets one evaluated attempt per this (s).
-        "LOGIN_GLOBAL_SLOW_INTERVAL": env.int("LOGIN_GLOBAL_SLOW_INTERVAL", 2, minimum=1, maximum=60),
-        # Stream
-        "STREAM_API_KEY": stream_key,
-        "STREAM_API_SECRET": stream_secret,
-        "STREAM_CHAT_URL": env.optional_str("STREAM_CHAT_URL"),
-        "STREAM_TIMEOUT": env.float("STREAM_TIMEOUT", 5.0, minimum=0.1),
-        # Provision Stream's roles and grants at every start (0: only read them back; drift fails /readyz).
-        "STREAM_PROVISION_ON_START": env.bool("STREAM_PROVISION_ON_START", True),
-        "STREAM_VERIFY_INTERVAL": env.float("STREAM_VERIFY_INTERVAL", 60.0, minimum=1.0),
-        "BREAK_GLASS_TTL": env.int("BREAK_GLASS_TTL", 3600, minimum=1, maximum=86400),
-        # Background work (deprovisioning retries, break-glass closing sweep)
-        "JOB_RUNNER_ENABLED": env.bool("JOB_RUNNER_ENABLED", True),
-        "JOB_POLL_INTERVAL": env.float("JOB_POLL_INTERVAL", 1.0, minimum=0.05),
-        "JOB_BACKOFF_MAX": env.float("JOB_BACKOFF_MAX", 60.0, minimum=0.1),
-    }
-    if config["LOGIN_LOCKOUT_MAX"] < config["LOGIN_LOCKOUT_INCREMENT"]:
-        raise ConfigError("LOGIN_LOCKOUT_MAX must be at least LOGIN_LOCKOUT_INCREMENT")
-    return config
+    return frozenset(roles)

@@ -3,13 +3,14 @@ process by the app factory. It never holds the Flask app or reads Flask's `g`.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from safeharbor_common.audit_recorder import AuditRecorder
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session as OrmSession
 
 from .clock import Clock
+from .config import AuthSettings
 from .crypto import DataCipher
 from .passwords import Passwords
 from .revocations import RevocationPublisher
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class AuthContext:
-    config: dict[str, Any]  # the settings (load_config); typed settings replace it when they land
+    settings: AuthSettings
     engine: Engine
     audit: AuditRecorder
     clock: Clock
@@ -38,20 +39,16 @@ class AuthContext:
     jobs: JobRunner | None = field(default=None)
 
     @property
-    def settings(self) -> dict[str, Any]:
-        return self.config
-
-    @property
     def idle_timeout(self) -> int:
-        return int(self.config["SESSION_IDLE_TIMEOUT"])
+        return self.settings.session_idle_timeout
 
     @property
     def max_lifetime(self) -> int:
-        return int(self.config["SESSION_MAX_LIFETIME"])
+        return self.settings.session_max_lifetime
 
     @property
     def leeway(self) -> int:
-        return int(self.config["JWT_LEEWAY"])
+        return self.settings.jwt_leeway
 
     def db(self) -> OrmSession:
         """A database session; objects stay readable after commit (answers are built from them)."""

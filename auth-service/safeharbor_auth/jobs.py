@@ -73,7 +73,7 @@ def enqueue(
 def try_user_jobs_now(ctx: AuthContext, user_id: str) -> None:
     """Tries this user's pending jobs now, so a healthy Stream/keydir makes the answer say `done`."""
     if ctx.jobs is not None:
-        ctx.jobs.run_due(user_id=user_id, budget_seconds=float(ctx.config["STREAM_TIMEOUT"]) * 2)
+        ctx.jobs.run_due(user_id=user_id, budget_seconds=ctx.settings.stream_timeout * 2)
 
 
 class JobRunner:
@@ -231,14 +231,14 @@ def keydir_revoke_all(*, ctx: AuthContext, signer: ServiceTokenSigner) -> Handle
     http = internal_session()
 
     def handle(job: Job, payload: dict[str, Any]) -> None:
-        url = f"{ctx.config['KEYDIR_SERVICE_URL']}/internal/v1/keys/{job.user_id}/revoke-all"
+        url = f"{ctx.settings.keydir_service_url}/internal/v1/keys/{job.user_id}/revoke-all"
         headers = signer.headers_for("keydir")
         try:
             response = http.post(
                 url,
                 json={"reason": str(payload.get("reason", "user_deactivated"))},
                 headers=headers,
-                timeout=(1.0, float(ctx.config["STREAM_TIMEOUT"])),
+                timeout=(1.0, ctx.settings.stream_timeout),
             )
         except requests.RequestException as exc:
             raise RetryableJobError(f"keydir_unreachable:{type(exc).__name__}") from exc

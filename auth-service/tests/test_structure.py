@@ -7,10 +7,12 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
 import pytest
+from flask import Flask
 
 PACKAGE = Path(__file__).resolve().parents[1] / "safeharbor_auth"
 ROOMS = ("sessions", "users", "mfa", "breakglass", "channels", "deprovisioning")
@@ -124,3 +126,23 @@ def test_collaborators_do_not_hold_the_flask_app() -> None:
         assert "app" not in inspect.signature(collaborator).parameters, collaborator.__qualname__
     annotations = inspect.get_annotations(AuthContext)  # strings (postponed evaluation)
     assert not [name for name, annotation in annotations.items() if "Flask" in str(annotation)]
+
+
+def test_the_context_carries_the_typed_settings(make_app: Callable[..., Flask]) -> None:
+    """Settings are one frozen dataclass on the shared base (safeharbor_common.settings), not a dict: the
+    context holds it, Flask's config is made from it, overrides reach both, secrets stay out of its repr."""
+    from safeharbor_auth.config import AuthSettings
+    from safeharbor_auth.context import AuthContext
+    from safeharbor_common.settings import ServiceSettings, settings_of
+
+    assert issubclass(AuthSettings, ServiceSettings)
+    assert inspect.get_annotations(AuthContext)["settings"] == "AuthSettings"
+    assert "config" not in inspect.get_annotations(AuthContext)
+    app = make_app(SESSION_IDLE_TIMEOUT="300")
+    settings = app.extensions["auth"].settings
+    assert type(settings) is AuthSettings and settings_of(app, AuthSettings) is settings
+    assert settings.session_idle_timeout == 300 == app.config["SESSION_IDLE_TIMEOUT"]
+    assert settings.audit_enabled is False is app.config["AUDIT_ENABLED"]  # a create_app override, in both
+    shown = repr(settings)
+    assert "session_idle_timeout=300" in shown
+    assert not [name for name in ("auth_data_key", "service_private_key", "stream_api_secret") if name in shown]

@@ -86,7 +86,7 @@ def open_break_glass(
         stream.upsert_users([stream_user_fields(user)])  # Stream adds only users it knows
         stream.add_member(cid=cid, user_id=user.id)
     bg_id = str(uuid.uuid4())
-    deadline = whole_second_after(now, int(ctx.config["BREAK_GLASS_TTL"]))
+    deadline = whole_second_after(now, ctx.settings.break_glass_ttl)
     try:
         with ctx.db() as db, db.begin():
             session = new_session(user=user, scope=SCOPE_BREAK_GLASS, now=now, absolute=deadline,

@@ -65,7 +65,7 @@ def session_response(*, ctx: AuthContext, session: Session, user: User, token: I
 
 
 def mfa_required_for(*, ctx: AuthContext, role: str) -> bool:
-    return role in ctx.config["MFA_REQUIRED_ROLES"]
+    return role in ctx.settings.mfa_required_roles
 
 
 def open_login_session(*, ctx: AuthContext, db: OrmSession, user: User, now: datetime) -> tuple[Session, IssuedToken]:
@@ -173,7 +173,7 @@ def _rotate(
             # A whole second (the feed's times are), rounded down: the grace never exceeds the setting, and
             # auth-service and the services reading the feed refuse the token from the same instant.
             refuse_from = datetime.fromtimestamp(
-                math.floor(now.timestamp()) + int(ctx.config["SESSION_REFRESH_GRACE"]), UTC
+                math.floor(now.timestamp()) + ctx.settings.session_refresh_grace, UTC
             )
             db.add(RetiredToken(
                 jti=claims.jti, session_id=fresh.id, retired_at=now, refuse_from=refuse_from,

@@ -41,8 +41,8 @@ def issue_token(
     if again is not None:
         jti, iat, exp = again.successor_jti, again.successor_iat, again.successor_exp
     claims: dict[str, Any] = {
-        "iss": ctx.config["JWT_ISSUER"],
-        "aud": ctx.config["JWT_AUDIENCE"],
+        "iss": ctx.settings.jwt_issuer,
+        "aud": ctx.settings.jwt_audience,
         "sub": user.id,
         "iat": iat,
         "exp": exp,
