@@ -1,6 +1,7 @@
 // `vite preview` serves the built app for `make run` (tools/devstack starts it beside the stack) and
 // proxies the API and Stream to one origin, so the page talks only to 'self': no CORS, a strict CSP.
 import react from "@vitejs/plugin-react";
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vite";
 
 const gateway = process.env["SAFEHARBOR_GATEWAY_URL"] ?? "http://127.0.0.1:8080";
@@ -39,5 +40,23 @@ export default defineConfig({
   // The dev server injects inline scripts for hot reload, so only the built app gets the CSP.
   server: { host: "127.0.0.1", proxy },
   preview: { host: "127.0.0.1", headers: securityHeaders, proxy },
-  build: { target: "es2022", sourcemap: false },
+  // @hpke/common falls back to Node's `import("crypto")` where globalThis.crypto is missing; in a browser
+  // that module is the Web Crypto the page already has.
+  resolve: { alias: { crypto: fileURLToPath(new URL("src/webcrypto.ts", import.meta.url)) } },
+  build: {
+    target: "es2022",
+    sourcemap: false,
+    // Libraries in chunks of their own: the app's code changes more often than they do, and no chunk
+    // passes Vite's 500 kB warning.
+    rolldownOptions: {
+      output: {
+        codeSplitting: {
+          groups: [
+            { name: "stream-chat", test: /node_modules[\\/]stream-chat/ },
+            { name: "vendor", test: /node_modules/ },
+          ],
+        },
+      },
+    },
+  },
 });
