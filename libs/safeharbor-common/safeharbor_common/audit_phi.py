@@ -43,8 +43,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from .encoding import EncodingError, b64url_decode, b64url_encode
+from safeharbor_protocol.encoding import EncodingError, b64url_decode, b64url_encode
 
 ALGORITHM = "HPKE-X25519-SHA256-A256GCM-TREE"
 WINDOWED_ALGORITHM = "HPKE-X25519-SHA256-A256GCM"

@@ -17,9 +17,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import Flask, current_app, g, request
+from safeharbor_protocol.encoding import EncodingError, b64url_decode, b64url_encode
 
 from .config import ConfigError
-from .encoding import EncodingError, b64url_decode, b64url_encode
 from .errors import Forbidden, Unauthenticated
 
 HEADER = "X-Service-Token"

@@ -29,7 +29,7 @@ from safeharbor_common.audit_emitter import (
     ShipperSettings,
 )
 from safeharbor_common.audit_phi import KEY_PATH, PhiPublicKey, key_id, open_sealed
-from safeharbor_common.encoding import b64url_decode, b64url_encode
+from safeharbor_protocol.encoding import b64url_decode, b64url_encode
 from werkzeug.serving import make_server
 
 FAST = ShipperSettings(backoff_initial=0.02, backoff_max=0.2, idle_poll_seconds=0.05, linger_seconds=0.0)

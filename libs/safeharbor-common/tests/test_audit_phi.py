@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from safeharbor_common import audit_phi
 from safeharbor_common.audit_phi import PhiPublicKey, key_id, leaf_key, open_sealed
-from safeharbor_common.encoding import b64url_decode, b64url_encode
+from safeharbor_protocol.encoding import b64url_decode, b64url_encode
 
 
 def test_one_wrapped_root_per_window_one_leaf_per_event(monkeypatch: pytest.MonkeyPatch) -> None:

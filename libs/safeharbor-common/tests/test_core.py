@@ -10,7 +10,6 @@ from flask import Flask
 from pydantic import BaseModel
 from safeharbor_common import service_identity, web
 from safeharbor_common.config import ConfigError, EnvReader, Secret
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 from safeharbor_common.errors import Conflict, LockedOut
 from safeharbor_common.service_identity import (
     ServiceTokenSigner,
@@ -20,6 +19,7 @@ from safeharbor_common.service_identity import (
     parse_public_keys,
     require_service,
 )
+from safeharbor_protocol.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 
 
 def test_secret_never_printed() -> None:

@@ -9,7 +9,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from safeharbor_common.config import ConfigError, Secret
-from safeharbor_common.encoding import b64url_encode
 from safeharbor_common.settings import (
     ServiceSettings,
     env_bool,
@@ -21,6 +20,7 @@ from safeharbor_common.settings import (
     setting,
     settings_of,
 )
+from safeharbor_protocol.encoding import b64url_encode
 
 SEED = b64url_encode(bytes(range(32)))
 
