@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from conftest import Api
-from safeharbor_common import checkpoint as cp
-from safeharbor_common import merkle
 from safeharbor_devstack import Stack
+from safeharbor_protocol import checkpoint as cp
+from safeharbor_protocol import merkle
 
 
 def _wait_for_entries(api: Api, token: str, query: str, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:

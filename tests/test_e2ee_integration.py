@@ -38,8 +38,8 @@ from safeharbor_client.errors import (
     SenderMismatch,
     SessionExpired,
 )
-from safeharbor_common.checkpoint import sign_checkpoint, split_note
-from safeharbor_common.encoding import b64url_decode
+from safeharbor_protocol.checkpoint import sign_checkpoint, split_note
+from safeharbor_protocol.encoding import b64url_decode
 
 pytestmark = pytest.mark.stream  # the clients send through Stream
 

@@ -24,11 +24,11 @@ import requests
 from conftest import Api
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from safeharbor_common.encoding import b64url_encode
 from safeharbor_devstack import Stack
 from safeharbor_protocol import checkpoint as cp
 from safeharbor_protocol import keyrecords as records
 from safeharbor_protocol import merkle
+from safeharbor_protocol.encoding import b64url_encode
 from safeharbor_protocol.keydir import LogWatcher
 from sqlalchemy import create_engine, text
 

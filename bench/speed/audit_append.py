@@ -212,7 +212,7 @@ def audit_phi_key(bench: BenchStack) -> Any:
     if not hasattr(phi, "derive_phi_key"):
         return None
     PhiCipher = phi.PhiCipher
-    from safeharbor_common.encoding import b64url_decode
+    from safeharbor_protocol.encoding import b64url_decode
 
     return PhiCipher(key_id="bench", key=b64url_decode(bench.secrets["AUDIT_DATA_KEY"])).public_key
 
@@ -289,7 +289,7 @@ def canonical_cost(samples: int = 20000) -> dict[str, Any]:
     uses (`canonical_json`: stdlib json behind the `_fast_path_safe` guard) and bare sorted `json.dumps`
     (the guard's cost is the difference between the last two). All three give the same bytes."""
     import rfc8785
-    from safeharbor_common.canonical import canonical_json
+    from safeharbor_protocol.canonical import canonical_json
 
     entry = {"seq": 123456, "event_id": str(uuid.uuid4()), "ts": "2026-11-24T01:02:03.456789Z", "source": "gateway",
              "actor": "user-0042", "role": "patient", "action": "gateway.keys.lookup", "resource": "/v1/keys",

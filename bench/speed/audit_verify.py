@@ -42,8 +42,8 @@ CHUNK = 5000
 
 
 def audit_env(db_path: Path) -> dict[str, str]:
-    from safeharbor_common.encoding import b64url_encode
     from safeharbor_common.service_identity import generate_keypair
+    from safeharbor_protocol.encoding import b64url_encode
 
     seed_file = db_path.with_suffix(".keys")
     if seed_file.exists():
@@ -98,7 +98,7 @@ def build(db_path: Path, entries: int) -> float:
 def ceilings(db_path: Path, sample: int) -> dict[str, Any]:
     import sqlite3
 
-    from safeharbor_common import merkle
+    from safeharbor_protocol import merkle
 
     with sqlite3.connect(db_path) as conn:
         rows = [bytes(r[0]) for r in conn.execute("SELECT canonical FROM audit_entries ORDER BY seq LIMIT ?",

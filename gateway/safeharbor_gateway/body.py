@@ -13,9 +13,9 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from safeharbor_common.encoding import parse_decimal
 from safeharbor_common.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from safeharbor_common.serving import SOCKET_KEY
+from safeharbor_protocol.encoding import parse_decimal
 
 from .cooperative import gevent_active
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from safeharbor_common import checkpoint as cp
-from safeharbor_common import compliance, merkle
+from safeharbor_common import compliance
 from safeharbor_common.audit_emitter import AuditEmitter
-from safeharbor_common.encoding import b64url_decode
 from safeharbor_common.service_identity import ServiceTokenSigner, generate_keypair, load_private_key
+from safeharbor_protocol import checkpoint as cp
+from safeharbor_protocol import merkle
+from safeharbor_protocol.encoding import b64url_decode
 
 HERE = Path(__file__).resolve().parent
 

@@ -15,7 +15,6 @@ from typing import Any
 import jsonschema
 import jwt
 import pytest
-from safeharbor_common import checkpoint as cp
 from safeharbor_common.audit_emitter import AuditEmitter
 from safeharbor_common.errors import Unauthenticated
 from safeharbor_common.revocation import RevocationList
@@ -25,6 +24,7 @@ from safeharbor_common.service_identity import (
     load_private_key,
     parse_public_keys,
 )
+from safeharbor_protocol import checkpoint as cp
 from safeharbor_protocol.keydir import open_checkpoint
 
 HERE = Path(__file__).resolve().parent

@@ -18,9 +18,9 @@ from safeharbor_client import envelope as env
 from safeharbor_client.directory import key_valid_at
 from safeharbor_client.errors import EnvelopeError
 from safeharbor_client.keys import DeviceKeyPair, Keyring, build_record, verify_record
-from safeharbor_common import merkle
-from safeharbor_common.canonical import canonical_json
-from safeharbor_common.checkpoint import sign_checkpoint, verifier_key_string
+from safeharbor_protocol import merkle
+from safeharbor_protocol.canonical import canonical_json
+from safeharbor_protocol.checkpoint import sign_checkpoint, verifier_key_string
 
 CID = "clinical:interop-room"
 PASSWORD = "interop backup password 2026"

@@ -6,8 +6,8 @@ import os
 import secrets
 from pathlib import Path
 
-from safeharbor_common.encoding import b64url_encode
 from safeharbor_common.service_identity import generate_keypair
+from safeharbor_protocol.encoding import b64url_encode
 
 SERVICE_IDENTITIES = ("gateway", "auth", "keydir", "audit", "push")
 
