@@ -6,11 +6,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from safeharbor_common import web
 from safeharbor_common.audit_recorder import recorder_of
-from safeharbor_common.encoding import parse_decimal
 from safeharbor_common.errors import Forbidden, InvalidRequest
 from safeharbor_common.roles import Role
 from safeharbor_common.service_identity import require_service
 from safeharbor_common.tokens import SCOPE_BREAK_GLASS, SCOPE_FULL, current_session, require_session
+from safeharbor_protocol.encoding import parse_decimal
 
 from . import service
 from .errors import BackupReadsLimited, CheckpointNotFound, FreshLoginRequired

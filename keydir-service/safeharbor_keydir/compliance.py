@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app
-from safeharbor_common import checkpoint as cp
 from safeharbor_common import compliance
 from safeharbor_common.compliance import Check, Status
+from safeharbor_protocol import checkpoint as cp
 from sqlalchemy import select
 
 from .log import TransparencyLog

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 from safeharbor_common.errors import InvalidRequest
 from safeharbor_protocol import keyrecords as records
+from safeharbor_protocol.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session

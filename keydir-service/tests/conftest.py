@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
-from safeharbor_common.encoding import b64url_encode
 from safeharbor_common.service_identity import ServiceTokenSigner, generate_keypair, load_private_key
 from safeharbor_keydir.app import create_app
 from safeharbor_keydir.manage import main as manage_main
 from safeharbor_protocol import keyrecords as records
+from safeharbor_protocol.encoding import b64url_encode
 
 SESSION_KID = "test-kid"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

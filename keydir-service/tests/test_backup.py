@@ -14,7 +14,7 @@ from conftest import KeydirEnv, build_app, make_env, migrate
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask
 from flask.testing import FlaskClient
-from safeharbor_common.encoding import b64url_decode, b64url_encode
+from safeharbor_protocol.encoding import b64url_decode, b64url_encode
 
 URL = "/v1/keys/backup"
 

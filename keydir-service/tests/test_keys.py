@@ -10,9 +10,9 @@ from conftest import DeviceKeys, KeydirEnv, body_of, now_rfc3339, register, rota
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
-from safeharbor_common.encoding import b64url_encode
 from safeharbor_keydir.schemas import HistoryResponse, KeyRegistered, LookupResponse
 from safeharbor_protocol import keyrecords as records
+from safeharbor_protocol.encoding import b64url_encode
 from safeharbor_protocol.keydir import LogWatcher, open_checkpoint, verify_chain, verify_inclusion
 
 

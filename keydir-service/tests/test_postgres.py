@@ -9,7 +9,7 @@ import pytest
 from conftest import DeviceKeys, KeydirEnv, build_app, make_env, migrate, register, rotate
 from flask import Flask
 from flask.testing import FlaskClient
-from safeharbor_common.encoding import b64url_encode
+from safeharbor_protocol.encoding import b64url_encode
 from test_transparency import run_tamper_scenario
 from test_transparency import test_log_tables_are_append_only as check_append_only
 

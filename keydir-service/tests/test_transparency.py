@@ -10,10 +10,10 @@ from conftest import DeviceKeys, KeydirEnv, now_rfc3339, register, rotate, x2551
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
-from safeharbor_common import checkpoint as cp
-from safeharbor_common import merkle
 from safeharbor_keydir.log import TransparencyLog
+from safeharbor_protocol import checkpoint as cp
 from safeharbor_protocol import keyrecords as records
+from safeharbor_protocol import merkle
 from safeharbor_protocol.keydir import LogWatcher, VerificationError, open_checkpoint, verify_inclusion
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
