@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from safeharbor_common import audit_phi, compliance
-from safeharbor_common import checkpoint as cp
 from safeharbor_common.compliance import CATALOGUE, CONTROLS, CONTROLS_PATH, Check, Status
 from safeharbor_common.config import EnvReader
 from safeharbor_common.internal_http import internal_session
 from safeharbor_common.service_identity import ServiceTokenSigner, load_private_key
+from safeharbor_protocol import checkpoint as cp
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from safeharbor_common import audit_phi
 from safeharbor_common.audit_phi import PHI_FIELDS, PhiPublicKey
-from safeharbor_common.encoding import EncodingError, b64url_decode
+from safeharbor_protocol.encoding import EncodingError, b64url_decode
 
 LEGACY_ALGORITHM = "A256GCM"
 

@@ -26,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from safeharbor_common import checkpoint as cp
-from safeharbor_common import merkle
+from safeharbor_protocol import checkpoint as cp
+from safeharbor_protocol import merkle
 from sqlalchemy import delete, select, text, update
 
 from .errors import RetentionViolation

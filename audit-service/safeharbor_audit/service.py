@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from safeharbor_common import merkle
-from safeharbor_common.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 from safeharbor_common.errors import InvalidRequest, NotFound, PayloadTooLarge
+from safeharbor_protocol import merkle
+from safeharbor_protocol.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
 
 from . import formats
 from .errors import BadWebhookSignature

@@ -30,8 +30,8 @@ from multiprocessing import get_context
 from typing import Any
 
 import orjson
-from safeharbor_common import checkpoint as cp
-from safeharbor_common import merkle
+from safeharbor_protocol import checkpoint as cp
+from safeharbor_protocol import merkle
 from sqlalchemy import Engine
 
 _log = logging.getLogger("safeharbor.audit.verify")

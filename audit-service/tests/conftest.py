@@ -17,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from safeharbor_audit.app import create_app
 from safeharbor_audit.manage import main as manage_main
-from safeharbor_common.encoding import b64url_encode
 from safeharbor_common.service_identity import ServiceTokenSigner, generate_keypair, load_private_key
+from safeharbor_protocol.encoding import b64url_encode
 
 STREAM_SECRET = "s" * 48
 SESSION_KID = "test-kid"

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from safeharbor_common import checkpoint as cp
-from safeharbor_common import merkle
+from safeharbor_protocol import checkpoint as cp
+from safeharbor_protocol import merkle
 
 from .conftest import AuditEnv, Ingest, make_event
 
@@ -96,7 +96,7 @@ def test_phi_sealed_in_the_earlier_format_is_accepted_and_opens(client: FlaskCli
 
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from safeharbor_common import audit_phi
-    from safeharbor_common.encoding import b64url_encode
+    from safeharbor_protocol.encoding import b64url_encode
 
     public = client.application.extensions["audit_log"].cipher.public_key
     content_key, nonce = os.urandom(32), os.urandom(12)
@@ -117,8 +117,8 @@ def test_phi_sealed_by_the_emitter_is_stored_as_sent(client: FlaskClient, audit_
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from safeharbor_common.audit_phi import PhiKeyError, PhiPublicKey
-    from safeharbor_common.encoding import b64url_encode
     from safeharbor_common.service_identity import load_private_key
+    from safeharbor_protocol.encoding import b64url_encode
 
     document = client.get("/internal/v1/audit/phi-key", headers=audit_env.service_headers("keydir")).get_json()
     audit_identity = load_private_key(audit_env.environ["SERVICE_PRIVATE_KEY"]).public_key()
@@ -249,7 +249,7 @@ def test_export_formats(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest
 def test_export_ends_with_a_trailer(client: FlaskClient, audit_env: AuditEnv, ingest: Ingest, fmt: str) -> None:
     """Count, last seq, SHA-256 of the lines before it, and a signed checkpoint covering every line."""
     from safeharbor_client.audit_export import check_export
-    from safeharbor_common import checkpoint as cp
+    from safeharbor_protocol import checkpoint as cp
 
     ingest([make_event(resource=f"/t/{i}") for i in range(5)])
     key = client.get("/v1/audit/checkpoint/key", headers=audit_env.bearer("auditor")).get_data(as_text=True).strip()

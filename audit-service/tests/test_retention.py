@@ -17,9 +17,9 @@ from flask import Flask
 from safeharbor_audit import retention, service
 from safeharbor_audit.config import load_config
 from safeharbor_audit.store import AuditLog
-from safeharbor_common import checkpoint as cp
-from safeharbor_common import merkle
 from safeharbor_common.config import ConfigError
+from safeharbor_protocol import checkpoint as cp
+from safeharbor_protocol import merkle
 from sqlalchemy import text
 
 from .conftest import AuditEnv, Ingest, make_event

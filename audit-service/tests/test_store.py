@@ -15,9 +15,9 @@ from flask import Flask
 from safeharbor_audit import store
 from safeharbor_audit.models import audit_entries, log_head, merkle_nodes
 from safeharbor_audit.store import AuditLog, NewEvent, format_ts
-from safeharbor_common import merkle
-from safeharbor_common.canonical import canonical_json
 from safeharbor_common.translog import store as translog_store
+from safeharbor_protocol import merkle
+from safeharbor_protocol.canonical import canonical_json
 from sqlalchemy import func, select
 
 # Characters COPY's text format and SQL quoting care about, plus non-ASCII and a supplementary plane one.

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from safeharbor_audit.store import AuditLog
-from safeharbor_common import merkle
-from safeharbor_common.canonical import canonical_json
+from safeharbor_protocol import merkle
+from safeharbor_protocol.canonical import canonical_json
 from sqlalchemy import Connection, text
 
 from .conftest import AuditEnv, Ingest, make_event
