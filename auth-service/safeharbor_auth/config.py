@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safeharbor_common.config import ConfigError, EnvReader, Secret
-from safeharbor_common.encoding import EncodingError, b64url_decode
 from safeharbor_common.roles import ALL_ROLES
 from safeharbor_common.settings import (
     ServiceSettings,
@@ -20,6 +19,7 @@ from safeharbor_common.settings import (
     env_str,
     setting,
 )
+from safeharbor_protocol.encoding import EncodingError, b64url_decode
 
 SERVICE_NAME = "auth"
 DEFAULT_DATABASE_URL = "sqlite:///var/auth.db"

@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from safeharbor_common.encoding import b64url_encode
+from safeharbor_protocol.encoding import b64url_encode
 from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 

@@ -19,8 +19,8 @@ from safeharbor_auth.app import create_app
 from safeharbor_auth.clock import Clock, FakeClock
 from safeharbor_auth.manage import MIGRATIONS
 from safeharbor_common.db import upgrade_database
-from safeharbor_common.encoding import b64url_encode
 from safeharbor_common.service_identity import ServiceTokenSigner, generate_keypair, load_private_key
+from safeharbor_protocol.encoding import b64url_encode
 
 PASSWORD = "Correct-Horse-42-battery"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

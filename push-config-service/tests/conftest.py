@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask
 from flask.testing import FlaskClient
 from safeharbor_common.db import upgrade_database
-from safeharbor_common.encoding import b64url_encode
 from safeharbor_common.service_identity import generate_keypair
+from safeharbor_protocol.encoding import b64url_encode
 from safeharbor_push.app import create_app
 from safeharbor_push.manage import MIGRATIONS
 from stream_chat import StreamChat
