@@ -1,5 +1,5 @@
 // C2SP signed notes carrying tlog-checkpoint bodies, Ed25519 only: the same parsing and checks as
-// safeharbor_common.checkpoint (key id = SHA-256(name || 0x0A || 0x01 || public key)[:4]).
+// safeharbor_protocol.checkpoint (key id = SHA-256(name || 0x0A || 0x01 || public key)[:4]).
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { b64Decode, concat, equalBytes, fromHex, utf8 } from "./encoding.js";

@@ -78,7 +78,7 @@ export function fromHex(text: string): Uint8Array {
   return out;
 }
 
-/** RFC 8785 canonical JSON, UTF-8: the same bytes as safeharbor_common.canonical.canonical_json. */
+/** RFC 8785 canonical JSON, UTF-8: the same bytes as safeharbor_protocol.canonical.canonical_json. */
 export function jcs(value: unknown): Uint8Array {
   const text = canonicalize(value);
   if (text === undefined) throw new TypeError("value has no canonical JSON form");

@@ -1,4 +1,4 @@
-// RFC 6962 / RFC 9162 Merkle proofs, the same algorithm as safeharbor_common.merkle: leaf hash
+// RFC 6962 / RFC 9162 Merkle proofs, the same algorithm as safeharbor_protocol.merkle: leaf hash
 // SHA-256(0x00 || data), node hash SHA-256(0x01 || left || right).
 import { sha256 } from "@noble/hashes/sha2.js";
 import { concat, equalBytes } from "./encoding.js";
