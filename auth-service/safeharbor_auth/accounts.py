@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Final, cast
 
 from safeharbor_common.roles import Role
 from safeharbor_common.tokens import SessionClaims
@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session as OrmSession
 from .errors import MemberNotFound, UserNotFound
 from .models import User
 from .revocations import rfc3339
+from .schema_base import RoleName
+from .users.schemas import UserRead, UserStatus
 
-ACTIVE = "active"
-DEACTIVATED = "deactivated"
+ACTIVE: Final = "active"
+DEACTIVATED: Final = "deactivated"
 
 
 def iso(value: datetime | None) -> str | None:
@@ -34,18 +36,23 @@ def is_uuid(value: str) -> bool:
     return True
 
 
-def user_read(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "username": user.username,
-        "name": user.name,
-        "role": user.role,
-        "status": user.status,
-        "mfa_enrolled": user.mfa_enrolled,
-        "created_at": iso(user.created_at),
-        "updated_at": iso(user.updated_at),
-        "deactivated_at": iso(user.deactivated_at),
-    }
+def role_name(user: User) -> RoleName:
+    """The stored role as the schemas type it (the models check the value again)."""
+    return cast(RoleName, user.role)
+
+
+def user_read(user: User) -> UserRead:
+    return UserRead(
+        id=user.id,
+        username=user.username,
+        name=user.name,
+        role=role_name(user),
+        status=cast(UserStatus, user.status),
+        mfa_enrolled=user.mfa_enrolled,
+        created_at=rfc3339(user.created_at),
+        updated_at=rfc3339(user.updated_at),
+        deactivated_at=iso(user.deactivated_at),
+    )
 
 
 def user_or_404(db: OrmSession, user_id: str, *, lock: bool = False) -> User:

@@ -1,14 +1,16 @@
 """What every room's views share: the context, the live session behind the token, JSON answers.
 
-Views are thin: parse the request, take the context and the caller, call one service function, answer.
+Views are thin: parse the request, take the context and the caller, call one service function, answer with
+the schema object it returns (`json_response` serialises it: fields by their JSON names, nulls kept).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Blueprint, Response, current_app, g, jsonify
+from pydantic import BaseModel
 from safeharbor_common.roles import Role
 from safeharbor_common.tokens import SCOPE_BREAK_GLASS, SCOPE_FULL, SessionClaims, current_session, require_session
 
@@ -56,7 +58,8 @@ def live() -> tuple[Session, User]:
     return cast(tuple[Session, User], g.auth_live)
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    response = jsonify(body)
+def json_response(body: BaseModel | Mapping[str, Any], status: int = 200) -> Response:
+    """`body`: a room's response model, or a free-form JSON document (the JWKS)."""
+    response = jsonify(body.model_dump(mode="json", by_alias=True) if isinstance(body, BaseModel) else body)
     response.status_code = status
     return response

@@ -130,7 +130,7 @@ def _create_admin(ctx: AuthContext, username: str, name: str) -> int:
             print("auth: the passwords differ", file=sys.stderr)
             return 2
     user = create_user(ctx=ctx, actor=None, username=username, name=name, role="admin", password=password)
-    print(f"auth: admin created id={user['id']} username={user['username']}")
+    print(f"auth: admin created id={user.id} username={user.username}")
     return 0
 
 

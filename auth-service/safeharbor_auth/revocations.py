@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from .models import RetiredToken, Session
+from .sessions.schemas import RetiredItem, RevocationFeed, RevokedItem
 
 REDIS_CHANNEL = "safeharbor:revocations"
 CURSOR_OVERLAP_MS = 5000
@@ -40,7 +41,7 @@ def parse_cursor(text: str | None) -> int:
 FEED_VERSION = 1
 
 
-def feed(engine: Engine, *, since_ms: int, leeway: int, now: datetime) -> dict[str, Any]:
+def feed(engine: Engine, *, since_ms: int, leeway: int, now: datetime) -> RevocationFeed:
     since = datetime.fromtimestamp(since_ms / 1000, UTC) if since_ms > 0 else None
     query = select(Session.id, Session.token_expires_at).where(
         Session.revoked_at.is_not(None),
@@ -57,18 +58,17 @@ def feed(engine: Engine, *, since_ms: int, leeway: int, now: datetime) -> dict[s
         rows = conn.execute(query.order_by(Session.revoked_at)).all()
         retired = conn.execute(retired_query.order_by(RetiredToken.retired_at)).all()
     cursor = max(since_ms, int(now.timestamp() * 1000) - CURSOR_OVERLAP_MS)
-    return {
-        # The feed's format version (docs/CONTRACTS.md "Versions"); readers ignore keys they do not know.
-        "version": FEED_VERSION,
-        "revoked": [{"sid": r.id, "until": rfc3339(r.token_expires_at + timedelta(seconds=leeway))} for r in rows],
-        # Tokens replaced by refresh (the session lives on): refused by jti from the end of their grace.
-        "retired": [
-            {"jti": r.jti, "sid": r.session_id, "from": rfc3339(r.refuse_from),
-             "until": rfc3339(r.expires_at + timedelta(seconds=leeway))}
+    return RevocationFeed(
+        version=FEED_VERSION,
+        revoked=[RevokedItem(sid=r.id, until=rfc3339(r.token_expires_at + timedelta(seconds=leeway))) for r in rows],
+        retired=[
+            # `from` is a Python keyword: the item is made from its JSON names.
+            RetiredItem.model_validate({"jti": r.jti, "sid": r.session_id, "from": rfc3339(r.refuse_from),
+                                        "until": rfc3339(r.expires_at + timedelta(seconds=leeway))})
             for r in retired
         ],
-        "cursor": str(cursor),
-    }
+        cursor=str(cursor),
+    )
 
 
 class RevocationPublisher:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import requests
 from stream_chat import StreamChat
@@ -25,6 +25,15 @@ T = TypeVar("T")
 
 def is_missing(exc: StreamAPIException) -> bool:
     return exc.status_code == 404 or getattr(exc, "error_code", None) == DOES_NOT_EXIST
+
+
+class StreamUserFields(TypedDict):
+    """A Stream user record as SafeHarbor writes it (Stream's own field names)."""
+
+    id: str
+    name: str
+    role: str
+    image: None
 
 
 class StreamGateway:
@@ -50,13 +59,13 @@ class StreamGateway:
     # -- users --------------------------------------------------------------------------------------
 
     @staticmethod
-    def user_fields(*, user_id: str, name: str, role: str) -> dict[str, Any]:
+    def user_fields(*, user_id: str, name: str, role: str) -> StreamUserFields:
         """The only fields SafeHarbor sets on a Stream user: chosen here, never taken from a request. Stream
         authorises by `role` alone (an upsert replaces custom fields, so an old `safeharbor_role` goes)."""
         return {"id": user_id, "name": name, "role": stream_role(role), "image": None}
 
-    def upsert_users(self, users: list[dict[str, Any]]) -> None:
-        self.call("upsert_users", lambda: self.client.upsert_users(users))
+    def upsert_users(self, users: list[StreamUserFields]) -> None:
+        self.call("upsert_users", lambda: self.client.upsert_users([dict(u) for u in users]))
 
     def user_token(self, *, user_id: str, exp: int, iat: int) -> str:
         return str(self.client.create_token(user_id, exp=exp, iat=iat))

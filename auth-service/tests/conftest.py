@@ -183,7 +183,7 @@ class Factory:
         username = username or f"{role}-{uuid.uuid4().hex[:8]}"
         created = create_user(ctx=self.app.extensions["auth"], actor=None, username=username, name=name, role=role,
                               password=password)
-        account = Account(id=created["id"], username=username, password=password, role=role,
+        account = Account(id=created.id, username=username, password=password, role=role,
                           clock=self.app.extensions["auth"].clock)
         needs_mfa = role in ("clinician", "admin", "auditor") if mfa is None else mfa
         if needs_mfa:

@@ -115,7 +115,7 @@ def test_this_release_feed_keeps_every_key_the_previous_reader_reads(previous: d
 
     engine = create_engine("sqlite://")
     Base.metadata.create_all(engine)
-    body = feed(engine, since_ms=0, leeway=5, now=datetime.now(UTC))
+    body = feed(engine, since_ms=0, leeway=5, now=datetime.now(UTC)).model_dump(mode="json", by_alias=True)
     engine.dispose()
     assert set(previous["revocation_feed"]) <= set(body)
     assert body["version"] == FEED_VERSION == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
 
 from safeharbor_common.errors import MfaInvalid, NotFound
 from safeharbor_common.roles import Role
@@ -24,6 +23,7 @@ from ..roles import may_use
 from ..sessions.service import Revoked, after_revocation, revoke_in
 from ..sessions.tokens import issue_token, new_session, whole_second_after
 from ..stream import member_ids
+from .schemas import BreakGlassList, BreakGlassOpened, BreakGlassRead
 
 _log = logging.getLogger("safeharbor.auth.breakglass")
 
@@ -36,30 +36,30 @@ def _note_context(bg_id: str) -> str:
     return f"break-glass-note:{bg_id}"
 
 
-def _read(ctx: AuthContext, row: BreakGlass) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "user_id": row.user_id,
-        "session_id": row.session_id,
-        "channel_cid": row.channel_cid,
-        "reason": ctx.cipher.decrypt_text(row.reason_enc, context=_reason_context(row.id)),
-        "opened_at": rfc3339(row.opened_at),
-        "expires_at": rfc3339(row.expires_at),
-        "closed_at": iso(row.closed_at),
-        "close_reason": row.close_reason,
-        "status": "closed" if row.closed_at is not None else "open",
-        "reviewed_at": iso(row.reviewed_at),
-        "reviewed_by": row.reviewed_by,
-        "review_note": (
+def _read(ctx: AuthContext, row: BreakGlass) -> BreakGlassRead:
+    return BreakGlassRead(
+        id=row.id,
+        user_id=row.user_id,
+        session_id=row.session_id,
+        channel_cid=row.channel_cid,
+        reason=ctx.cipher.decrypt_text(row.reason_enc, context=_reason_context(row.id)),
+        opened_at=rfc3339(row.opened_at),
+        expires_at=rfc3339(row.expires_at),
+        closed_at=iso(row.closed_at),
+        close_reason=row.close_reason,
+        status="closed" if row.closed_at is not None else "open",
+        reviewed_at=iso(row.reviewed_at),
+        reviewed_by=row.reviewed_by,
+        review_note=(
             ctx.cipher.decrypt_text(row.review_note_enc, context=_note_context(row.id))
             if row.review_note_enc is not None else None
         ),
-    }
+    )
 
 
 def open_break_glass(
     *, ctx: AuthContext, user: User, channel_cid: str, reason: str, otp: str, ip: str | None
-) -> dict[str, Any]:
+) -> BreakGlassOpened:
     if not user.mfa_enrolled:
         raise BreakGlassNotAllowed()
     cid = channel_cid
@@ -112,21 +112,21 @@ def open_break_glass(
     if factor is not SecondFactor.NONE:
         ctx.audit.record(action="auth.mfa.use", actor=user.id, role=user.role, resource=f"user:{user.id}",
                          outcome="success", meta={"method": factor.value, "break_glass_id": bg_id})
-    return {"break_glass_id": bg_id, "access_token": token.token, "expires_at": rfc3339(token.expires_at),
-            "deadline": rfc3339(deadline), "session_id": session.id}
+    return BreakGlassOpened(break_glass_id=bg_id, access_token=token.token, expires_at=rfc3339(token.expires_at),
+                            deadline=rfc3339(deadline), session_id=session.id)
 
 
-def list_break_glass(*, ctx: AuthContext, status: str | None) -> list[dict[str, Any]]:
+def list_break_glass(*, ctx: AuthContext, status: str | None) -> BreakGlassList:
     query = select(BreakGlass).order_by(BreakGlass.opened_at.desc()).limit(500)
     if status == "open":
         query = query.where(BreakGlass.closed_at.is_(None))
     elif status == "closed":
         query = query.where(BreakGlass.closed_at.is_not(None))
     with ctx.db() as db:
-        return [_read(ctx, r) for r in db.scalars(query).all()]
+        return BreakGlassList(break_glass=[_read(ctx, r) for r in db.scalars(query).all()])
 
 
-def review_break_glass(*, ctx: AuthContext, reviewer: SessionClaims, bg_id: str, note: str) -> dict[str, Any]:
+def review_break_glass(*, ctx: AuthContext, reviewer: SessionClaims, bg_id: str, note: str) -> BreakGlassRead:
     now = ctx.clock.now()
     with ctx.db() as db, db.begin():
         row = db.get(BreakGlass, bg_id, with_for_update=True)

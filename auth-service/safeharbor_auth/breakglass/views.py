@@ -31,7 +31,7 @@ def list_break_glass() -> Response:
     status = request.args.get("status")
     if status not in (None, "open", "closed"):
         raise InvalidRequest("Query 'status': must be open or closed.", extra={"field": "status"})
-    return json_response({"break_glass": service.list_break_glass(ctx=auth_context(), status=status)})
+    return json_response(service.list_break_glass(ctx=auth_context(), status=status))
 
 
 @bp.post("/v1/break-glass/<bg_id>/review")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from ..schema_base import Strict
 
@@ -11,6 +12,9 @@ class StreamUser(BaseModel):
     name: str
     role: str
     image: str | None
+    # SafeHarbor's role (`role` is Stream's). Sent since before the schemas were typed but not in the
+    # published OpenAPI document or API.md: kept out of the schema until the contract says otherwise.
+    safeharbor_role: SkipJsonSchema[str]
 
 
 class StreamCredentials(BaseModel):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 from safeharbor_common.errors import InvalidRequest
 from safeharbor_common.tokens import SCOPE_BREAK_GLASS, SessionClaims
@@ -20,6 +19,7 @@ from ..revocations import rfc3339
 from ..roles import CHANNEL_TYPES, allowed_types, may_use
 from ..sessions.tokens import stream_iat
 from ..stream import StreamGateway, member_ids
+from .schemas import ChannelFilter, ChannelRead, StreamCredentials, StreamUser
 
 
 def stream_of(*, ctx: AuthContext) -> StreamGateway:
@@ -34,7 +34,7 @@ def provision_stream(*, ctx: AuthContext) -> list[str]:
     return provisioning.provision(stream_of(ctx=ctx))
 
 
-def stream_credentials(*, ctx: AuthContext, claims: SessionClaims, user: User) -> dict[str, Any]:
+def stream_credentials(*, ctx: AuthContext, claims: SessionClaims, user: User) -> StreamCredentials:
     stream = stream_of(ctx=ctx)
     fields = stream_user_fields(user)
     stream.upsert_users([fields])  # server-chosen fields only; the request body is not read
@@ -42,21 +42,21 @@ def stream_credentials(*, ctx: AuthContext, claims: SessionClaims, user: User) -
     token = stream.user_token(user_id=user.id, exp=claims.exp, iat=iat)
     ctx.audit.record(action="stream.credentials", actor=user.id, role=user.role, resource=f"user:{user.id}",
                      outcome="success", meta={"session_id": claims.sid})
-    return {
-        "apiKey": stream.api_key,
-        "token": token,
-        "user": {"id": user.id, "name": user.name, "role": fields["role"], "image": None,
-                 "safeharbor_role": user.role},
-        "expires_at": rfc3339(datetime.fromtimestamp(claims.exp, UTC)),
-    }
+    return StreamCredentials(
+        apiKey=stream.api_key,
+        token=token,
+        user=StreamUser(id=user.id, name=user.name, role=fields["role"], image=None, safeharbor_role=user.role),
+        expires_at=rfc3339(datetime.fromtimestamp(claims.exp, UTC)),
+    )
 
 
-def channel_filter(*, ctx: AuthContext, claims: SessionClaims) -> dict[str, Any]:
+def channel_filter(*, ctx: AuthContext, claims: SessionClaims) -> ChannelFilter:
+    """The filter is Stream's query language (a free-form document handed to its SDK by the client)."""
     if claims.scope == SCOPE_BREAK_GLASS:
         cid = str(claims.raw.get("bg_cid", ""))
-        return {"filter": {"cid": cid}, "allowed_types": [cid.partition(":")[0]] if cid else []}
+        return ChannelFilter(filter={"cid": cid}, allowed_types=[cid.partition(":")[0]] if cid else [])
     types = allowed_types(claims.role)
-    return {"filter": {"type": {"$in": types}, "members": {"$in": [claims.sub]}}, "allowed_types": types}
+    return ChannelFilter(filter={"type": {"$in": types}, "members": {"$in": [claims.sub]}}, allowed_types=types)
 
 
 def _direct_channel_id(channel_type: str, members: list[str]) -> str:
@@ -67,7 +67,7 @@ def _direct_channel_id(channel_type: str, members: list[str]) -> str:
 
 def create_channel(
     *, ctx: AuthContext, caller: User, channel_type: str, members: list[str], name: str | None
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[ChannelRead, bool]:
     """The channel and whether it was created now (a two-member channel that exists is answered as it is)."""
     if channel_type not in CHANNEL_TYPES:
         raise UnknownChannelType(extra={"allowed_types": allowed_types(caller.role)})
@@ -90,11 +90,11 @@ def create_channel(
     stream.upsert_users([stream_user_fields(rows[m]) for m in wanted])
     existing = stream.find_channel(cid) if len(wanted) == 2 else None
     if existing is not None:
-        return {"cid": cid, "type": channel_type, "id": channel_id, "members": member_ids(existing),
-                "name": (existing.get("channel") or {}).get("name")}, False
+        return ChannelRead(cid=cid, type=channel_type, id=channel_id, members=member_ids(existing),
+                           name=(existing.get("channel") or {}).get("name")), False
     created = stream.create_channel(channel_type=channel_type, channel_id=channel_id, members=wanted,
                                     creator=caller.id, name=name)
     ctx.audit.record(action="channel.create", actor=caller.id, role=caller.role, resource=cid, outcome="success",
                      meta={"cid": cid, "members": len(wanted)})
-    return {"cid": cid, "type": channel_type, "id": channel_id, "members": member_ids(created) or wanted,
-            "name": name}, True
+    return ChannelRead(cid=cid, type=channel_type, id=channel_id, members=member_ids(created) or wanted,
+                       name=name), True

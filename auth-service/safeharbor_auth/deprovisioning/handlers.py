@@ -23,10 +23,10 @@ from ..jobs import (
 )
 from ..models import Job, User
 from ..roles import CHANNEL_TYPES, may_use
-from ..stream import StreamGateway, is_missing
+from ..stream import StreamGateway, StreamUserFields, is_missing
 
 
-def stream_user_fields(user: User) -> dict[str, Any]:
+def stream_user_fields(user: User) -> StreamUserFields:
     """The Stream user record of `user`: server-chosen fields only."""
     return StreamGateway.user_fields(user_id=user.id, name=user.name, role=user.role)
 

@@ -3,7 +3,6 @@ follow-ups; reactivation gives new credentials only; the state of those follow-u
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from safeharbor_common.roles import Role
 from safeharbor_common.tokens import SessionClaims
@@ -15,32 +14,43 @@ from ..context import AuthContext
 from ..errors import DeprovisioningPending, LastAdmin, SelfDeactivation
 from ..jobs import KEYDIR_REVOKE, STREAM_DEACTIVATE, STREAM_REACTIVATE, enqueue, try_user_jobs_now
 from ..models import Job, Session, User
+from ..revocations import rfc3339
 from ..sessions.service import after_revocation, revoke_in
 from ..sessions.tokens import stream_cutoff
+from ..users.schemas import UserDetail
+from .schemas import DeactivateResponse, Deprovisioning, JobRead
 
 
-def _job_read(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "status": job.status,
-        "attempts": job.attempts,
-        "last_error": job.last_error,
-        "next_attempt_at": iso(job.next_attempt_at) if job.status == "pending" else None,
-        "created_at": iso(job.created_at),
-        "done_at": iso(job.done_at),
-    }
+def _job_read(job: Job) -> JobRead:
+    return JobRead(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        attempts=job.attempts,
+        last_error=job.last_error,
+        next_attempt_at=iso(job.next_attempt_at) if job.status == "pending" else None,
+        created_at=rfc3339(job.created_at),
+        done_at=iso(job.done_at),
+    )
 
 
-def deprovisioning_state(*, db: OrmSession, user: User) -> dict[str, Any] | None:
-    jobs = db.scalars(
+def deprovisioning_state(*, db: OrmSession, user: User) -> Deprovisioning | None:
+    """The follow-ups of a deactivation as an admin sees them; None for an active user who never had any."""
+    jobs = _follow_up_jobs(db, user)
+    if not jobs and user.status == ACTIVE:
+        return None
+    return _state(db, user, jobs)
+
+
+def _follow_up_jobs(db: OrmSession, user: User) -> list[Job]:
+    return list(db.scalars(
         select(Job)
         .where(Job.user_id == user.id, Job.kind.in_((STREAM_DEACTIVATE, STREAM_REACTIVATE, KEYDIR_REVOKE)))
         .order_by(Job.created_at.desc())
-    ).all()
-    if not jobs and user.status == ACTIVE:
-        return None
+    ).all())
 
+
+def _state(db: OrmSession, user: User, jobs: list[Job]) -> Deprovisioning:
     def latest(kind: str) -> Job | None:
         return next((j for j in jobs if j.kind == kind), None)
 
@@ -49,21 +59,20 @@ def deprovisioning_state(*, db: OrmSession, user: User) -> dict[str, Any] | None
     live_sessions = db.scalar(
         select(func.count()).select_from(Session).where(Session.user_id == user.id, Session.revoked_at.is_(None))
     )
-    return {
-        "sessions": "done" if user.status == ACTIVE or not live_sessions else "pending",
-        "stream": "done" if stream_job is not None and stream_job.status == "done" else "pending",
-        "keys": "done" if keys_job is not None and keys_job.status == "done" else "pending",
-        "jobs": [_job_read(j) for j in jobs[:20]],
-    }
+    return Deprovisioning(
+        sessions="done" if user.status == ACTIVE or not live_sessions else "pending",
+        stream="done" if stream_job is not None and stream_job.status == "done" else "pending",
+        keys="done" if keys_job is not None and keys_job.status == "done" else "pending",
+        jobs=[_job_read(j) for j in jobs[:20]],
+    )
 
 
-def _user_detail(ctx: AuthContext, user_id: str) -> dict[str, Any]:
-    with ctx.db() as db:
-        user = user_or_404(db, user_id)
-        return {**user_read(user), "deprovisioning": deprovisioning_state(db=db, user=user)}
+def user_detail(*, db: OrmSession, user: User) -> UserDetail:
+    """The user and, even when null, their deprovisioning state (what an admin reads)."""
+    return UserDetail(**dict(user_read(user)), deprovisioning=deprovisioning_state(db=db, user=user))
 
 
-def deactivate_user(*, ctx: AuthContext, actor: SessionClaims, user_id: str) -> dict[str, Any]:
+def deactivate_user(*, ctx: AuthContext, actor: SessionClaims, user_id: str) -> DeactivateResponse:
     now = ctx.clock.now()
     with ctx.db() as db, db.begin():
         user = user_or_404(db, user_id, lock=True)
@@ -99,16 +108,17 @@ def deactivate_user(*, ctx: AuthContext, actor: SessionClaims, user_id: str) -> 
     try_user_jobs_now(ctx, user_id)
     with ctx.db() as db:
         user = user_or_404(db, user_id)
-        state = deprovisioning_state(db=db, user=user) or {}
-    return {"id": user_id, "status": DEACTIVATED, "deprovisioning": state}
+        # Always the state, even for a user a concurrent reactivation left active with no follow-up jobs.
+        state = _state(db, user, _follow_up_jobs(db, user))
+    return DeactivateResponse(id=user_id, status=DEACTIVATED, deprovisioning=state)
 
 
-def reactivate_user(*, ctx: AuthContext, actor: SessionClaims, user_id: str) -> dict[str, Any]:
+def reactivate_user(*, ctx: AuthContext, actor: SessionClaims, user_id: str) -> UserDetail:
     now = ctx.clock.now()
     with ctx.db() as db, db.begin():
         user = user_or_404(db, user_id, lock=True)
         if user.status == ACTIVE:
-            return {**user_read(user), "deprovisioning": deprovisioning_state(db=db, user=user)}
+            return user_detail(db=db, user=user)
         pending_keys = db.scalar(
             select(func.count()).select_from(Job).where(
                 Job.user_id == user.id, Job.kind == KEYDIR_REVOKE, Job.status == "pending"
@@ -141,4 +151,5 @@ def reactivate_user(*, ctx: AuthContext, actor: SessionClaims, user_id: str) -> 
         meta={"user_id": user_id},
     )
     try_user_jobs_now(ctx, user_id)
-    return _user_detail(ctx, user_id)
+    with ctx.db() as db:
+        return user_detail(db=db, user=user_or_404(db, user_id))

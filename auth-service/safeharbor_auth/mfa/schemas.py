@@ -18,11 +18,16 @@ class TotpConfirmRequest(Strict):
     code: str = Field(min_length=6, max_length=16)
 
 
-class TotpConfirmResponse(BaseModel):
+class TotpRecoveryCodes(BaseModel):
+    """The answer to a confirmation from a full session: the recovery codes alone."""
+
+    recovery_codes: list[str]
+
+
+class TotpConfirmResponse(TotpRecoveryCodes):
     """Recovery codes (shown once); confirming from an enrolment-only session also returns the full session
     that the proven password and factor earn (the LoginResponse fields)."""
 
-    recovery_codes: list[str]
     access_token: str | None = None
     token_type: Literal["Bearer"] | None = None
     expires_at: str | None = None

@@ -1,8 +1,6 @@
 """MFA's service functions: TOTP enrolment (start, confirm with a code; recovery codes once)."""
 from __future__ import annotations
 
-from typing import Any
-
 from safeharbor_common.errors import MfaInvalid, SessionRevoked
 from safeharbor_common.tokens import SCOPE_FULL, SCOPE_MFA_ENROLLMENT
 from sqlalchemy import delete, update
@@ -14,9 +12,10 @@ from ..models import RecoveryCode, Session, User
 from ..sessions.service import revoke_sessions, session_response
 from ..sessions.tokens import issue_token, new_session, whole_second_after
 from . import totp
+from .schemas import TotpConfirmResponse, TotpEnrollResponse, TotpRecoveryCodes
 
 
-def totp_enroll(*, ctx: AuthContext, user: User) -> dict[str, Any]:
+def totp_enroll(*, ctx: AuthContext, user: User) -> TotpEnrollResponse:
     if user.mfa_enrolled:
         raise MfaAlreadyEnrolled()
     secret = totp.new_secret()
@@ -29,10 +28,12 @@ def totp_enroll(*, ctx: AuthContext, user: User) -> dict[str, Any]:
     ctx.audit.record(
         action="auth.mfa.enroll.start", actor=user.id, role=user.role, resource=f"user:{user.id}", outcome="success"
     )
-    return {"secret": secret, "otpauth_uri": totp.provisioning_uri(secret, username=user.username)}
+    return TotpEnrollResponse(secret=secret, otpauth_uri=totp.provisioning_uri(secret, username=user.username))
 
 
-def totp_confirm(*, ctx: AuthContext, session: Session, user: User, code: str) -> dict[str, Any]:
+def totp_confirm(
+    *, ctx: AuthContext, session: Session, user: User, code: str
+) -> TotpRecoveryCodes | TotpConfirmResponse:
     now = ctx.clock.now()
     codes = totp.new_recovery_codes()
     outcome = "ok"
@@ -68,7 +69,7 @@ def totp_confirm(*, ctx: AuthContext, session: Session, user: User, code: str) -
         outcome="success", meta={"recovery_codes": len(codes)},
     )
     if session.scope != SCOPE_MFA_ENROLLMENT:
-        return {"recovery_codes": codes}
+        return TotpRecoveryCodes(recovery_codes=codes)
     # The enrolment session's job is done. The user has just proved the password (to get it) and the new
     # factor (this code): that is a full login, so it ends with a full session, not a second login that
     # would have to wait for the next TOTP step (the confirming code's step is spent).
@@ -84,4 +85,5 @@ def totp_confirm(*, ctx: AuthContext, session: Session, user: User, code: str) -
         action="auth.login.success", actor=fresh.id, role=fresh.role, resource=f"user:{fresh.id}",
         outcome="success", meta={"session_id": full.id, "scope": full.scope, "mfa": "totp_enrolment"},
     )
-    return {"recovery_codes": codes, **session_response(ctx=ctx, session=full, user=fresh, token=token)}
+    return TotpConfirmResponse(recovery_codes=codes,
+                               **dict(session_response(ctx=ctx, session=full, user=fresh, token=token)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from safeharbor_common.errors import InvalidCredentials, MfaInvalid, MfaRequired
 from sqlalchemy import select
@@ -24,6 +24,7 @@ from ..errors import LoginRateLimited, TooManyFailedLogins
 from ..mfa.factors import SecondFactor, verify_second_factor
 from ..models import Session, User
 from ..throttle import Reservation
+from .schemas import LoginResponse
 from .service import open_login_session, session_response
 from .tokens import IssuedToken
 
@@ -53,7 +54,7 @@ class LoginAttempt:
 Step = Callable[[AuthContext, LoginAttempt], LoginState]
 
 
-def login(*, ctx: AuthContext, username: str, password: str, otp: str | None, ip: str | None) -> dict[str, Any]:
+def login(*, ctx: AuthContext, username: str, password: str, otp: str | None, ip: str | None) -> LoginResponse:
     attempt = LoginAttempt(username=normalise_username(username), password=password, otp=otp, ip=ip)
     state = LoginState.THROTTLE
     while state is not LoginState.DONE:

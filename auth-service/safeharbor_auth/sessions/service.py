@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from safeharbor_common.errors import Forbidden, SessionExpired, SessionRevoked, Unauthenticated
 from safeharbor_common.tokens import SCOPE_FULL, SCOPE_MFA_ENROLLMENT, SessionClaims
@@ -17,12 +16,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
-from ..accounts import ACTIVE, iso, user_or_404, user_read
+from ..accounts import ACTIVE, iso, role_name, user_or_404, user_read
 from ..context import AuthContext
 from ..errors import SessionNotFound
 from ..jobs import STREAM_REVOKE_TOKENS, enqueue, try_user_jobs_now
 from ..models import BreakGlass, RetiredToken, Session, User
 from ..revocations import feed, rfc3339
+from .schemas import LoginResponse, MeResponse, MeSession, RevocationFeed, SessionList, SessionRead, SessionUser
 from .tokens import IssuedToken, issue_token, new_session, stream_cutoff, whole_second_after
 
 LAST_SEEN_GRANULARITY = timedelta(seconds=30)
@@ -33,35 +33,35 @@ Revoked = tuple[str, str, datetime]  # (session id, user id, last token exp)
 # -- representations ------------------------------------------------------------------------------------
 
 
-def _session_read(s: Session, *, now: datetime) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "user_id": s.user_id,
-        "scope": s.scope,
-        "created_at": iso(s.created_at),
-        "last_seen": iso(s.last_seen),
-        "absolute_expires_at": iso(s.absolute_expires_at),
-        "token_expires_at": iso(s.token_expires_at),
-        "revoked_at": iso(s.revoked_at),
-        "revoke_reason": s.revoke_reason,
-        "active": s.revoked_at is None and s.token_expires_at > now and s.absolute_expires_at > now,
-    }
+def _session_read(s: Session, *, now: datetime) -> SessionRead:
+    return SessionRead(
+        id=s.id,
+        user_id=s.user_id,
+        scope=s.scope,
+        created_at=rfc3339(s.created_at),
+        last_seen=rfc3339(s.last_seen),
+        absolute_expires_at=rfc3339(s.absolute_expires_at),
+        token_expires_at=rfc3339(s.token_expires_at),
+        revoked_at=iso(s.revoked_at),
+        revoke_reason=s.revoke_reason,
+        active=s.revoked_at is None and s.token_expires_at > now and s.absolute_expires_at > now,
+    )
 
 
 # -- new sessions ---------------------------------------------------------------------------------------
 
 
-def session_response(*, ctx: AuthContext, session: Session, user: User, token: IssuedToken) -> dict[str, Any]:
-    return {
-        "access_token": token.token,
-        "token_type": "Bearer",
-        "expires_at": rfc3339(token.expires_at),
-        "idle_timeout_s": ctx.idle_timeout,
-        "absolute_expires_at": rfc3339(session.absolute_expires_at),
-        "session_id": session.id,
-        "scope": session.scope,
-        "user": {"id": user.id, "name": user.name, "role": user.role, "mfa_enrolled": user.mfa_enrolled},
-    }
+def session_response(*, ctx: AuthContext, session: Session, user: User, token: IssuedToken) -> LoginResponse:
+    return LoginResponse(
+        access_token=token.token,
+        token_type="Bearer",
+        expires_at=rfc3339(token.expires_at),
+        idle_timeout_s=ctx.idle_timeout,
+        absolute_expires_at=rfc3339(session.absolute_expires_at),
+        session_id=session.id,
+        scope=session.scope,
+        user=SessionUser(id=user.id, name=user.name, role=role_name(user), mfa_enrolled=user.mfa_enrolled),
+    )
 
 
 def mfa_required_for(*, ctx: AuthContext, role: str) -> bool:
@@ -144,7 +144,7 @@ def _token_reused(ctx: AuthContext, *, session: Session, user: User, jti: str, s
 # -- refresh, me, logout --------------------------------------------------------------------------------
 
 
-def refresh(*, ctx: AuthContext, claims: SessionClaims, session: Session, user: User) -> dict[str, Any]:
+def refresh(*, ctx: AuthContext, claims: SessionClaims, session: Session, user: User) -> LoginResponse:
     now = ctx.clock.now()
     if session.scope == SCOPE_MFA_ENROLLMENT:
         raise Forbidden("Enrolment sessions cannot be refreshed.")
@@ -188,24 +188,24 @@ def _rotate(
     return fresh, token
 
 
-def me(*, ctx: AuthContext, claims: SessionClaims, session: Session, user: User) -> dict[str, Any]:
+def me(*, ctx: AuthContext, claims: SessionClaims, session: Session, user: User) -> MeResponse:
     break_glass = None
     if session.break_glass_id:
         with ctx.db() as db:
             bg = db.get(BreakGlass, session.break_glass_id)
         if bg is not None:
             break_glass = {"id": bg.id, "channel_cid": bg.channel_cid, "expires_at": rfc3339(bg.expires_at)}
-    return {
-        "user": user_read(user),
-        "session": {
-            "id": session.id,
-            "expires_at": rfc3339(datetime.fromtimestamp(claims.exp, UTC)),
-            "idle_timeout_s": ctx.idle_timeout,
-            "absolute_expires_at": rfc3339(session.absolute_expires_at),
-            "break_glass": break_glass,
-            "scope": session.scope,
-        },
-    }
+    return MeResponse(
+        user=user_read(user),
+        session=MeSession(
+            id=session.id,
+            expires_at=rfc3339(datetime.fromtimestamp(claims.exp, UTC)),
+            idle_timeout_s=ctx.idle_timeout,
+            absolute_expires_at=rfc3339(session.absolute_expires_at),
+            break_glass=break_glass,
+            scope=session.scope,
+        ),
+    )
 
 
 def logout(*, ctx: AuthContext, session: Session, user: User) -> None:
@@ -280,21 +280,21 @@ def after_revocation(
             try_user_jobs_now(ctx, owner)  # revoke the Stream tokens now when Stream answers; the job retries
 
 
-def revocation_feed(*, ctx: AuthContext, since_ms: int) -> dict[str, Any]:
+def revocation_feed(*, ctx: AuthContext, since_ms: int) -> RevocationFeed:
     return feed(ctx.engine, since_ms=since_ms, leeway=ctx.leeway, now=ctx.clock.now())
 
 
 # -- a user's sessions (admin) --------------------------------------------------------------------------
 
 
-def list_sessions(*, ctx: AuthContext, user_id: str) -> list[dict[str, Any]]:
+def list_sessions(*, ctx: AuthContext, user_id: str) -> SessionList:
     now = ctx.clock.now()
     with ctx.db() as db:
         user_or_404(db, user_id)
         rows = db.scalars(
             select(Session).where(Session.user_id == user_id).order_by(Session.created_at.desc()).limit(200)
         ).all()
-        return [_session_read(s, now=now) for s in rows]
+        return SessionList(sessions=[_session_read(s, now=now) for s in rows])
 
 
 def revoke_user_session(*, ctx: AuthContext, actor: SessionClaims, user_id: str, session_id: str) -> None:

@@ -63,7 +63,7 @@ def jwks() -> Response:
 @api_doc(summary="A user's sessions (admin)", response_model=schemas.SessionList)
 @live_session(roles=ADMIN)
 def list_sessions(user_id: str) -> Response:
-    return json_response({"sessions": service.list_sessions(ctx=auth_context(), user_id=user_id)})
+    return json_response(service.list_sessions(ctx=auth_context(), user_id=user_id))
 
 
 @bp.delete("/v1/users/<user_id>/sessions/<session_id>")

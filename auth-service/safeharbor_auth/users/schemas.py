@@ -8,13 +8,15 @@ from pydantic import BaseModel, Field
 from ..deprovisioning.schemas import Deprovisioning
 from ..schema_base import USERNAME_PATTERN, RoleName, Strict
 
+UserStatus = Literal["active", "deactivated"]
+
 
 class UserRead(BaseModel):
     id: str
     username: str
     name: str
     role: RoleName
-    status: Literal["active", "deactivated"]
+    status: UserStatus
     mfa_enrolled: bool
     created_at: str
     updated_at: str

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from safeharbor_common.roles import Role
 from safeharbor_common.tokens import SessionClaims
@@ -11,18 +10,19 @@ from sqlalchemy.exc import IntegrityError
 
 from ..accounts import ACTIVE, actor_id, actor_role, normalise_username, other_active_admins, user_or_404, user_read
 from ..context import AuthContext
-from ..deprovisioning.service import deprovisioning_state
+from ..deprovisioning.service import user_detail
 from ..errors import LastAdmin, UsernameTaken
 from ..jobs import STREAM_SYNC_USER, enqueue, try_user_jobs_now
 from ..models import User
 from ..passwords import check_policy
 from ..sessions.service import Revoked, after_revocation, revoke_in
 from ..sessions.tokens import stream_cutoff
+from .schemas import UserDetail, UserList, UserRead
 
 
 def create_user(
     *, ctx: AuthContext, actor: SessionClaims | None, username: str, name: str, role: str, password: str
-) -> dict[str, Any]:
+) -> UserRead:
     Role(role)
     name_clean = name.strip()
     login_name = normalise_username(username)
@@ -58,28 +58,29 @@ def create_user(
     return user_read(user)
 
 
-def list_users(*, ctx: AuthContext, role: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+def list_users(*, ctx: AuthContext, role: str | None = None, status: str | None = None) -> UserList:
     query = select(User).order_by(User.username)
     if role:
         query = query.where(User.role == role)
     if status:
         query = query.where(User.status == status)
     with ctx.db() as db:
-        return [user_read(u) for u in db.scalars(query).all()]
+        return UserList(users=[user_read(u) for u in db.scalars(query).all()])
 
 
-def get_user(*, ctx: AuthContext, user_id: str, include_deprovisioning: bool) -> dict[str, Any]:
+def get_user(*, ctx: AuthContext, user_id: str, include_deprovisioning: bool) -> UserRead | UserDetail:
+    """With `include_deprovisioning` (an admin asking) the detail, whose `deprovisioning` may be null;
+    without it the user alone (no `deprovisioning` key at all)."""
     with ctx.db() as db:
         user = user_or_404(db, user_id)
-        body = user_read(user)
         if include_deprovisioning:
-            body["deprovisioning"] = deprovisioning_state(db=db, user=user)
-    return body
+            return user_detail(db=db, user=user)
+        return user_read(user)
 
 
 def update_user(
     *, ctx: AuthContext, actor: SessionClaims, user_id: str, name: str | None, role: str | None
-) -> dict[str, Any]:
+) -> UserDetail:
     now = ctx.clock.now()
     role_changed = False
     with ctx.db() as db, db.begin():
@@ -113,4 +114,5 @@ def update_user(
         meta={"user_id": user.id, "fields": [f for f, v in (("name", name), ("role", role)) if v is not None]},
     )
     try_user_jobs_now(ctx, user.id)
-    return get_user(ctx=ctx, user_id=user.id, include_deprovisioning=True)
+    with ctx.db() as db:
+        return user_detail(db=db, user=user_or_404(db, user.id))

@@ -35,7 +35,7 @@ def list_users() -> Response:
         raise InvalidRequest("Query 'role': unknown role.", extra={"field": "role"})
     if status is not None and status not in ("active", "deactivated"):
         raise InvalidRequest("Query 'status': must be active or deactivated.", extra={"field": "status"})
-    return json_response({"users": service.list_users(ctx=auth_context(), role=role, status=status)})
+    return json_response(service.list_users(ctx=auth_context(), role=role, status=status))
 
 
 @bp.get("/v1/users/<user_id>")
