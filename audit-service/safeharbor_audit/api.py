@@ -69,7 +69,7 @@ def ingest() -> Response:
     result = service.ingest_events(
         log=_log(), events=body.events, caller=caller, max_events=current_app.config["AUDIT_INGEST_MAX_EVENTS"]
     )
-    return jsonify(result)
+    return jsonify(result.model_dump())
 
 
 @bp.get("/internal/v1/audit/phi-key")
@@ -130,9 +130,9 @@ def entries() -> Response:
         filters={k: v[:128] for k, v in filters.items() if v},
         since=args.get("since", "")[:40] or None,
         until=args.get("until", "")[:40] or None,
-        returned=len(page["entries"]),
+        returned=len(page.entries),
     )
-    return jsonify(page)
+    return jsonify(page.model_dump())
 
 
 @bp.get("/v1/audit/proof/inclusion")
@@ -147,8 +147,8 @@ def proof_inclusion() -> Response:
     size_arg = request.args.get("size")
     size = service.parse_int(size_arg, "size", minimum=1) if size_arg else None
     proof = service.inclusion_proof(log=_log(), index=index, size=size)
-    _record_read("proof", index=index, size=proof["size"])
-    return jsonify(proof)
+    _record_read("proof", index=index, size=proof.size)
+    return jsonify(proof.model_dump())
 
 
 @bp.get("/v1/audit/proof/consistency")
@@ -163,7 +163,7 @@ def proof_consistency() -> Response:
     size2 = service.parse_int(request.args.get("to"), "to")
     proof = service.consistency_proof(log=_log(), size1=size1, size2=size2)
     _record_read("consistency", size1=size1, size2=size2)
-    return jsonify(proof)
+    return jsonify(proof.model_dump(by_alias=True))
 
 
 @bp.get("/v1/audit/verify")
@@ -207,7 +207,7 @@ def stream_webhook() -> tuple[Response, int]:
     secret = current_app.config.get("STREAM_API_SECRET")
     if secret is None:
         raise WebhooksNotConfigured()
-    result: dict[str, Any] = service.record_stream_webhook(
+    result = service.record_stream_webhook(
         log=_log(),
         raw_body=request.get_data(cache=False),
         content_encoding=request.headers.get("Content-Encoding"),
@@ -217,4 +217,4 @@ def stream_webhook() -> tuple[Response, int]:
         secret=secret.reveal(),
         request_id=web.request_id(),
     )
-    return jsonify({"ok": True, "duplicate": result["duplicate"]}), 200
+    return jsonify(result.model_dump()), 200

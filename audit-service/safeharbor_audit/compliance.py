@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from .config import MIN_RETENTION_DAYS
 from .models import audit_retention, compliance_reports
 from .phi import PhiDecryptionError
+from .schemas import ReportEntry, SignedReport
 from .store import AuditLog, NewEvent
 
 _log = logging.getLogger("safeharbor.audit.compliance")
@@ -77,11 +78,11 @@ class ReportSigner:
         self.key_name = origin.rstrip("/") + "/compliance"
         self.verifier_key = cp.verifier_key_string(self.key_name, key.public_key())
 
-    def sign(self, report: Mapping[str, Any]) -> dict[str, Any]:
+    def sign(self, report: Mapping[str, Any]) -> SignedReport:
         digest = compliance.report_sha256(report)
         text = compliance.report_note_text(self.key_name, str(report["report_id"]), digest)
-        return {"report": dict(report), "sha256": digest, "signature": cp.sign_note(text, [(self.key_name, self._key)]),
-                "verifier_key": self.verifier_key}
+        signature = cp.sign_note(text, [(self.key_name, self._key)])
+        return SignedReport(report=dict(report), sha256=digest, signature=signature, verifier_key=self.verifier_key)
 
 
 # -- audit-service's own controls --------------------------------------------------------------------------
@@ -245,24 +246,24 @@ class ComplianceReporter:
     # -- producing
 
     def produce(self, *, trigger: str, actor: str, role: str | None = None, request_id: str | None = None,
-                slot: int | None = None) -> dict[str, Any] | None:
+                slot: int | None = None) -> SignedReport | None:
         """Measures, signs, keeps and records a report; None when another worker already kept this slot's."""
         document = self.signer.sign(self.build(trigger=trigger))
-        report = document["report"]
+        report = document.report
         statuses = {c["id"]: c["status"] for c in report["controls"]}
         previous = self._previous_statuses()
         try:
             with self.log.engine.begin() as conn:
                 conn.execute(insert(compliance_reports).values(
                     report_id=report["report_id"], generated_at=time.time(), trigger=trigger, slot=slot,
-                    sha256=document["sha256"], statuses=json.dumps(statuses), document=json.dumps(document)))
+                    sha256=document.sha256, statuses=json.dumps(statuses), document=json.dumps(document.model_dump())))
         except IntegrityError:
             if slot is None:
                 raise
             return None
         events = [self._event(actor=actor, role=role, request_id=request_id, action="compliance.report.signed",
                               outcome="success", severity="info",
-                              meta={"report_id": report["report_id"], "sha256": document["sha256"],
+                              meta={"report_id": report["report_id"], "sha256": document.sha256,
                                     "trigger": trigger, "summary": report["summary"]})]
         for control in report["controls"]:
             before = previous.get(control["id"]) if previous is not None else None
@@ -271,8 +272,8 @@ class ComplianceReporter:
             elif before == "fail" and control["status"] != "fail":
                 events.append(self._alert(control, before, report["report_id"], "compliance.control.recovered"))
         result = self.log.append(events)
-        document["audit_entry"] = {"event_id": events[0].event_id, "seq": result.seqs.get(events[0].event_id)}
-        return document
+        entry = ReportEntry(event_id=events[0].event_id, seq=result.seqs.get(events[0].event_id))
+        return document.model_copy(update={"audit_entry": entry})
 
     def _event(self, **fields: Any) -> NewEvent:
         return NewEvent(event_id=str(uuid.uuid4()), ts=datetime.now(UTC), source="audit",
@@ -292,17 +293,17 @@ class ComplianceReporter:
                                .order_by(compliance_reports.c.generated_at.desc()).limit(1)).first()
         return None if row is None else dict(json.loads(row.statuses))
 
-    def latest(self, *, trigger: str | None = None) -> dict[str, Any] | None:
+    def latest(self, *, trigger: str | None = None) -> SignedReport | None:
         query = select(compliance_reports.c.document).order_by(compliance_reports.c.generated_at.desc()).limit(1)
         if trigger:
             query = query.where(compliance_reports.c.trigger == trigger)
         with self.log.engine.connect() as conn:
             row = conn.execute(query).first()
-        return None if row is None else dict(json.loads(row.document))
+        return None if row is None else SignedReport.model_validate(json.loads(row.document))
 
     # -- the schedule
 
-    def run_if_due(self, now: float | None = None) -> dict[str, Any] | None:
+    def run_if_due(self, now: float | None = None) -> SignedReport | None:
         """Keeps this period's scheduled report unless one is kept already (by any worker or replica)."""
         if self.interval <= 0:
             return None

@@ -28,7 +28,7 @@ def report() -> Response:
     session = current_session()
     document = _reporter().produce(trigger="request", actor=session.user_id, role=session.role,
                                    request_id=web.request_id())
-    return jsonify(document)
+    return jsonify(document.model_dump() if document is not None else None)
 
 
 @bp.get("/v1/compliance/report/latest")
@@ -40,8 +40,8 @@ def latest() -> Response:
     document = _reporter().latest(trigger=trigger)
     if document is None:
         raise NotFound("No report has been kept yet.")
-    _record_read("compliance", report_id=document["report"]["report_id"], trigger=trigger)
-    return jsonify(document)
+    _record_read("compliance", report_id=document.report["report_id"], trigger=trigger)
+    return jsonify(document.model_dump())
 
 
 @bp.get("/v1/compliance/report/key")

@@ -51,6 +51,17 @@ class PurgeResult:
     archive: Path | None
 
 
+@dataclass(frozen=True)
+class ArchiveVerified:
+    """An archive that verified: its range [purged_from, purged_to), the size of the signed checkpoint it ties
+    to, and the hash of its last entry (the anchor the log's verification starts from after the purge)."""
+
+    purged_from: int
+    purged_to: int
+    checkpoint_size: int
+    last_hash: str
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -146,7 +157,7 @@ def build_archive(*, log: AuditLog, start: int, end: int, note: str) -> dict[str
     return {**body, "digest": digest, "signature": cp.sign_note(statement, [(log.key_name, log.signing_key)])}
 
 
-def verify_archive(archive: Mapping[str, Any], *, verifier_key: str) -> dict[str, Any]:
+def verify_archive(archive: Mapping[str, Any], *, verifier_key: str) -> ArchiveVerified:
     """Checks an archive alone: its signed digest, every entry's hash and chain, and that the entries, with
     the archived nodes, rebuild the root of its signed checkpoint. Raises ArchiveError."""
     try:
@@ -157,7 +168,7 @@ def verify_archive(archive: Mapping[str, Any], *, verifier_key: str) -> dict[str
         raise ArchiveError(f"archive is malformed ({type(exc).__name__})") from exc
 
 
-def _verify_archive(archive: Mapping[str, Any], verifier_key: str) -> dict[str, Any]:
+def _verify_archive(archive: Mapping[str, Any], verifier_key: str) -> ArchiveVerified:
     if archive.get("format") != ARCHIVE_FORMAT:
         raise ArchiveError("not an audit archive")
     body = {k: v for k, v in archive.items() if k not in ("digest", "signature")}
@@ -197,7 +208,7 @@ def _verify_archive(archive: Mapping[str, Any], verifier_key: str) -> dict[str, 
     root = fold([h for _, h in frontier])
     if root != signed.root:
         raise ArchiveError("the archived entries do not rebuild the signed checkpoint's root")
-    return {"ok": True, "from": start, "to": end, "checkpoint_size": signed.size, "last_hash": prev.hex()}
+    return ArchiveVerified(purged_from=start, purged_to=end, checkpoint_size=signed.size, last_hash=prev.hex())
 
 
 def purge_anchor(conn: Any, sqlite: bool, pruned_before: int) -> bytes | None:

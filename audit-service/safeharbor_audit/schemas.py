@@ -209,3 +209,22 @@ class VerifyResponse(BaseModel):
 class WebhookResponse(BaseModel):
     ok: bool
     duplicate: bool
+
+
+class ReportEntry(BaseModel):
+    """The audit entry naming a compliance report's hash."""
+
+    event_id: str
+    seq: int | None
+
+
+class SignedReport(BaseModel):
+    """A compliance report as signed and kept. `report` stays a plain JSON object: it is hashed as canonical JSON
+    and signed (compliance.report_sha256), so it is kept exactly as measured, every peer's evidence included.
+    `audit_entry` only on the answer that produced the report (the kept document is stored before it exists)."""
+
+    report: dict[str, Any]
+    sha256: str
+    signature: str
+    verifier_key: str
+    audit_entry: ReportEntry | None = Field(default=None, exclude_if=lambda entry: entry is None)

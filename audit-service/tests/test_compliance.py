@@ -173,7 +173,7 @@ def test_daily_report_is_kept_once_per_period(
     reporter.interval = 86400
     day = 20_000 * 86400.0
     kept = reporter.run_if_due(now=day + 60)
-    assert kept is not None and kept["report"]["trigger"] == "schedule"
+    assert kept is not None and kept.report["trigger"] == "schedule"
     assert reporter.run_if_due(now=day + 3600) is None  # the same day: another worker's look finds it kept
     assert reporter.run_if_due(now=day + 86400 + 1) is not None  # the next day
 

@@ -69,7 +69,7 @@ def test_purge_archives_verifies_then_deletes(aged: tuple[AuditLog, list[str]], 
     assert (result.purged_from, result.purged_to) == (0, OLD) and result.archive is not None
     archive = json.loads(result.archive.read_text())
     report = retention.verify_archive(archive, verifier_key=log.verifier_key)
-    assert report["from"] == 0 and report["to"] == OLD
+    assert report.purged_from == 0 and report.purged_to == OLD
     with log.engine.connect() as conn:
         seqs = [r[0] for r in conn.execute(text("SELECT seq FROM audit_entries ORDER BY seq"))]
     assert seqs[0] == OLD and len(seqs) == YOUNG + 1  # today's and the purge record
@@ -77,10 +77,10 @@ def test_purge_archives_verifies_then_deletes(aged: tuple[AuditLog, list[str]], 
     # Proofs against the older checkpoints still verify, for purged entries too (nodes are kept).
     archived = {seq: bytes.fromhex(h) for seq, _, h in archive["entries"]}
     answer = service.inclusion_proof(log=log, index=3, size=OLD)
-    merkle.verify_inclusion(merkle.leaf_hash(archived[3]), 3, OLD, [bytes.fromhex(p) for p in answer["proof"]],
+    merkle.verify_inclusion(merkle.leaf_hash(archived[3]), 3, OLD, [bytes.fromhex(p) for p in answer.proof],
                             old_checkpoint.root)
     latest = cp.verify_checkpoint(str(log.latest_checkpoint().note), log.verifier_key)
-    proof = service.consistency_proof(log=log, size1=OLD, size2=latest.size)["proof"]
+    proof = service.consistency_proof(log=log, size1=OLD, size2=latest.size).proof
     merkle.verify_consistency(OLD, latest.size, [bytes.fromhex(p) for p in proof], old_checkpoint.root, latest.root)
     # A second purge with nothing old left removes nothing.
     assert retention.purge(log=log, retention_days=30, archive_dir=tmp_path).archive is None
@@ -122,6 +122,7 @@ def test_cli_purge_and_verify_archive(aged: tuple[AuditLog, list[str]], audit_en
     good = subprocess.run([*run, "verify-archive", str(path)], env=env, capture_output=True, text=True, timeout=60,
                           check=False)
     assert good.returncode == 0 and json.loads(good.stdout)["ok"] is True
+    assert json.loads(good.stdout).keys() == {"ok", "from", "to", "checkpoint_size", "last_hash"}
     archive = json.loads(path.read_text())
     archive["entries"] = archive["entries"][1:]
     path.write_text(json.dumps(archive))
@@ -153,4 +154,4 @@ def test_archives_of_any_range_rebuild_the_root(app: Flask, ingest: Ingest) -> N
     note = str(log.latest_checkpoint().note)
     for start, end in ((0, 37), (0, 1), (5, 6), (7, 16), (8, 16), (13, 29), (31, 37), (36, 37), (1, 36)):
         archive = retention.build_archive(log=log, start=start, end=end, note=note)
-        assert retention.verify_archive(archive, verifier_key=log.verifier_key)["to"] == end
+        assert retention.verify_archive(archive, verifier_key=log.verifier_key).purged_to == end

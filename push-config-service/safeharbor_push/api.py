@@ -7,7 +7,6 @@ from safeharbor_common.tokens import current_session, require_session
 from safeharbor_common.web import api_doc, client_ip, json_body, request_id, user_agent
 
 from . import service
-from .defaults import DEFAULT_TEMPLATES
 from .lint import PROVIDER_KINDS
 from .models import TemplateVersion
 from .schemas import (
@@ -85,20 +84,8 @@ def list_templates() -> Response:
         raise InvalidRequest("Field 'limit': must be an integer.", extra={"field": "limit"}) from exc
     if not 1 <= limit <= 500:
         raise InvalidRequest("Field 'limit': must be between 1 and 500.", extra={"field": "limit"})
-    rows, approved = service.list_templates(ctx=_ctx(), provider=provider, kind=kind, limit=limit)
-    approved_doc: dict[str, dict[str, int]] = {}
-    for (p, k), version in approved.items():
-        approved_doc.setdefault(p, {})[k] = version
-    defaults: dict[str, dict[str, str]] = {}
-    for (p, k), template in DEFAULT_TEMPLATES.items():
-        defaults.setdefault(p, {})[k] = template
-    return jsonify(
-        {
-            "templates": [service.version_dict(r, approved_version=approved.get((r.provider, r.kind))) for r in rows],
-            "approved": approved_doc,
-            "defaults": defaults,
-        }
-    )
+    templates = service.list_templates(ctx=_ctx(), provider=provider, kind=kind, limit=limit)
+    return jsonify(templates.model_dump())
 
 
 @bp.put("/v1/push/templates")
@@ -142,4 +129,4 @@ def push_status() -> Response:
     metrics = current_app.extensions.get("push_metrics")
     if metrics is not None:
         metrics.record(report)
-    return jsonify(report)
+    return jsonify(report.model_dump())

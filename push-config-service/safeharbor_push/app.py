@@ -18,6 +18,7 @@ from .api import bp
 from .config import load_config
 from .drift import DriftChecker
 from .models import Lease
+from .schemas import StatusResponse
 from .service import PushContext, unapproved_slots
 from .stream import StreamPushSettings
 
@@ -42,12 +43,12 @@ class PushMetrics:
             registry=registry,
         )
 
-    def record(self, report: Mapping[str, Any]) -> None:
+    def record(self, report: StatusResponse) -> None:
         self.checks.labels("ok").inc()
-        for provider, entry in report["providers"].items():
-            for kind, slot in entry["kinds"].items():
-                self.in_sync.labels(provider, kind).set(1 if slot["in_sync"] else 0)
-                self.phi_safe.labels(provider, kind).set(1 if slot["stream_phi_safe"] else 0)
+        for provider, entry in report.providers.items():
+            for kind, slot in entry.kinds.items():
+                self.in_sync.labels(provider, kind).set(1 if slot.in_sync else 0)
+                self.phi_safe.labels(provider, kind).set(1 if slot.stream_phi_safe else 0)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                     print("push: every slot already has an approved template")
                 return 0
             if args.command == "check-drift":
-                print(json.dumps(check_drift(ctx=ctx), indent=2))
+                print(json.dumps(check_drift(ctx=ctx).model_dump(), indent=2))
                 return 0
     except StreamFailure as exc:
         print(f"push: {exc.message}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Request and response models (pydantic); the public shapes are fixed by API.md (fields may be added)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -48,7 +48,7 @@ class FindingRead(BaseModel):
     line: int
     column: int
     message: str
-    path: str | None = None
+    path: str | None = Field(default=None, exclude_if=lambda path: path is None)  # absent, not null, when none
 
 
 class LintResponse(BaseModel):
@@ -90,6 +90,34 @@ class TemplateList(BaseModel):
     defaults: dict[str, dict[str, str]]
 
 
+class DriftRead(BaseModel):
+    in_drift: bool
+    since: str | None  # when the current drift episode was first seen
+
+
+class SlotStatus(BaseModel):
+    """One provider and kind: the approved template against the one Stream holds now."""
+
+    approved_version: int | None
+    managed: bool  # SafeHarbor has an approved version for this slot
+    in_sync: bool
+    approved_sha256: str | None
+    approved_at: str | None
+    stream_template: str | None
+    stream_sha256: str | None
+    stream_phi_safe: bool
+    stream_findings: list[FindingRead]
+    drift: DriftRead
+
+
+class ProviderStatus(BaseModel):
+    approved_version: int | None  # of the provider's main template; every kind is detailed under "kinds"
+    in_sync: bool
+    phi_safe: bool
+    drift: bool
+    kinds: dict[str, SlotStatus]
+
+
 class StatusResponse(BaseModel):
-    providers: dict[str, dict[str, Any]]
+    providers: dict[str, ProviderStatus]
     checked_at: str

@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from flask import Flask
 from safeharbor_common.audit_recorder import recorder_of
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .compare import same_template, sha256_hex
 from .defaults import DEFAULT_TEMPLATES
 from .errors import ReadBackMismatch, StreamFailure, TemplateRefused, VersionNotApproved, VersionNotFound
-from .lint import PROVIDER_KINDS, LintResult, lint_template
+from .lint import PROVIDER_KINDS, Finding, LintResult, lint_template
 from .models import (
     LEASE_APPLY,
     STATUS_APPLIED,
@@ -34,6 +34,7 @@ from .models import (
     Lease,
     TemplateVersion,
 )
+from .schemas import DriftRead, FindingRead, ProviderStatus, SlotStatus, StatusResponse, TemplateList, TemplateRead
 from .stream import SLOTS
 
 SYSTEM_ACTOR_ID = "svc:push"
@@ -74,6 +75,14 @@ class PushContext:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@overload
+def rfc3339(value: datetime) -> str: ...
+
+
+@overload
+def rfc3339(value: datetime | None) -> str | None: ...
 
 
 def rfc3339(value: datetime | None) -> str | None:
@@ -283,7 +292,8 @@ def apply_defaults(*, ctx: PushContext, actor: Actor = SYSTEM_ACTOR, force: bool
 
 def list_templates(
     *, ctx: PushContext, provider: str | None = None, kind: str | None = None, limit: int = 100
-) -> tuple[list[TemplateVersion], dict[tuple[str, str], int]]:
+) -> TemplateList:
+    """Versions newest first, the approved version per provider and kind, and the generic defaults."""
     with ctx.sessions() as session:
         query = select(TemplateVersion)
         if provider is not None:
@@ -295,13 +305,21 @@ def list_templates(
         )
         rows = list(session.scalars(query))
         approved = {(a.provider, a.kind): a.version for a in session.scalars(select(ApprovedTemplate))}
-    return rows, approved
+    approved_doc: dict[str, dict[str, int]] = {}
+    for (p, k), version in approved.items():
+        approved_doc.setdefault(p, {})[k] = version
+    defaults: dict[str, dict[str, str]] = {}
+    for (p, k), template in DEFAULT_TEMPLATES.items():
+        defaults.setdefault(p, {})[k] = template
+    return TemplateList(
+        templates=[_template_read(r, approved_version=approved.get((r.provider, r.kind))) for r in rows],
+        approved=approved_doc,
+        defaults=defaults,
+    )
 
 
-def version_dict(
-    row: TemplateVersion, *, approved_version: int | None, include_template: bool = True
-) -> dict[str, Any]:
-    data: dict[str, Any] = {
+def _template_read(row: TemplateVersion, *, approved_version: int | None) -> TemplateRead:
+    return TemplateRead.model_validate({
         "provider": row.provider,
         "kind": row.kind,
         "version": row.version,
@@ -314,10 +332,8 @@ def version_dict(
         "template_sha256": row.template_sha256,
         "error_code": row.error_code,
         "rolled_back_from": row.rolled_back_from,
-    }
-    if include_template:
-        data["template"] = row.template
-    return data
+        "template": row.template,
+    })
 
 
 # --- drift -----------------------------------------------------------------------------------------
@@ -335,7 +351,7 @@ def acquire_lease(*, ctx: PushContext, name: str, holder: str, ttl: float) -> bo
         return result.rowcount == 1
 
 
-def check_drift(*, ctx: PushContext) -> dict[str, Any]:
+def check_drift(*, ctx: PushContext) -> StatusResponse:
     """Compares every approved template with Stream's current settings; records drift episodes.
 
     The first check that sees a slot differ records a high-severity `push.drift.detected` event; the one
@@ -357,7 +373,7 @@ def check_drift(*, ctx: PushContext) -> dict[str, Any]:
             )
         }
         states = {(s.provider, s.kind): s for s in session.scalars(select(DriftState))}
-        slots: dict[tuple[str, str], dict[str, Any]] = {}
+        slots: dict[tuple[str, str], SlotStatus] = {}
         for slot in SLOTS:
             provider, kind = slot
             stream_text = observed.get(slot)
@@ -394,35 +410,40 @@ def check_drift(*, ctx: PushContext) -> dict[str, Any]:
                 state.approved_version = version.version
                 state.stream_sha256 = sha256_hex(stream_text)
                 state.checked_at = now
-            slots[slot] = {
-                "approved_version": version.version if version is not None else None,
-                "managed": version is not None,
-                "in_sync": in_sync,
-                "approved_sha256": version.template_sha256 if version is not None else None,
-                "approved_at": rfc3339(pair[0].approved_at) if pair else None,
-                "stream_template": stream_text,
-                "stream_sha256": sha256_hex(stream_text) if stream_text is not None else None,
-                "stream_phi_safe": stream_lint.ok,
-                "stream_findings": [f.as_dict() for f in stream_lint.findings],
-                "drift": {"in_drift": bool(state.in_drift), "since": rfc3339(state.since)},
-            }
+            slots[slot] = SlotStatus(
+                approved_version=version.version if version is not None else None,
+                managed=version is not None,
+                in_sync=in_sync,
+                approved_sha256=version.template_sha256 if version is not None else None,
+                approved_at=rfc3339(pair[0].approved_at) if pair else None,
+                stream_template=stream_text,
+                stream_sha256=sha256_hex(stream_text) if stream_text is not None else None,
+                stream_phi_safe=stream_lint.ok,
+                stream_findings=[_finding_read(f) for f in stream_lint.findings],
+                drift=DriftRead(in_drift=bool(state.in_drift), since=rfc3339(state.since)),
+            )
         for event in events:
             provider, kind = event["meta"]["provider"], event["meta"]["kind"]
             _audit(ctx, SYSTEM_ACTOR, resource=_resource(provider, kind), **event)
     return _status_document(slots, now)
 
 
-def _status_document(slots: dict[tuple[str, str], dict[str, Any]], now: datetime) -> dict[str, Any]:
-    providers: dict[str, Any] = {}
+def _finding_read(finding: Finding) -> FindingRead:
+    return FindingRead(rule=finding.rule, text=finding.text, line=finding.line, column=finding.column,
+                       message=finding.message, path=finding.path)
+
+
+def _status_document(slots: dict[tuple[str, str], SlotStatus], now: datetime) -> StatusResponse:
+    providers: dict[str, ProviderStatus] = {}
     for provider, kinds in PROVIDER_KINDS.items():
         entries = {kind: slots[(provider, kind)] for kind in kinds}
-        managed = [e for e in entries.values() if e["managed"]]
-        providers[provider] = {
+        managed = [e for e in entries.values() if e.managed]
+        providers[provider] = ProviderStatus(
             # The provider's main template; every kind is detailed under "kinds".
-            "approved_version": entries["notification"]["approved_version"],
-            "in_sync": bool(managed) and all(e["in_sync"] for e in managed),
-            "phi_safe": all(e["stream_phi_safe"] for e in entries.values()),
-            "drift": any(e["drift"]["in_drift"] for e in entries.values()),
-            "kinds": entries,
-        }
-    return {"providers": providers, "checked_at": rfc3339(now)}
+            approved_version=entries["notification"].approved_version,
+            in_sync=bool(managed) and all(e.in_sync for e in managed),
+            phi_safe=all(e.stream_phi_safe for e in entries.values()),
+            drift=any(e.drift.in_drift for e in entries.values()),
+            kinds=entries,
+        )
+    return StatusResponse(providers=providers, checked_at=rfc3339(now))

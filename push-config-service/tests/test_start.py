@@ -28,7 +28,7 @@ def test_defaults_applied_at_start(make_app: AppFactory, emulator: Emulator) -> 
     from safeharbor_push.service import list_templates
 
     with again.app_context():
-        versions, _approved = list_templates(ctx=again.extensions["push"])
+        versions = list_templates(ctx=again.extensions["push"]).templates
     assert len(versions) == len(SLOTS)
 
 
