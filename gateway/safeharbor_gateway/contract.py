@@ -51,13 +51,6 @@ _GATEWAY_PATHS: dict[str, dict[str, Any]] = {
 }
 
 
-# Answers docs/API.md fixes that a service's `api_doc` does not state yet (it states one success status):
-# (method, path) -> {status: description}. The service's own decorator should say it (api_doc(also=...)).
-API_MD_ALSO_ANSWERS: dict[tuple[str, str], dict[str, str]] = {
-    ("post", "/v1/channels"): {"200": "The channel existed (same body)"},
-}
-
-
 class ContractError(ValueError):
     """The services' documents cannot be merged (two different schemas under one name)."""
 
@@ -101,13 +94,8 @@ def merge_public(service_documents: Mapping[str, Mapping[str, Any]], *, version:
                 if route is None or route.service != service:
                     continue  # internal, health, or not routed to this service: not public
                 used = True
-                responses: dict[str, Any] = dict(operation.get("responses", {}))
-                for status, description in API_MD_ALSO_ANSWERS.get((method, template), {}).items():
-                    success: dict[str, Any] = next((r for s, r in responses.items() if s.startswith("2")), {})
-                    responses.setdefault(status, {**success, "description": description})
                 paths.setdefault(template, {})[method] = {
                     **operation,
-                    "responses": responses,
                     "operationId": f"{service}_{operation['operationId']}",
                     "tags": [service],
                     "x-gateway-route": route.name,

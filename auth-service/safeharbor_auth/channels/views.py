@@ -28,6 +28,7 @@ def channel_filter() -> Response:
 
 @bp.post("/v1/channels")
 @api_doc(summary="Create a channel of a type the caller and every member may use", status=201,
+         also={200: "The channel existed (same body)"},
          request_model=schemas.ChannelCreate, response_model=schemas.ChannelRead)
 @live_session()
 def create_channel() -> Response:

@@ -9,7 +9,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, jsonify, request
@@ -300,8 +300,10 @@ def api_doc(
     status: int = 200,
     query: dict[str, str] | None = None,
     auth: str = "bearer",
+    also: Mapping[int, str] | None = None,
 ) -> Callable[[F], F]:
-    """Attaches OpenAPI facts to a view. `auth` is "bearer", "service", "signature" or "none"."""
+    """Attaches OpenAPI facts to a view. `auth` is "bearer", "service", "signature" or "none"; `also` names
+    the other statuses the view answers with the same body, each with what it means."""
 
     def decorator(view: F) -> F:
         view.__dict__["_openapi"] = {
@@ -311,6 +313,7 @@ def api_doc(
             "status": status,
             "query": query or {},
             "auth": auth,
+            "also": dict(also or {}),
         }
         return view
 
@@ -350,6 +353,7 @@ def openapi_document(app: Flask, *, title: str, version: str) -> dict[str, Any]:
             "status": 200,
             "query": {},
             "auth": "none",
+            "also": {},
         }
         path = _PATH_PARAM.sub(r"{\1}", rule.rule)
         parameters: list[dict[str, Any]] = [
@@ -389,6 +393,9 @@ def openapi_document(app: Flask, *, title: str, version: str) -> dict[str, Any]:
                     "description": "OK",
                     "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
                 }
+            for status, description in doc["also"].items():
+                operation["responses"][str(status)] = {**operation["responses"][str(doc["status"])],
+                                                       "description": description}
             if doc["auth"] == "bearer":
                 operation["security"] = [{"bearer": []}]
                 operation["x-safeharbor-access"] = getattr(view, ACCESS_ATTRIBUTE, None) or {

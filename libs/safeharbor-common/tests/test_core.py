@@ -180,6 +180,22 @@ def test_health_metrics_openapi() -> None:
     assert doc["openapi"].startswith("3.") and "/things" in doc["paths"]
 
 
+def test_api_doc_states_every_status_a_view_answers() -> None:
+    app = Flask("t")
+    web.init_app(app, service_name="audit", readiness_check=lambda: None)
+
+    @app.post("/things")
+    @web.api_doc(summary="Create a thing", status=201, also={200: "The thing existed (same body)"},
+                 request_model=Thing, response_model=Thing)
+    def create_thing() -> Any:
+        return {}
+
+    responses = web.openapi_document(app, title="t", version="1")["paths"]["/things"]["post"]["responses"]
+    assert set(responses) == {"201", "200", "default"}
+    assert responses["200"] == {**responses["201"], "description": "The thing existed (same body)"}
+    assert responses["201"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Thing"}
+
+
 @pytest.mark.parametrize(("text", "expected"), [("0", 0), ("123", 123), ("9" * 9, 999_999_999), ("9" * 10, None),
                                                 ("", None), ("\u00b3", None), ("\u0663", None), ("-1", None),
                                                 ("1e3", None), (" 1", None)])
