@@ -183,11 +183,14 @@ class Forwarder:
             status, headers, body = _json_answer(status, payload, list(extra.items()))
         headers.append((web.REQUEST_ID_HEADER, attempt.request_id))
         self._decorate(headers, origin)
-        label = self._observe(attempt, status)
+        label = attempt.route.name if attempt.route is not None else "unrouted"
         if streamed:
             body = self._relay(environ, attempt, label, status, body)
-        elif self._audits(status, attempt):
-            self._audit(environ, attempt, label, status)
+        else:
+            if self._audits(status, attempt):
+                self._audit(environ, attempt, label, status)
+            # The access log and metrics once the answer is out: they are not the client's wait.
+            body = _ThenRecord(body, lambda: self._observe(attempt, label, status))
         start_response(_STATUS_LINES.get(status) or f"{status} Unknown", headers)
         return body
 
@@ -292,6 +295,7 @@ class Forwarder:
             outcome = 502 if ended == "upstream_broken" else status
             if self.audit is not None:
                 self._audit(environ, attempt, label, outcome, stream=ended)
+            self._observe(attempt, label, status)
 
     def _preflight(self, origin: str | None) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
         headers: list[tuple[str, str]] = []
@@ -321,10 +325,9 @@ class Forwarder:
 
     # -- records ------------------------------------------------------------------------------------
 
-    def _observe(self, attempt: _Attempt, status: int) -> str:
-        """Access log and metrics (labels from fixed sets); returns the route label."""
+    def _observe(self, attempt: _Attempt, label: str, status: int) -> None:
+        """Access log and metrics (labels from fixed sets)."""
         elapsed = time.perf_counter() - attempt.started
-        label = attempt.route.name if attempt.route is not None else "unrouted"
         method = web.method_label(attempt.method)
         self.metrics.requests.labels("gateway", method, label, str(status)).inc()
         self.metrics.latency.labels("gateway", method, label).observe(elapsed)
@@ -333,7 +336,6 @@ class Forwarder:
         if attempt.error is not None:
             fields["error"] = attempt.error
         _log.info("request", extra={"fields": fields})
-        return label
 
     def _audits(self, status: int, attempt: _Attempt) -> bool:
         """Every request is audited, but refusals by the rate limiter only sparsely: the 1st, 2nd, 4th,
@@ -375,6 +377,27 @@ class Forwarder:
             )
         except Exception:  # noqa: BLE001 - an audit failure is logged loudly, the answer still goes out
             _log.exception("audit emit failed", extra={"fields": {"request_id": attempt.request_id}})
+
+
+class _ThenRecord:
+    """A whole answer's body whose `close()` (called by the WSGI server once the answer is sent) records it."""
+
+    __slots__ = ("_body", "_record")
+
+    def __init__(self, body: Iterable[bytes], record: Callable[[], None]) -> None:
+        self._body = body
+        self._record = record
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._record()
 
 
 def _json_answer(status: int, payload: dict[str, Any],

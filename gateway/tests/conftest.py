@@ -12,6 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask, jsonify, request
+from flask.testing import FlaskClient
 from safeharbor_common.service_identity import generate_keypair
 from safeharbor_gateway.app import create_app
 from werkzeug.serving import make_server
@@ -153,9 +154,24 @@ def audit(gateway: Any) -> FakeAudit:
     return fake
 
 
+class ServedClient(FlaskClient):
+    """Closes each answer's body once it is read, as a WSGI server does after sending it (PEP 3333): the
+    gateway writes its access log and metrics from that close()."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
+def served_app(config: dict[str, Any]) -> Any:
+    app = create_app(config)
+    app.test_client_class = ServedClient
+    return app
+
+
 @pytest.fixture
 def gateway(gateway_config: dict[str, Any]) -> Iterator[Any]:
-    app = create_app(gateway_config)
+    app = served_app(gateway_config)
     yield app
     app.extensions["revocations"].stop()
 

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import FakeAudit, FakeUpstream, Signer
+from conftest import FakeAudit, FakeUpstream, Signer, served_app
 from prometheus_client import generate_latest
-from safeharbor_gateway.app import create_app
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -24,7 +23,7 @@ def limited(gateway_config: dict[str, Any]) -> Iterator[Any]:
     """A gateway whose per-IP limit is 3 and per-user limit 2 a window, with a fake audit emitter."""
     config = {**gateway_config, "ENVIRON": {**gateway_config["ENVIRON"], "RATE_LIMIT_PER_IP": "3",
                                              "RATE_LIMIT_PER_USER": "2"}}
-    app = create_app(config)
+    app = served_app(config)
     app.extensions["forwarder"].audit = FakeAudit()
     yield app
     app.extensions["revocations"].stop()
@@ -108,7 +107,7 @@ def test_an_invalid_token_is_audited_as_anonymous(client: Any, audit: FakeAudit)
 
 def _proxied(gateway_config: dict[str, Any], trusted: str) -> Any:
     config = {**gateway_config, "ENVIRON": {**gateway_config["ENVIRON"], "TRUSTED_PROXIES": trusted}}
-    return create_app(config)
+    return served_app(config)
 
 
 @pytest.mark.parametrize(("trusted", "peer", "forwarded", "client_ip"), [

@@ -6,9 +6,8 @@ import time
 from typing import Any
 
 import pytest
-from conftest import FakeUpstream, Signer
+from conftest import FakeUpstream, Signer, served_app
 from safeharbor_common.service_identity import ServiceTokenVerifier, parse_public_keys
-from safeharbor_gateway.app import create_app
 from werkzeug.test import EnvironBuilder
 
 
@@ -139,7 +138,7 @@ def test_revocation_seen_within_one_second(client: Any, signer: Signer, upstream
 def test_stale_revocation_feed_fails_closed(gateway_config: dict[str, Any], signer: Signer,
                                             upstream: FakeUpstream) -> None:
     config = {**gateway_config, "ENVIRON": {**gateway_config["ENVIRON"], "REVOCATION_MAX_STALENESS": "0.5"}}
-    app = create_app(config)
+    app = served_app(config)
     client = app.test_client()
     assert client.get("/v1/auth/me", headers=_auth(signer.token())).status_code == 200
     upstream.feed_up = False
@@ -157,7 +156,7 @@ def test_stale_revocation_feed_fails_closed(gateway_config: dict[str, Any], sign
 
 def test_rate_limit_per_user(gateway_config: dict[str, Any], signer: Signer) -> None:
     config = {**gateway_config, "ENVIRON": {**gateway_config["ENVIRON"], "RATE_LIMIT_PER_USER": "3"}}
-    app = create_app(config)
+    app = served_app(config)
     client = app.test_client()
     token = signer.token()
     statuses = [client.get("/v1/auth/me", headers=_auth(token)).status_code for _ in range(5)]
@@ -173,7 +172,7 @@ def test_rate_limit_per_user(gateway_config: dict[str, Any], signer: Signer) -> 
 
 def test_rate_limit_per_ip(gateway_config: dict[str, Any]) -> None:
     config = {**gateway_config, "ENVIRON": {**gateway_config["ENVIRON"], "RATE_LIMIT_PER_IP": "2"}}
-    app = create_app(config)
+    app = served_app(config)
     client = app.test_client()
     codes = [client.post("/v1/auth/login", json={}).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
@@ -204,7 +203,7 @@ def test_content_length_that_is_not_a_small_number_is_refused(client: Any, signe
 
 def test_upstream_down_is_a_clean_503(gateway_config: dict[str, Any], signer: Signer) -> None:
     environ = {**gateway_config["ENVIRON"], "KEYDIR_SERVICE_URL": "http://127.0.0.1:9"}
-    app = create_app({**gateway_config, "ENVIRON": environ})
+    app = served_app({**gateway_config, "ENVIRON": environ})
     response = app.test_client().get("/v1/keys?users=a", headers=_auth(signer.token()))
     assert response.status_code == 503
     body = response.get_json()
@@ -218,7 +217,7 @@ def test_several_instances_per_service_one_down(gateway_config: dict[str, Any], 
     """KEYDIR_SERVICE_URL may list several instances (issue 19): one down (refusing) is passed over."""
     environ = {**gateway_config["ENVIRON"],
                "KEYDIR_SERVICE_URL": f"http://127.0.0.1:9, {gateway_config['ENVIRON']['KEYDIR_SERVICE_URL']}"}
-    app = create_app({**gateway_config, "ENVIRON": environ})
+    app = served_app({**gateway_config, "ENVIRON": environ})
     try:
         statuses = [app.test_client().get("/v1/keys?users=a", headers=_auth(signer.token())).status_code
                     for _ in range(4)]
@@ -233,7 +232,7 @@ def test_an_upstream_list_with_a_bad_url_refuses_to_start(gateway_config: dict[s
 
     environ = {**gateway_config["ENVIRON"], "AUDIT_SERVICE_URL": "http://127.0.0.1:8103,ftp://x"}
     with pytest.raises(ConfigError, match="AUDIT_SERVICE_URL"):
-        create_app({**gateway_config, "ENVIRON": environ})
+        served_app({**gateway_config, "ENVIRON": environ})
 
 
 def test_security_headers_and_cors(client: Any, signer: Signer) -> None:

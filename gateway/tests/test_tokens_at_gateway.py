@@ -8,7 +8,7 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import Signer
+from conftest import Signer, served_app
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -101,7 +101,6 @@ def test_garbage_token(client: Any) -> None:
 
 
 def test_jwks_refreshed_on_unknown_kid_once_per_cooldown(gateway_config: dict[str, Any], signer: Signer) -> None:
-    from safeharbor_gateway.app import create_app
 
     calls = {"n": 0}
     rotated = Signer(Ed25519PrivateKey.generate(), "kid-2")
@@ -112,7 +111,7 @@ def test_jwks_refreshed_on_unknown_kid_once_per_cooldown(gateway_config: dict[st
         keys = signer.jwks()["keys"] + (rotated.jwks()["keys"] if calls["n"] > 1 else [])
         return {"keys": keys}
 
-    app = create_app({**gateway_config, "JWKS_FETCHER": fetch, "JWKS_REFRESH_COOLDOWN": 3600})
+    app = served_app({**gateway_config, "JWKS_FETCHER": fetch, "JWKS_REFRESH_COOLDOWN": 3600})
     client = app.test_client()
     assert _get(client, signer.token()).status_code == 200
     assert calls["n"] == 1

@@ -1,4 +1,4 @@
-"""The gateway's HTTP client (urllib3 with the gateway's rules): keep-alive reuse, stale connections, never
+"""The gateway's HTTP client (the standard library's http.client with the gateway's rules): keep-alive reuse, stale connections, never
 resending what may have arrived, streaming, broken answers, bytes after a message, failures."""
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_keep_alive_connection_is_reused(server_factory: Callable[[Handler], Raw
     first = server.requests[0].decode()
     assert first.startswith("GET /v1/x?a=1 HTTP/1.1\r\n") and "\r\nX-A: 1\r\n" in first
     assert f"\r\nHost: 127.0.0.1:{server.url.rsplit(':', 1)[1]}\r\n" in first
-    assert "user-agent" not in first.lower()  # never urllib3's own: services audit the client's
+    assert "user-agent" not in first.lower()  # no client library's own: services audit the client's
 
 
 def test_request_body_is_sent_with_its_length(server_factory: Callable[[Handler], RawServer]) -> None:
@@ -311,7 +311,7 @@ def test_service_down_malformed_or_stuck_gives_503(server_factory: Callable[[Han
 def test_a_bad_content_length_in_an_answer_is_never_a_crash(
     server_factory: Callable[[Handler], RawServer], value: str,
 ) -> None:
-    """Refused, or (a length urllib3 cannot use) read as an unsized body until the service closes."""
+    """Refused, or (a length http.client cannot use) read as an unsized body until the service closes."""
     def bad(conn: socket.socket, request: bytes) -> bool:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: " + value.encode() + b"\r\n\r\n12")
         return False
