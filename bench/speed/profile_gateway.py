@@ -27,7 +27,7 @@ PARTS = {
     "audit emit (SQLite outbox insert)": ("audit_emitter.py:", ),
     "audit shipper thread": ("_run (safeharbor_common/audit_emitter.py",),
     "token verification": ("safeharbor_common/tokens.py",),
-    "revocation poller thread": ("safeharbor_gateway/revocation.py", "safeharbor_common/revocation.py"),
+    "revocation poller thread": ("safeharbor_common/revocation.py",),
     "rate limiter": ("safeharbor_gateway/ratelimit.py",),
     "header filtering": ("safeharbor_gateway/headers.py",),
     "service token for upstream": ("service_identity.py",),
