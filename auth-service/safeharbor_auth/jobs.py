@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 from safeharbor_common.internal_http import internal_session
@@ -24,10 +24,8 @@ from safeharbor_common.service_identity import ServiceTokenSigner
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
+from .context import AuthContext
 from .models import Job
-
-if TYPE_CHECKING:
-    from .context import AuthContext
 
 LEASE_SECONDS = 60
 _log = logging.getLogger("safeharbor.auth.jobs")
