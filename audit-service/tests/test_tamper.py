@@ -72,6 +72,25 @@ def test_edited_entry_is_named(filled: AuditLog) -> None:
     assert not report.ok and report.first_bad_seq == 17, report
 
 
+def test_an_edited_entry_that_no_longer_fits_the_schema_is_listed_as_stored(
+    filled: AuditLog, client: Any, audit_env: AuditEnv
+) -> None:
+    """Auditors page through a tampered log to see what changed: an entry of the wrong shape is no 500."""
+    def edit(conn: Connection) -> None:
+        row = conn.execute(text("SELECT canonical FROM audit_entries WHERE seq = 5")).one()
+        entry = json.loads(row[0])
+        entry["role"], entry["meta"] = 7, ["not", "an", "object"]
+        del entry["outcome"]
+        conn.execute(text("UPDATE audit_entries SET canonical = :c WHERE seq = 5"), {"c": canonical_json(entry)})
+
+    tamper(filled, edit)
+    response = client.get("/v1/audit/entries?limit=10", headers=audit_env.bearer("admin"))
+    assert response.status_code == 200
+    entries = response.get_json()["entries"]
+    assert len(entries) == 10 and entries[5]["role"] == 7 and entries[5]["meta"] == ["not", "an", "object"]
+    assert "outcome" not in entries[5] and entries[4]["outcome"] == "200"
+
+
 def test_edited_indexed_column_is_named(filled: AuditLog) -> None:
     tamper(filled, lambda c: c.exec_driver_sql("UPDATE audit_entries SET actor = 'someone-else' WHERE seq = 9"))
     report = filled.verify()
