@@ -1,5 +1,6 @@
-"""The gateway's HTTP client (the standard library's http.client with the gateway's rules): keep-alive reuse, stale connections, never
-resending what may have arrived, streaming, broken answers, bytes after a message, failures."""
+"""The gateway's HTTP client (the standard library's http.client with the gateway's rules): keep-alive reuse,
+stale connections, never resending what may have arrived, streaming, broken answers, bytes after a message,
+failures."""
 from __future__ import annotations
 
 import contextlib
