@@ -7,6 +7,7 @@ is signed in every transaction that appends, so every answer carries one that co
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,16 +15,18 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from safeharbor_common.translog import LogStoreError, LogTables, Sequenced, TransparencyLogStore
+from safeharbor_common.translog import GroupCommitter, LogStoreError, LogTables, Sequenced, TransparencyLogStore
+from safeharbor_common.translog import bulk_insert as _bulk_insert
 from safeharbor_protocol import checkpoint as cp
 from safeharbor_protocol import merkle
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .errors import LogStateError
 from .models import Checkpoint, LogHead, LogLeaf, MerkleNode
 
-ResultT = TypeVar("ResultT")
+ItemT = TypeVar("ItemT")
 
 TABLES = LogTables(head=LogHead.__table__, nodes=MerkleNode.__table__, checkpoints=Checkpoint.__table__)  # type: ignore[arg-type]
 
@@ -68,14 +71,54 @@ class Appender:
         return index
 
 
+_LEAF_COLUMNS = ("leaf_index", "kind", "user_id", "device_id", "version", "data", "appended_at")
+MAX_BATCH = 256  # writes per group-commit transaction
+
+
+@dataclass
+class LeafBatch:
+    """One group-commit transaction as a batch write sees it: the sequencer's connection, and leaves that
+    go into the tree at once and into `log_leaves` with one COPY / executemany (`write_leaves`)."""
+
+    sequenced: Sequenced
+    _rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @property
+    def conn(self) -> Connection:
+        return self.sequenced.conn
+
+    def append(self, *, kind: str, user_id: str, device_id: str, version: int, data: bytes) -> int:
+        index = self.sequenced.append_leaf(data)
+        self._rows.append((index, kind, user_id, device_id, version, data, utc_now_naive()))
+        return index
+
+    def write_leaves(self) -> None:
+        if not self._rows:
+            return
+        with _bulk_insert(self.conn, LogLeaf.__table__, _LEAF_COLUMNS) as write:  # type: ignore[arg-type]
+            for row in self._rows:
+                write(row)
+        self._rows.clear()
+
+
+# A batch write: given the items queued together, decides each one (its leaf index, or the exception only
+# its caller gets) with reads and writes shared by the whole batch.
+BatchRun = Callable[[LeafBatch, list[ItemT]], list[int | Exception]]
+
+
 @dataclass(frozen=True)
 class Grouped:
-    """A write that went through group commit: its value, the checkpoint of the transaction that carried it,
-    and the hex audit path of each of its leaves in that checkpoint's tree."""
+    """A leaf written through group commit: where it sits, the checkpoint of the transaction that carried
+    it, and its hex audit path in that checkpoint's tree."""
 
-    value: Any
+    leaf_index: int
     checkpoint: SignedCheckpoint
-    proofs: dict[int, list[str]]
+    proof: list[str]
+
+
+def is_refused_row(exc: BaseException) -> bool:
+    """An integrity constraint refused a row (through SQLAlchemy, or from a COPY on the driver directly)."""
+    return isinstance(exc, IntegrityError) or str(getattr(exc, "sqlstate", "") or "").startswith("23")
 
 
 class TransparencyLog:
@@ -86,6 +129,8 @@ class TransparencyLog:
         self.origin = origin
         self.key_name = self.store.key_name
         self.verifier_key = self.store.verifier_key
+        self._committers: dict[BatchRun[Any], GroupCommitter[Any, Grouped]] = {}
+        self._committers_lock = threading.Lock()
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -104,31 +149,63 @@ class TransparencyLog:
         except LogStoreError as exc:
             raise LogStateError(str(exc)) from exc
 
-    def grouped(self, work: Callable[[Appender], ResultT]) -> tuple[ResultT, SignedCheckpoint, dict[int, list[str]]]:
-        """Runs `work` in a transaction shared with concurrent writers of this process (group commit);
-        returns after that transaction committed, with its checkpoint and the proofs of `work`'s leaves.
-        An exception from `work` undoes its own rows and leaves only and is raised here."""
-
-        def run(seq: Sequenced) -> ResultT:
-            with Session(bind=seq.conn, join_transaction_mode="rollback_only", expire_on_commit=False) as session:
-                value = work(Appender(session=session, sequenced=seq, signing_key=self.signing_key))
-                session.flush()
-                return value
-
+    def batched(self, run: BatchRun[ItemT], item: ItemT) -> Grouped:
+        """Queues `item` for `run` (group commit): `run` gets every item queued for it meanwhile, in one
+        sequencer transaction shared by concurrent writers of this process; returns once that transaction
+        has committed, with the item's leaf, the transaction's checkpoint and the leaf's audit path. An item
+        `run` refused raises its own exception here and costs the others nothing."""
+        committer = self._committers.get(run)
+        if committer is None:
+            with self._committers_lock:
+                committer = self._committers.setdefault(run, GroupCommitter(
+                    lambda items: self._run_batch(run, items), lock=self.store.commit_lock, max_weight=MAX_BATCH))
         try:
-            committed = self.store.submit(run, prove=True)
+            grouped: Grouped = committer.submit(item)
         except LogStoreError as exc:
             raise LogStateError(str(exc)) from exc
-        signed = committed.checkpoint
-        assert signed is not None  # interval 0: every appending transaction signs
-        proofs = {i: [h.hex() for h in path] for i, path in committed.proofs.items()}
-        return committed.value, SignedCheckpoint(size=signed.size, note=signed.note), proofs
+        return grouped
+
+    def _run_batch(self, run: BatchRun[ItemT], items: list[ItemT]) -> list[Grouped | BaseException]:
+        try:
+            return self._commit_batch(run, items)
+        except Exception as exc:
+            if len(items) == 1 or not is_refused_row(exc):
+                raise
+        # The database refused a row that the rules, read under the log lock, let through (they should
+        # not: belt and braces). The transaction rolled back whole; each item alone again, so the refusal,
+        # or any other failure, reaches only its own caller.
+        outcomes: list[Grouped | BaseException] = []
+        for item in items:
+            try:
+                outcomes.extend(self._commit_batch(run, [item]))
+            except Exception as exc:  # noqa: BLE001 - this item's transaction alone failed
+                outcomes.append(exc)
+        return outcomes
+
+    def _commit_batch(self, run: BatchRun[ItemT], items: list[ItemT]) -> list[Grouped | BaseException]:
+        with self.store.sequencer() as seq:
+            batch = LeafBatch(seq)
+            outcomes = run(batch, items)
+            batch.write_leaves()
+            leaves = [o for o in outcomes if not isinstance(o, BaseException)]
+            proofs = seq.inclusion_proofs(leaves) if leaves else {}
+        signed = seq.checkpoint
+        checkpoint = SignedCheckpoint(size=signed.size, note=signed.note) if signed is not None else None
+        answers: list[Grouped | BaseException] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                answers.append(outcome)
+            else:
+                assert checkpoint is not None  # interval 0: every transaction that appended signed
+                answers.append(Grouped(outcome, checkpoint, [h.hex() for h in proofs[outcome]]))
+        return answers
 
     # -- reads --------------------------------------------------------------------------------------
 
-    def latest_checkpoint(self) -> SignedCheckpoint:
+    def latest_checkpoint(self, *, conn: Connection | None = None) -> SignedCheckpoint:
+        """On `conn` when given: a read that already holds a connection needs no second one."""
         try:
-            signed = self.store.latest_checkpoint()
+            signed = self.store.latest_checkpoint(conn=conn)
         except LogStoreError as exc:
             raise LogStateError(str(exc)) from exc
         return SignedCheckpoint(size=signed.size, note=signed.note)
@@ -146,10 +223,13 @@ class TransparencyLog:
     def read_nodes(self, ids: Sequence[merkle.NodeID]) -> dict[merkle.NodeID, bytes]:
         return self.store.read_nodes(ids)
 
-    def inclusion_proofs(self, indexes: Iterable[int], size: int) -> dict[int, list[str]]:
-        """Hex audit paths of many leaves in the tree of `size`, with one batched node read."""
+    def inclusion_proofs(
+        self, indexes: Iterable[int], size: int, *, conn: Connection | None = None
+    ) -> dict[int, list[str]]:
+        """Hex audit paths of many leaves in the tree of `size`, with one batched node read (on `conn` when
+        given)."""
         try:
-            proofs = self.store.inclusion_proofs(indexes, size)
+            proofs = self.store.inclusion_proofs(indexes, size, conn=conn)
         except LogStoreError as exc:
             raise LogStateError(str(exc)) from exc
         return {index: [h.hex() for h in path] for index, path in proofs.items()}

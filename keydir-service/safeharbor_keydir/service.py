@@ -22,9 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from safeharbor_common.errors import InvalidRequest
+from safeharbor_common.translog import bulk_insert
 from safeharbor_protocol import keyrecords as records
 from safeharbor_protocol.encoding import EncodingError, b64url_decode, b64url_encode, parse_decimal
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,7 +42,7 @@ from .errors import (
     UserKeysNotFound,
     VersionConflict,
 )
-from .log import Appender, TransparencyLog, utc_now_naive
+from .log import Appender, LeafBatch, TransparencyLog, is_refused_row, utc_now_naive
 from .models import BackupRead, Device, KeyBackup, KeyRecord, LogLeaf
 from .schemas import USER_ID_RE, BackupCreate, ChangesResponse, ConsistencyProofResponse, KeyRecordCreate
 
@@ -124,84 +125,172 @@ def register_key(
     if body.version == 1 and (body.prev_hash != "" or body.rotation_signature is not None):
         raise InvalidKeyRecord("Version 1 has an empty prev_hash and no rotation_signature.")
 
+    # Group commit: concurrent registrations of this process are decided together, in one sequencer
+    # transaction and commit (see _register_batch); this one is answered only after that commit.
     try:
-        # Group commit: concurrent registrations of this process share one sequencer transaction and
-        # commit; this one is answered only after that commit, with that transaction's checkpoint.
-        leaf_index, signed, proofs = log.grouped(
-            lambda appender: _register_locked(appender, record=record, created=created, max_devices=max_devices)
-        )
-    except IntegrityError as exc:
+        grouped = log.batched(_register_batch, _Registration(
+            record, created, max_devices, data=records.leaf_data(record), record_hash=records.record_hash(record)))
+    except Exception as exc:
+        if not is_refused_row(exc):
+            raise
         # Belt and braces: the unique (user, device, version) constraint, should the lock ever be bypassed.
         raise VersionConflict(current_version=body.version - 1) from exc
-    published = Published(record, leaf_index, proofs[leaf_index], signed.note, signed.size)
+    published = Published(record, grouped.leaf_index, grouped.proof, grouped.checkpoint.note,
+                          grouped.checkpoint.size)
     return published, body.version > 1
 
 
-def _register_locked(
-    appender: Appender, *, record: dict[str, Any], created: datetime, max_devices: int
-) -> int:
-    session = appender.session
-    user_id, device_id, version = record["user_id"], record["device_id"], record["version"]
-    device = session.get(Device, (user_id, device_id))
+@dataclass(frozen=True)
+class _Registration:
+    """A record that passed every check needing no database, queued for its batch."""
+
+    record: dict[str, Any]
+    created: datetime
+    max_devices: int
+    # Made before the log lock is taken: the leaf (the record's canonical JSON) and the record's hash.
+    data: bytes
+    record_hash: str
+
+
+@dataclass
+class _DeviceState:
+    version: int
+    leaf_index: int
+    revoked: bool
+    record: dict[str, Any] | None = None  # the current record, once read or registered in this batch
+
+
+_KEY_RECORD_COLUMNS = ("user_id", "device_id", "version", "enc_pub", "sig_pub", "created_at", "record_hash",
+                       "leaf_index")
+_DEVICE_COLUMNS = ("user_id", "device_id", "current_version", "current_leaf_index")
+_DEVICE_UPDATE = (
+    update(Device)
+    .where(Device.user_id == bindparam("b_user_id"), Device.device_id == bindparam("b_device_id"))
+    .values(current_version=bindparam("b_version"), current_leaf_index=bindparam("b_leaf_index"))
+)
+
+
+def _register_batch(batch: LeafBatch, items: list[_Registration]) -> list[int | Exception]:
+    """Decides a batch of registrations under the log lock, each as if registered alone in queue order
+    (each sees the ones before it). The database is read once for the whole batch (the users' devices, the
+    rotated devices' current records, who already published the batch's public keys), the decisions are
+    made in memory, and the accepted rows are written with one COPY / executemany per table."""
+    conn = batch.conn
+    devices: dict[tuple[str, str], _DeviceState] = {}
+    active: dict[str, int] = defaultdict(int)
+    user_ids = sorted({item.record["user_id"] for item in items})
+    for user_id, device_id, version, leaf_index, revoked_at in conn.execute(
+        select(Device.user_id, Device.device_id, Device.current_version, Device.current_leaf_index,
+               Device.revoked_at).where(Device.user_id.in_(user_ids))
+    ):
+        devices[(user_id, device_id)] = _DeviceState(int(version), int(leaf_index), revoked_at is not None)
+        active[user_id] += revoked_at is None
+    _read_current_records(conn, [devices[key] for key in {_device_key(item) for item in items} if key in devices])
+    sig_owners: dict[str, set[str]] = defaultdict(set)
+    enc_owners: dict[str, set[str]] = defaultdict(set)
+    for user_id, sig_pub, enc_pub in conn.execute(
+        select(KeyRecord.user_id, KeyRecord.sig_pub, KeyRecord.enc_pub).distinct().where(
+            KeyRecord.sig_pub.in_(sorted({item.record["sig_pub"] for item in items}))
+            | KeyRecord.enc_pub.in_(sorted({item.record["enc_pub"] for item in items}))
+        )
+    ):
+        sig_owners[sig_pub].add(user_id)
+        enc_owners[enc_pub].add(user_id)
+
+    outcomes: list[int | Exception] = []
+    key_rows: list[tuple[Any, ...]] = []
+    new_devices: set[tuple[str, str]] = set()
+    for item in items:
+        try:
+            state = _decide(item, devices.get(_device_key(item)), active, sig_owners, enc_owners)
+        except Exception as exc:  # noqa: BLE001 - this registration's refusal (or failure) only
+            outcomes.append(exc)
+            continue
+        record = item.record
+        user_id, device_id, version = record["user_id"], record["device_id"], record["version"]
+        leaf_index = batch.append(kind=records.KEY_LEAF, user_id=user_id, device_id=device_id, version=version,
+                                  data=item.data)
+        key_rows.append((user_id, device_id, version, record["enc_pub"], record["sig_pub"], _naive(item.created),
+                         item.record_hash, leaf_index))
+        if state is None:
+            new_devices.add((user_id, device_id))
+            devices[(user_id, device_id)] = state = _DeviceState(version, leaf_index, False)
+            active[user_id] += 1
+        state.version, state.leaf_index, state.record = version, leaf_index, record
+        sig_owners[record["sig_pub"]].add(user_id)
+        enc_owners[record["enc_pub"]].add(user_id)
+        outcomes.append(leaf_index)
+
+    _write_rows(conn, KeyRecord.__table__, _KEY_RECORD_COLUMNS, key_rows)  # type: ignore[arg-type]
+    changed = {(row[0], row[1]) for row in key_rows}
+    _write_rows(conn, Device.__table__, _DEVICE_COLUMNS,  # type: ignore[arg-type]
+                [(u, d, devices[(u, d)].version, devices[(u, d)].leaf_index) for u, d in sorted(new_devices)])
+    rotated = [
+        {"b_user_id": u, "b_device_id": d, "b_version": devices[(u, d)].version,
+         "b_leaf_index": devices[(u, d)].leaf_index}
+        for u, d in sorted(changed - new_devices)
+    ]
+    if rotated:
+        conn.execute(_DEVICE_UPDATE, rotated)
+    return outcomes
+
+
+def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        with bulk_insert(conn, table, columns) as write:
+            for row in rows:
+                write(row)
+
+
+def _device_key(item: _Registration) -> tuple[str, str]:
+    return item.record["user_id"], item.record["device_id"]
+
+
+def _read_current_records(conn: Connection, states: list[_DeviceState]) -> None:
+    """The current record of each device (the previous version of a rotation), in one read."""
+    wanted = {state.leaf_index: state for state in states if not state.revoked}
+    if not wanted:
+        return
+    for leaf_index, data in conn.execute(
+        select(LogLeaf.leaf_index, LogLeaf.data).where(LogLeaf.leaf_index.in_(sorted(wanted)))
+    ):
+        wanted[int(leaf_index)].record = dict(json.loads(bytes(data)))
+
+
+def _decide(
+    item: _Registration,
+    device: _DeviceState | None,
+    active: Mapping[str, int],
+    sig_owners: Mapping[str, set[str]],
+    enc_owners: Mapping[str, set[str]],
+) -> _DeviceState | None:
+    """The rules of one registration against the batch's state as it stands; the device's state (None for a
+    new device) when accepted, the refusal otherwise."""
+    record = item.record
+    user_id, version = record["user_id"], record["version"]
     previous: dict[str, Any] | None = None
     if device is None:
         if version != 1:
             raise VersionConflict(current_version=0)
-        active = session.scalar(
-            select(func.count()).select_from(Device).where(Device.user_id == user_id, Device.revoked_at.is_(None))
-        )
-        if int(active or 0) >= max_devices:
+        if active[user_id] >= item.max_devices:
             raise TooManyDevices()
     else:
-        if device.revoked_at is not None:
+        if device.revoked:
             raise DeviceRevoked()
-        if version != device.current_version + 1:
-            raise VersionConflict(current_version=device.current_version)
-        previous = _leaf_object(session, device.current_leaf_index)
+        if version != device.version + 1:
+            raise VersionConflict(current_version=device.version)
+        if device.record is None:
+            raise InvalidKeyRecord("The previous version is missing from the log.")
+        previous = device.record
     try:
         records.verify_link(record, previous)
     except records.RecordError as exc:
         raise InvalidKeyRecord(f"Key record refused: {exc}.") from exc
-    if previous is not None and created <= records.parse_time(previous["created_at"]):
+    if previous is not None and item.created <= records.parse_time(previous["created_at"]):
         raise InvalidKeyRecord("created_at must be later than the previous version's.")
-    reused = session.scalar(
-        select(KeyRecord.id)
-        .where(
-            (KeyRecord.sig_pub == record["sig_pub"]) | (KeyRecord.enc_pub == record["enc_pub"]),
-            KeyRecord.user_id != user_id,
-        )
-        .limit(1)
-    )
-    if reused is not None:
+    if sig_owners.get(record["sig_pub"], set()) - {user_id} or enc_owners.get(record["enc_pub"], set()) - {user_id}:
         raise KeyReused()
-
-    leaf_index = appender.append(
-        kind=records.KEY_LEAF,
-        user_id=user_id,
-        device_id=device_id,
-        version=version,
-        data=records.leaf_data(record),
-    )
-    session.add(
-        KeyRecord(
-            user_id=user_id,
-            device_id=device_id,
-            version=version,
-            enc_pub=record["enc_pub"],
-            sig_pub=record["sig_pub"],
-            created_at=_naive(created),
-            record_hash=records.record_hash(record),
-            leaf_index=leaf_index,
-        )
-    )
-    if device is None:
-        session.add(
-            Device(user_id=user_id, device_id=device_id, current_version=version, current_leaf_index=leaf_index)
-        )
-    else:
-        device.current_version = version
-        device.current_leaf_index = leaf_index
-    return leaf_index
+    return device
 
 
 # -- lookups ----------------------------------------------------------------------------------------
@@ -225,8 +314,9 @@ def lookup_users(*, log: TransparencyLog, user_ids: Sequence[str]) -> dict[str, 
     valid = [u for u in user_ids if USER_ID_RE.match(u)]
     found: dict[str, list[tuple[str, int, bytes]]] = defaultdict(list)
     known: set[str] = set()
-    if valid:
-        with log.engine.connect() as conn:
+    # One connection, three statements: the records, the checkpoint, the proofs' nodes.
+    with log.engine.connect() as conn:
+        if valid:
             rows = conn.execute(
                 select(Device.user_id, Device.device_id, Device.revoked_at, LogLeaf.leaf_index, LogLeaf.data)
                 .join(LogLeaf, LogLeaf.leaf_index == Device.current_leaf_index)
@@ -236,9 +326,10 @@ def lookup_users(*, log: TransparencyLog, user_ids: Sequence[str]) -> dict[str, 
                 known.add(user_id)
                 if revoked_at is None:
                     found[user_id].append((device_id, int(leaf_index), bytes(data)))
-    # Read after the records: it was committed with them, so it covers every leaf read above.
-    checkpoint = log.latest_checkpoint()
-    proofs = log.inclusion_proofs([i for devices in found.values() for _, i, _ in devices], checkpoint.size)
+        # Read after the records: it was committed with them, so it covers every leaf read above.
+        checkpoint = log.latest_checkpoint(conn=conn)
+        proofs = log.inclusion_proofs([i for devices in found.values() for _, i, _ in devices], checkpoint.size,
+                                      conn=conn)
     results: dict[str, Any] = {}
     for user_id in user_ids:
         if not USER_ID_RE.match(user_id):

@@ -31,7 +31,7 @@ def keydir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Key
 
 
 def _queued(log: TransparencyLog) -> int:
-    return len(log.store._works._queue)
+    return sum(len(committer._queue) for committer in log._committers.values())
 
 
 def _wait_queued(log: TransparencyLog, count: int) -> None:
@@ -41,15 +41,18 @@ def _wait_queued(log: TransparencyLog, count: int) -> None:
         time.sleep(0.005)
 
 
-def _register_all_at_once(env: KeydirEnv, app: Flask, devices: list[DeviceKeys]) -> list[Any]:
-    """Registers every device from its own thread while the process's commit lock is held, so all of them
-    are queued before the first transaction starts: one batch, deterministically."""
+def _register_all_at_once(env: KeydirEnv, app: Flask, devices: list[DeviceKeys],
+                          records: list[dict[str, Any]] | None = None) -> list[Any]:
+    """Registers every device (its first record, or `records[i]`) from its own thread while the process's
+    commit lock is held, so all of them are queued before the first transaction starts: one batch,
+    deterministically."""
     log: TransparencyLog = app.extensions["keydir_log"]
     answers: list[Any] = [None] * len(devices)
 
     def registrant(i: int) -> None:
         client = app.test_client()
-        answers[i] = client.post("/v1/keys", json=body_of(devices[i].first()), headers=env.auth(devices[i].user_id))
+        record = devices[i].first() if records is None else records[i]
+        answers[i] = client.post("/v1/keys", json=body_of(record), headers=env.auth(devices[i].user_id))
 
     threads = [threading.Thread(target=registrant, args=(i,)) for i in range(len(devices))]
     with log.store.commit_lock:

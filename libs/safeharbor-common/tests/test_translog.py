@@ -1,9 +1,13 @@
-"""The shared transparency-log store's proof code against the protocol's reference Merkle functions."""
+"""The shared transparency-log store's proof code against the protocol's reference Merkle functions, and
+its group committer."""
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 
 import pytest
+from safeharbor_common.translog import GroupCommitter
 from safeharbor_common.translog.store import _proofs
 from safeharbor_protocol import merkle
 
@@ -38,3 +42,72 @@ def test_a_leaf_outside_the_tree_is_refused() -> None:
     store = _tree(5)
     with pytest.raises(merkle.MerkleError):
         _proofs([5], 5, store.read_nodes)
+
+
+class _RecordingLock:
+    """A commit lock that remembers which threads took it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.takers: list[str] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        taken = self._lock.acquire(blocking, timeout)
+        if taken:
+            self.takers.append(threading.current_thread().name)
+        return taken
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+def test_group_commit_answers_a_batch_without_the_commit_lock() -> None:
+    """Only the caller that runs a batch takes the commit lock; the others of its batch are answered without
+    it. (When each had to take the lock to learn it was done, it waited behind the next batch, which the
+    lock's next holder was already running, and batches stayed small.)"""
+    commit_lock = _RecordingLock()
+    first_batch_running, release_first_batch = threading.Event(), threading.Event()
+    batches: list[list[str]] = []
+
+    def run_batch(items: list[str]) -> list[str | BaseException]:
+        batches.append(items)
+        if len(batches) == 1:
+            first_batch_running.set()
+            assert release_first_batch.wait(10)
+        return [item.upper() for item in items]
+
+    committer: GroupCommitter[str, str] = GroupCommitter(
+        run_batch, lock=commit_lock, max_weight=10  # type: ignore[arg-type]
+    )
+    results: dict[str, str] = {}
+
+    def wait_queued(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(committer._queue) < count:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+
+    threads = {
+        item: threading.Thread(target=lambda item=item: results.update({item: committer.submit(item)}), name=item)
+        for item in ("first", "second", "third")
+    }
+    with commit_lock:  # "first" and "second" queue while the lock is held: one batch
+        threads["first"].start()
+        wait_queued(1)
+        threads["second"].start()
+        wait_queued(2)
+    assert first_batch_running.wait(10)
+    threads["third"].start()
+    wait_queued(1)  # arrived while the first batch runs: the next batch
+    release_first_batch.set()
+    for thread in threads.values():
+        thread.join(20)
+    assert results == {"first": "FIRST", "second": "SECOND", "third": "THIRD"}
+    assert batches == [["first", "second"], ["third"]]
+    assert [name for name in commit_lock.takers if name != "MainThread"] == ["first", "third"]
