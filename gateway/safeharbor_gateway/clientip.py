@@ -52,6 +52,8 @@ class ClientAddress:
 
 def rate_limit_bucket(address: str) -> str:
     """IPv6 clients are counted per /64 (one subscriber's allocation), IPv4 per address."""
+    if ":" not in address:  # not IPv6: counted as it is, without parsing it on every request
+        return address
     parsed = _parse(address)
     if isinstance(parsed, ipaddress.IPv6Address):
         if parsed.ipv4_mapped is not None:

@@ -197,7 +197,13 @@ class Forwarder:
     def _handle(self, environ: dict[str, Any], attempt: _Attempt,
                 origin: str | None) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
         token = bearer_from_header(environ.get("HTTP_AUTHORIZATION", ""))
-        verdict = self.limiter.count([("ip", rate_limit_bucket(attempt.client_ip), self.limiter.per_ip)])
+        # A token verified before names its user without any work: both limits are counted in one round trip
+        # to the counter store. Otherwise the per-IP limit comes first, before the token costs anything.
+        seen = self.verifier.already_verified(token) if token is not None else None
+        hits = [("ip", rate_limit_bucket(attempt.client_ip), self.limiter.per_ip)]
+        if seen is not None:
+            hits.append(("user", seen.sub, self.limiter.per_user))
+        verdict = self.limiter.count(hits)
         if verdict.wait is not None:
             attempt.refusals = verdict.refusals
             if self._audits(429, attempt):
@@ -221,7 +227,7 @@ class Forwarder:
             if verified is None:
                 raise Unauthenticated()
             self._authorise(route, verified)
-        if attempt.claims is not None:
+        if attempt.claims is not None and seen is None:
             verdict = self.limiter.count([("user", attempt.claims.sub, self.limiter.per_user)])
             if verdict.wait is not None:
                 attempt.refusals = verdict.refusals

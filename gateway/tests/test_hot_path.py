@@ -39,3 +39,29 @@ def test_access_log_and_metrics_follow_the_answer_the_audit_event_precedes_it(
     body.close()  # the server has sent the answer
     assert _access_logged(caplog) and _counted(gateway)
     assert len(audit.events) == 1
+
+
+def test_a_token_verified_before_costs_one_counter_round_trip(
+    gateway: Any, signer: Signer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With Redis each count is a network round trip: a known token's user is counted together with the IP.
+    A token never seen still meets the per-IP limit alone first (nothing spent on it before that)."""
+    limiter = gateway.extensions["rate_limiter"]
+    calls: list[list[str]] = []
+    count = limiter.count
+
+    def recording(hits: list[tuple[str, str, Any]]) -> Any:
+        calls.append([scope for scope, _, _ in hits])
+        return count(hits)
+
+    monkeypatch.setattr(limiter, "count", recording)
+    client = gateway.test_client()
+    token = signer.token()
+    assert client.get("/v1/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert calls == [["ip"], ["user"]]  # first sight: the IP before the signature check, the user after
+    calls.clear()
+    assert client.get("/v1/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert calls == [["ip", "user"]]
+    calls.clear()
+    assert client.get("/v1/auth/me", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    assert calls == [["ip"]]
