@@ -87,7 +87,10 @@ class AuditEmitError(ValueError):
 @dataclass(frozen=True)
 class ShipperSettings:
     batch_size: int = 500
-    linger_seconds: float = 0.1  # let events gather: each batch costs a POST and two short write locks
+    # Let events gather: each batch costs a POST, audit-service's request handling and commit, and two short
+    # write locks here. 0.25 s instead of 0.1 s cut audit-service's CPU per gateway event by about 40 % at
+    # 150-400 requests/s (docs/PERFORMANCE.md); events are durable in the outbox meanwhile.
+    linger_seconds: float = 0.25
     idle_poll_seconds: float = 1.0  # other processes sharing the outbox may have left rows
     backoff_initial: float = 0.2
     backoff_max: float = 30.0
