@@ -163,6 +163,17 @@ class _DeviceState:
 _KEY_RECORD_COLUMNS = ("user_id", "device_id", "version", "enc_pub", "sig_pub", "created_at", "record_hash",
                        "leaf_index")
 _DEVICE_COLUMNS = ("user_id", "device_id", "current_version", "current_leaf_index")
+# A batch's statements, built once (building and caching a statement costs more than running it).
+_USERS_DEVICES = select(
+    Device.user_id, Device.device_id, Device.current_version, Device.current_leaf_index, Device.revoked_at
+).where(Device.user_id.in_(bindparam("user_ids", expanding=True)))
+_KEY_OWNERS = select(KeyRecord.user_id, KeyRecord.sig_pub, KeyRecord.enc_pub).distinct().where(
+    KeyRecord.sig_pub.in_(bindparam("sig_pubs", expanding=True))
+    | KeyRecord.enc_pub.in_(bindparam("enc_pubs", expanding=True))
+)
+_LEAVES_DATA = select(LogLeaf.leaf_index, LogLeaf.data).where(
+    LogLeaf.leaf_index.in_(bindparam("leaf_indexes", expanding=True))
+)
 _DEVICE_UPDATE = (
     update(Device)
     .where(Device.user_id == bindparam("b_user_id"), Device.device_id == bindparam("b_device_id"))
@@ -179,21 +190,16 @@ def _register_batch(batch: LeafBatch, items: list[_Registration]) -> list[int | 
     devices: dict[tuple[str, str], _DeviceState] = {}
     active: dict[str, int] = defaultdict(int)
     user_ids = sorted({item.record["user_id"] for item in items})
-    for user_id, device_id, version, leaf_index, revoked_at in conn.execute(
-        select(Device.user_id, Device.device_id, Device.current_version, Device.current_leaf_index,
-               Device.revoked_at).where(Device.user_id.in_(user_ids))
-    ):
+    for user_id, device_id, version, leaf_index, revoked_at in conn.execute(_USERS_DEVICES, {"user_ids": user_ids}):
         devices[(user_id, device_id)] = _DeviceState(int(version), int(leaf_index), revoked_at is not None)
         active[user_id] += revoked_at is None
     _read_current_records(conn, [devices[key] for key in {_device_key(item) for item in items} if key in devices])
     sig_owners: dict[str, set[str]] = defaultdict(set)
     enc_owners: dict[str, set[str]] = defaultdict(set)
-    for user_id, sig_pub, enc_pub in conn.execute(
-        select(KeyRecord.user_id, KeyRecord.sig_pub, KeyRecord.enc_pub).distinct().where(
-            KeyRecord.sig_pub.in_(sorted({item.record["sig_pub"] for item in items}))
-            | KeyRecord.enc_pub.in_(sorted({item.record["enc_pub"] for item in items}))
-        )
-    ):
+    for user_id, sig_pub, enc_pub in conn.execute(_KEY_OWNERS, {
+        "sig_pubs": sorted({item.record["sig_pub"] for item in items}),
+        "enc_pubs": sorted({item.record["enc_pub"] for item in items}),
+    }):
         sig_owners[sig_pub].add(user_id)
         enc_owners[enc_pub].add(user_id)
 
@@ -251,9 +257,7 @@ def _read_current_records(conn: Connection, states: list[_DeviceState]) -> None:
     wanted = {state.leaf_index: state for state in states if not state.revoked}
     if not wanted:
         return
-    for leaf_index, data in conn.execute(
-        select(LogLeaf.leaf_index, LogLeaf.data).where(LogLeaf.leaf_index.in_(sorted(wanted)))
-    ):
+    for leaf_index, data in conn.execute(_LEAVES_DATA, {"leaf_indexes": sorted(wanted)}):
         wanted[int(leaf_index)].record = dict(json.loads(bytes(data)))
 
 

@@ -129,11 +129,16 @@ def ed25519_public(value: Any, name: str = "sig_pub") -> Ed25519PublicKey:
         raise RecordError(f"{name} is not an Ed25519 public key") from exc
 
 
+# Any clamped scalar is a multiple of the cofactor, so one probe key finds every small-order point (a zero
+# secret); a fresh key per check doubled its cost (key generation is a scalar multiplication too).
+_X25519_PROBE = X25519PrivateKey.generate()
+
+
 def check_x25519_public(value: Any, name: str = "enc_pub") -> None:
     """Refuses keys that are not usable X25519 public keys (e.g. small-order points give a zero secret)."""
     raw = decode_key(value, name)
     try:
-        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+        _X25519_PROBE.exchange(X25519PublicKey.from_public_bytes(raw))
     except ValueError as exc:
         raise RecordError(f"{name} is not a usable X25519 public key") from exc
 

@@ -125,3 +125,27 @@ def _mlkem_public() -> bytes:
     from cryptography.hazmat.primitives.asymmetric import mlkem
 
     return mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes_raw()
+
+
+# Every small-order X25519 public key (libsodium's list: order 1, 2, 4 and 8, and the non-canonical p,
+# p + 1): any exchange with one gives the all-zero secret, whichever private key makes it.
+SMALL_ORDER_X25519 = [
+    "00" * 32,
+    "01" + "00" * 31,
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ec" + "ff" * 30 + "7f",
+    "ed" + "ff" * 30 + "7f",
+    "ee" + "ff" * 30 + "7f",
+]
+
+
+@pytest.mark.parametrize("point", SMALL_ORDER_X25519)
+def test_small_order_x25519_keys_are_refused(point: str) -> None:
+    with pytest.raises(RecordError, match="not a usable X25519 public key"):
+        keyrecords.check_x25519_public(b64url_encode(bytes.fromhex(point)))
+
+
+def test_real_x25519_keys_pass() -> None:
+    for _ in range(20):
+        keyrecords.check_x25519_public(b64url_encode(X25519PrivateKey.generate().public_key().public_bytes_raw()))

@@ -164,24 +164,27 @@ class Sequenced:
             del self._nodes[node]
 
 
-def _path(index: int, size: int) -> list[merkle.NodeID | tuple[int, int]]:
-    """The RFC 6962 audit path of `index` in a tree of `size`, leaf first: perfect subtrees, except at most
-    one right-edge range `(begin, size)` (the sibling that the tree's right edge cuts short).
+_RANGE = -1  # the level of a path step that is a right-edge range: (_RANGE, begin) is [begin, size)
+
+
+def _path(index: int, size: int) -> list[tuple[int, int]]:
+    """The RFC 6962 audit path of `index` in a tree of `size`, leaf first: perfect subtrees as `(level,
+    index)`, except at most one right-edge range `(_RANGE, begin)` (the sibling the tree's edge cuts short).
 
     Below level `inner` (where the paths to `index` and to the last leaf part) every sibling is
     `(level, (index >> level) ^ 1)`; above it, the path to `index` is the last leaf's, whose siblings are the
-    perfect subtrees to its left, one per set bit."""
+    perfect subtrees to its left, one per set bit. (Plain tuples: a lookup's paths have ~1,000 steps.)"""
     if not 0 <= index < size:
         raise merkle.MerkleError(f"leaf {index} is not in a tree of {size}")
     inner = (index ^ (size - 1)).bit_length()
-    path: list[merkle.NodeID | tuple[int, int]] = []
+    path: list[tuple[int, int]] = []
     for level in range(inner):
         sibling = (index >> level) ^ 1
-        path.append(merkle.NodeID(level, sibling) if (sibling + 1) << level <= size else (sibling << level, size))
+        path.append((level, sibling) if (sibling + 1) << level <= size else (_RANGE, sibling << level))
     rest, level = index >> inner, inner
     while rest:
         if rest & 1:
-            path.append(merkle.NodeID(level, rest ^ 1))
+            path.append((level, rest ^ 1))
         rest, level = rest >> 1, level + 1
     return path
 
@@ -193,21 +196,17 @@ def _proofs(indexes: Iterable[int], size: int, reader: merkle.NodeReader) -> dic
     if not paths:
         return {}
     steps = {step for path in paths.values() for step in path}
-    ranges = {step: merkle.perfect_subtrees(*step) for step in steps if isinstance(step, tuple)}
-    wanted = {step for step in steps if isinstance(step, merkle.NodeID)}
+    ranges = {step: merkle.perfect_subtrees(step[1], size) for step in steps if step[0] == _RANGE}
+    wanted = {merkle.NodeID(*step) for step in steps if step[0] != _RANGE}
     wanted.update(node for ids in ranges.values() for node in ids)
     try:
-        nodes = reader(list(wanted))
-        range_hashes: dict[tuple[int, int], bytes] = {}
+        hashes = {(node.level, node.index): value for node, value in reader(list(wanted)).items()}
         for step, ids in ranges.items():
-            value = nodes[ids[-1]]
+            value = hashes[(ids[-1].level, ids[-1].index)]
             for node in reversed(ids[:-1]):
-                value = merkle.node_hash(nodes[node], value)
-            range_hashes[step] = value
-        return {
-            index: [nodes[step] if isinstance(step, merkle.NodeID) else range_hashes[step] for step in path]
-            for index, path in paths.items()
-        }
+                value = merkle.node_hash(hashes[(node.level, node.index)], value)
+            hashes[step] = value
+        return {index: [hashes[step] for step in path] for index, path in paths.items()}
     except KeyError as exc:
         raise LogStoreError("the log's Merkle nodes are incomplete") from exc
 
@@ -228,7 +227,7 @@ def read_nodes(conn: Connection, nodes: Table, ids: Sequence[merkle.NodeID]) -> 
         params: dict[str, Any] = {}
         for i, (level, indexes) in enumerate(chunk):
             params[f"l{i}"], params[f"i{i}"] = level, indexes
-        for level, idx, value in conn.execute(_node_query(nodes, len(chunk), arrays), params):
+        for level, idx, value in conn.execute(_node_query(nodes, len(chunk), arrays), params).all():
             found[merkle.NodeID(level, idx)] = bytes(value)
     return found
 
@@ -426,6 +425,9 @@ class TransparencyLogStore:
         self._ticker_pid = -1
         self._ticker_stop = threading.Event()
         self._ticker_lock = threading.Lock()
+        # Statements every append transaction runs, built once.
+        self._lock_head = select(tables.head).where(tables.head.c.id == 1).with_for_update()
+        self._add_checkpoint = insert(tables.checkpoints)
 
     # -- sequencer ----------------------------------------------------------------------------------
 
@@ -442,8 +444,7 @@ class TransparencyLogStore:
             if conn.dialect.name == "sqlite":
                 conn.execution_options(sqlite_immediate=True)
             with conn.begin():
-                head_table = self.tables.head
-                head = conn.execute(select(head_table).where(head_table.c.id == 1).with_for_update()).one_or_none()
+                head = conn.execute(self._lock_head).one_or_none()
                 if head is None:
                     raise LogStoreError("the log has no head row: run `manage migrate`")
                 frontier = [bytes.fromhex(h) for h in json.loads(head.frontier)]
@@ -487,7 +488,7 @@ class TransparencyLogStore:
     def _insert_checkpoint(self, conn: Connection, size: int, root: bytes) -> SignedCheckpoint:
         note = cp.sign_checkpoint(self.origin, size, root, key_name=self.key_name, private_key=self.signing_key)
         now = time.time()
-        conn.execute(insert(self.tables.checkpoints).values(size=size, root=root, note=note, created_at=now))
+        conn.execute(self._add_checkpoint, {"size": size, "root": root, "note": note, "created_at": now})
         return SignedCheckpoint(size=size, root=root, note=note, created_at=now)
 
     # -- group commit -------------------------------------------------------------------------------
