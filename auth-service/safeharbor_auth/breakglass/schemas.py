@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from pydantic.json_schema import SkipJsonSchema
 
 from ..schema_base import Strict
 
@@ -23,9 +22,8 @@ class BreakGlassOpened(BaseModel):
     break_glass_id: str
     access_token: str
     expires_at: str
-    # When the break-glass session ends. Sent since before the schemas were typed but not in the published
-    # OpenAPI document or API.md: kept out of the schema until the contract says otherwise.
-    deadline: SkipJsonSchema[str]
+    # When the break-glass session ends (its absolute end; `expires_at` is the access token's).
+    deadline: str
     session_id: str
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
-from pydantic.json_schema import SkipJsonSchema
 
 from ..schema_base import Strict
 
@@ -12,9 +11,8 @@ class StreamUser(BaseModel):
     name: str
     role: str
     image: str | None
-    # SafeHarbor's role (`role` is Stream's). Sent since before the schemas were typed but not in the
-    # published OpenAPI document or API.md: kept out of the schema until the contract says otherwise.
-    safeharbor_role: SkipJsonSchema[str]
+    # SafeHarbor's role (`role` is Stream's custom role for it).
+    safeharbor_role: str
 
 
 class StreamCredentials(BaseModel):

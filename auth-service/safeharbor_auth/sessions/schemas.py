@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from pydantic.json_schema import SkipJsonSchema
 
 from ..schema_base import RoleName, Strict
 from ..users.schemas import UserRead
@@ -83,9 +82,8 @@ class ReuseReport(Strict):
 
 
 class RevocationFeed(BaseModel):
-    # The feed's format version (docs/CONTRACTS.md "Versions"; readers ignore keys they do not know). Sent
-    # since before the schemas were typed but not in the published OpenAPI document: kept out of it here.
-    version: SkipJsonSchema[int]
+    # The feed's format version (docs/CONTRACTS.md "Versions"; readers ignore keys they do not know).
+    version: int
     revoked: list[RevokedItem]
     # Tokens replaced by refresh (the session lives on): refused by jti from the end of their grace.
     retired: list[RetiredItem] = []
