@@ -202,6 +202,16 @@ class TransparencyLog:
 
     # -- reads --------------------------------------------------------------------------------------
 
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """One connection for a read of several statements (records, then the checkpoint, then the proofs'
+        nodes). On PostgreSQL in autocommit: each statement sees what was committed before it, as in a READ
+        COMMITTED transaction, without that transaction's BEGIN and ROLLBACK round trips."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
     def latest_checkpoint(self, *, conn: Connection | None = None) -> SignedCheckpoint:
         """On `conn` when given: a read that already holds a connection needs no second one."""
         try:

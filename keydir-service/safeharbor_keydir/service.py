@@ -319,7 +319,7 @@ def lookup_users(*, log: TransparencyLog, user_ids: Sequence[str]) -> dict[str, 
     found: dict[str, list[tuple[str, int, bytes]]] = defaultdict(list)
     known: set[str] = set()
     # One connection, three statements: the records, the checkpoint, the proofs' nodes.
-    with log.engine.connect() as conn:
+    with log.reading() as conn:
         if valid:
             rows = conn.execute(
                 select(Device.user_id, Device.device_id, Device.revoked_at, LogLeaf.leaf_index, LogLeaf.data)
