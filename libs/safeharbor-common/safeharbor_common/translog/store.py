@@ -306,6 +306,8 @@ class _Waiting(Generic[ItemT, ResultT]):
     result: ResultT | None = None
     error: BaseException | None = None
     done: bool = False
+    # Set when the item is done, or when its caller is to lead next: each caller is woken for itself only.
+    wake: threading.Event = field(default_factory=threading.Event)
 
 
 class GroupCommitter(Generic[ItemT, ResultT]):
@@ -330,44 +332,62 @@ class GroupCommitter(Generic[ItemT, ResultT]):
         self._max_weight = max_weight
         self._weight = weight
         self._queue: list[_Waiting[ItemT, ResultT]] = []
-        # Guards the queue, the results and `_leading`; notified whenever a batch ends.
-        self._changed = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # guards the queue and `_leading`
         self._leading = False
 
     def submit(self, item: ItemT) -> ResultT:
         waiting: _Waiting[ItemT, ResultT] = _Waiting(item)
-        with self._changed:
+        with self._mutex:
             self._queue.append(waiting)
-            # One caller at a time leads (runs batches); the others sleep until a batch ends and then find
-            # their item done, or one of them leads next. Done callers are woken at once: when they had to
-            # take the commit lock to learn it, each waited behind the next batch, and batches stayed tiny.
-            while self._leading and not waiting.done:
-                self._changed.wait()
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            # One caller at a time leads (runs batches); the others sleep until their item is done or they are
+            # handed the lead. Done callers are woken at once: when they had to take the commit lock to learn
+            # it, each waited behind the next batch, and batches stayed tiny.
+            try:
+                waiting.wake.wait()
+            except BaseException:  # e.g. KeyboardInterrupt in the main thread: leave, and pass the lead on
+                self._leave(waiting)
+                raise
             if waiting.done:
                 return self._answer(waiting)
-            self._leading = True
         try:
             while not waiting.done:
                 with self._commit_lock:
-                    with self._changed:
+                    with self._mutex:
                         batch = self._take_batch()
                     try:
                         outcomes = self._run_batch([w.item for w in batch])
                     except BaseException as exc:  # noqa: BLE001 - every waiter of this transaction learns it failed
                         outcomes = [exc] * len(batch)
-                    with self._changed:
-                        for w, outcome in zip(batch, outcomes, strict=True):
-                            if isinstance(outcome, BaseException):
-                                w.error = outcome
-                            else:
-                                w.result = outcome
-                            w.done = True
-                        self._changed.notify_all()
+                    for w, outcome in zip(batch, outcomes, strict=True):
+                        if isinstance(outcome, BaseException):
+                            w.error = outcome
+                        else:
+                            w.result = outcome
+                        w.done = True
+                        if w is not waiting:
+                            w.wake.set()
         finally:
-            with self._changed:
-                self._leading = False
-                self._changed.notify_all()
+            with self._mutex:
+                self._hand_on()
         return self._answer(waiting)
+
+    def _hand_on(self) -> None:
+        """The lead passes to the longest waiting caller, if any (the mutex is held)."""
+        if self._queue:
+            self._queue[0].wake.set()
+        else:
+            self._leading = False
+
+    def _leave(self, waiting: _Waiting[ItemT, ResultT]) -> None:
+        with self._mutex:
+            queued = [i for i, w in enumerate(self._queue) if w is waiting]
+            if queued:
+                del self._queue[queued[0]]
+                if waiting.wake.is_set():  # it had been handed the lead
+                    self._hand_on()
 
     def _take_batch(self) -> list[_Waiting[ItemT, ResultT]]:
         batch: list[_Waiting[ItemT, ResultT]] = []
