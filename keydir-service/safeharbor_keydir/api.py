@@ -1,9 +1,8 @@
 """HTTP views: parse, authorise, call service, shape the answer. Nothing else."""
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel
 from safeharbor_common import web
 from safeharbor_common.audit_recorder import recorder_of
 from safeharbor_common.errors import Forbidden, InvalidRequest
@@ -61,14 +60,10 @@ def _int_arg(name: str, *, default: int | None = None) -> int | None:
     return number
 
 
-def _published(result: service.Published, key: str = "record") -> dict[str, Any]:
-    return {
-        key: result.leaf,
-        "leaf_index": result.leaf_index,
-        "inclusion_proof": result.inclusion_proof,
-        "checkpoint": result.checkpoint,
-        "tree_size": result.tree_size,
-    }
+def _answer(model: BaseModel) -> Response:
+    # exclude_unset: exactly the fields the service filled in (a record's absent optional fields stay absent;
+    # a null it set, such as history's valid_until, stays null), so the JSON is what it was as a dict.
+    return jsonify(model.model_dump(exclude_unset=True))
 
 
 # -- keys -------------------------------------------------------------------------------------------
@@ -98,7 +93,11 @@ def register_key() -> tuple[Response, int]:
         resource=f"keys/{result.leaf['user_id']}/{body.device_id}",
         meta={"device_id": body.device_id, "version": body.version, "leaf_index": result.leaf_index},
     )
-    return jsonify(_published(result)), 201
+    registered = KeyRegistered.model_validate({
+        "record": result.leaf, "leaf_index": result.leaf_index, "inclusion_proof": result.inclusion_proof,
+        "checkpoint": result.checkpoint, "tree_size": result.tree_size,
+    })
+    return _answer(registered), 201
 
 
 @bp.get("/v1/keys")
@@ -122,7 +121,7 @@ def lookup() -> Response:
 )
 def key_history(user_id: str) -> Response:
     at = service.parse_at(request.args.get("at"))
-    return jsonify(service.history(log=_log(), user_id=_path_user(user_id), at=at))
+    return _answer(service.history(log=_log(), user_id=_path_user(user_id), at=at))
 
 
 @bp.post("/v1/keys/<user_id>/devices/<device_id>/revoke")
@@ -151,9 +150,10 @@ def revoke_device(user_id: str, device_id: str) -> Response:
             severity="info" if is_self else "high",
             meta={"device_id": device_id, "leaf_index": result.leaf_index, "by": "user" if is_self else "admin"},
         )
-    answer = _published(result, key="revocation")
-    answer["already_revoked"] = not is_new
-    return jsonify(answer)
+    return _answer(RevokeResponse.model_validate({
+        "revocation": result.leaf, "leaf_index": result.leaf_index, "inclusion_proof": result.inclusion_proof,
+        "checkpoint": result.checkpoint, "tree_size": result.tree_size, "already_revoked": not is_new,
+    }))
 
 
 @bp.post("/internal/v1/keys/<user_id>/revoke-all")
@@ -193,7 +193,7 @@ def user_audit(user_id: str) -> Response:
     if claims.sub != user_id and claims.role not in MONITOR_ROLES:
         raise Forbidden("Only the user, an admin or an auditor may list these keys.")
     after = service.parse_cursor(request.args.get("cursor"), "cursor")
-    return jsonify(service.user_audit(log=_log(), user_id=_path_user(user_id), after=after))
+    return _answer(service.user_audit(log=_log(), user_id=_path_user(user_id), after=after))
 
 
 @bp.get("/v1/keys/log/leaves")
@@ -262,9 +262,9 @@ def put_backup() -> tuple[Response, int]:
     recorder_of().record(
         action="keys.backup.stored",
         resource=f"keys/{user_id}/backup",
-        meta={"backup_version": stored["backup_version"], "key_version": stored["key_version"], "size": stored["size"]},
+        meta={"backup_version": stored.backup_version, "key_version": stored.key_version, "size": stored.size},
     )
-    return jsonify(stored), 201
+    return _answer(stored), 201
 
 
 def _require_fresh_login(action: str) -> None:
@@ -295,10 +295,10 @@ def get_backup() -> Response:
     recorder_of().record(
         action="keys.backup.read",
         resource=f"keys/{user_id}/backup",
-        meta={"backup_version": backup["backup_version"], "key_version": backup["key_version"]},
+        meta={"backup_version": backup.backup_version, "key_version": backup.key_version},
         required=True,
     )
-    response = jsonify(backup)
+    response = _answer(backup)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Table, bindparam, delete, func, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import schemas
 from .errors import (
     BackupNotFound,
     BackupReadsLimited,
@@ -44,7 +45,16 @@ from .errors import (
 )
 from .log import Appender, LeafBatch, TransparencyLog, is_refused_row, utc_now_naive
 from .models import BackupRead, Device, KeyBackup, KeyRecord, LogLeaf
-from .schemas import USER_ID_RE, BackupCreate, ChangesResponse, ConsistencyProofResponse, KeyRecordCreate
+from .schemas import (
+    USER_ID_RE,
+    BackupCreate,
+    BackupStored,
+    ChangesResponse,
+    ConsistencyProofResponse,
+    HistoryResponse,
+    KeyRecordCreate,
+    UserAuditResponse,
+)
 
 MAX_CHANGES_PAGE = 1000
 MAX_AUDIT_PAGE = 500
@@ -350,7 +360,7 @@ def lookup_users(*, log: TransparencyLog, user_ids: Sequence[str]) -> dict[str, 
     return {"results": results, "checkpoint": checkpoint.note, "tree_size": checkpoint.size}
 
 
-def history(*, log: TransparencyLog, user_id: str, at: datetime | None) -> dict[str, Any]:
+def history(*, log: TransparencyLog, user_id: str, at: datetime | None) -> HistoryResponse:
     """Every version of every device with its validity interval; with `at`, the ones valid then."""
     with log.engine.connect() as conn:
         rows = list(
@@ -399,13 +409,13 @@ def history(*, log: TransparencyLog, user_id: str, at: datetime | None) -> dict[
     proofs = log.inclusion_proofs([e["leaf_index"] for e in entries], checkpoint.size)
     for entry in entries:
         entry["inclusion_proof"] = proofs[entry["leaf_index"]]
-    return {
+    return HistoryResponse.model_validate({
         "user_id": user_id,
         "at": records.format_time(at) if at is not None else None,
         "history": entries,
         "checkpoint": checkpoint.note,
         "tree_size": checkpoint.size,
-    }
+    })
 
 
 def _valid_at(entry: Mapping[str, Any], at: datetime) -> bool:
@@ -502,7 +512,7 @@ def changes(*, log: TransparencyLog, since: int, limit: int = MAX_CHANGES_PAGE) 
     return ChangesResponse(users=users, cursor=str(cursor), more=len(rows) == limit)
 
 
-def user_audit(*, log: TransparencyLog, user_id: str, after: int, limit: int = MAX_AUDIT_PAGE) -> dict[str, Any]:
+def user_audit(*, log: TransparencyLog, user_id: str, after: int, limit: int = MAX_AUDIT_PAGE) -> UserAuditResponse:
     """Every leaf ever published for the user (keys and revocations), with proofs: to catch a key the
     user did not make."""
     with log.engine.connect() as conn:
@@ -526,13 +536,13 @@ def user_audit(*, log: TransparencyLog, user_id: str, after: int, limit: int = M
         }
         for index, kind, data, appended_at in rows
     ]
-    return {
+    return UserAuditResponse.model_validate({
         "user_id": user_id,
         "leaves": leaves,
         "checkpoint": checkpoint.note,
         "tree_size": checkpoint.size,
         "next_cursor": str(leaves[-1]["leaf_index"] + 1) if len(leaves) == limit else None,
-    }
+    })
 
 
 def log_leaves(*, log: TransparencyLog, start: int, end: int | None) -> dict[str, Any]:
@@ -565,22 +575,19 @@ def consistency_proof(*, log: TransparencyLog, from_size: int, to_size: int | No
 # -- backups ----------------------------------------------------------------------------------------
 
 
-def _backup_view(backup: KeyBackup, *, with_blob: bool) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "backup_version": backup.backup_version,
-        "key_version": backup.key_version,
-        "created_at": records.format_time(_aware(backup.created_at)),
-        "sha256": backup.sha256,
-        "size": len(backup.blob),
-    }
-    if with_blob:
-        view["blob"] = b64url_encode(bytes(backup.blob))
-    return view
+def _backup_stored(backup: KeyBackup) -> BackupStored:
+    return BackupStored(
+        backup_version=backup.backup_version,
+        key_version=backup.key_version,
+        created_at=records.format_time(_aware(backup.created_at)),
+        sha256=backup.sha256,
+        size=len(backup.blob),
+    )
 
 
 def store_backup(
     *, log: TransparencyLog, user_id: str, body: BackupCreate, max_bytes: int, keep_versions: int
-) -> dict[str, Any]:
+) -> BackupStored:
     """Stores a new version; the previous ones stay until this one is committed (then the oldest beyond
     `keep_versions` go), so a failed upload never destroys the last good backup."""
     try:
@@ -609,7 +616,7 @@ def store_backup(
                         KeyBackup.user_id == user_id, KeyBackup.backup_version <= version - keep_versions
                     )
                 )
-            return _backup_view(backup, with_blob=False)
+            return _backup_stored(backup)
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -632,14 +639,14 @@ def check_backup_read_allowed(*, log: TransparencyLog, user_id: str, per_hour: i
         session.add(BackupRead(user_id=user_id, at=now))
 
 
-def latest_backup(*, log: TransparencyLog, user_id: str) -> dict[str, Any]:
+def latest_backup(*, log: TransparencyLog, user_id: str) -> schemas.BackupRead:
     with Session(log.engine) as session:
         backup = session.scalars(
             select(KeyBackup).where(KeyBackup.user_id == user_id).order_by(KeyBackup.backup_version.desc()).limit(1)
         ).first()
         if backup is None:
             raise BackupNotFound()
-        return _backup_view(backup, with_blob=True)
+        return schemas.BackupRead(**_backup_stored(backup).model_dump(), blob=b64url_encode(bytes(backup.blob)))
 
 
 def delete_backups(*, log: TransparencyLog, user_id: str) -> int:
