@@ -16,6 +16,7 @@ import pytest
 from conftest import DEMO_PASSWORD, Api
 from safeharbor_common import compliance
 from safeharbor_devstack import Stack
+from safeharbor_protocol import compliance_report
 from sqlalchemy import create_engine, text
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,7 +39,7 @@ def test_running_stack_signs_a_report_whose_every_line_is_measured(api: Api) -> 
     assert api.call("GET", "/v1/compliance/report").status_code == 401
     document = _report(api, auditor)
     key = api.call("GET", "/v1/compliance/report/key", token=auditor).text.strip()
-    assert compliance.verify_report(document, key) == document["sha256"]
+    assert compliance_report.verify_report(document, key) == document["sha256"]
 
     report = document["report"]
     assert report["services"] == {name: {"answered": True, "error": None} for name in

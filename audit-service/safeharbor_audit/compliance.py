@@ -32,6 +32,7 @@ from safeharbor_common.config import EnvReader
 from safeharbor_common.internal_http import internal_session
 from safeharbor_common.service_identity import ServiceTokenSigner, load_private_key
 from safeharbor_protocol import checkpoint as cp
+from safeharbor_protocol import compliance_report
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -79,8 +80,8 @@ class ReportSigner:
         self.verifier_key = cp.verifier_key_string(self.key_name, key.public_key())
 
     def sign(self, report: Mapping[str, Any]) -> SignedReport:
-        digest = compliance.report_sha256(report)
-        text = compliance.report_note_text(self.key_name, str(report["report_id"]), digest)
+        digest = compliance_report.report_sha256(report)
+        text = compliance_report.report_note_text(self.key_name, str(report["report_id"]), digest)
         signature = cp.sign_note(text, [(self.key_name, self._key)])
         return SignedReport(report=dict(report), sha256=digest, signature=signature, verifier_key=self.verifier_key)
 
@@ -238,7 +239,7 @@ class ComplianceReporter:
                           for i, ref, title in compliance.ORGANISATIONAL]
         summary: dict[str, int] = {s: sum(1 for c in controls if c["status"] == s) for s in compliance.STATUSES}
         summary["not_checked"] = len(organisational)
-        return {"format": compliance.REPORT_FORMAT, "report_id": str(uuid.uuid4()),
+        return {"format": compliance_report.REPORT_FORMAT, "report_id": str(uuid.uuid4()),
                 "generated_at": compliance.now_rfc3339(), "trigger": trigger, "rule": "45 CFR 164.312",
                 "summary": summary, "services": services, "safeguards": safeguards, "controls": controls,
                 "organisational": organisational}

@@ -220,7 +220,7 @@ class ReportEntry(BaseModel):
 
 class SignedReport(BaseModel):
     """A compliance report as signed and kept. `report` stays a plain JSON object: it is hashed as canonical JSON
-    and signed (compliance.report_sha256), so it is kept exactly as measured, every peer's evidence included.
+    and signed (compliance_report.report_sha256), so it is kept exactly as measured, every peer's evidence included.
     `audit_entry` only on the answer that produced the report (the kept document is stored before it exists)."""
 
     report: dict[str, Any]

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from safeharbor_audit.compliance import ComplianceReporter, PeerAnswer
 from safeharbor_audit.store import AuditLog
 from safeharbor_common import compliance
+from safeharbor_protocol import compliance_report
 from sqlalchemy import Connection
 
 from .conftest import AuditEnv, Ingest, make_event
@@ -59,7 +60,7 @@ def test_report_is_signed_every_control_measured_and_its_hash_audited(
 ) -> None:
     document = get_report(client, audit_env)
     key = client.get("/v1/compliance/report/key", headers=audit_env.bearer("admin")).get_data(as_text=True).strip()
-    assert compliance.verify_report(document, key) == document["sha256"]
+    assert compliance_report.verify_report(document, key) == document["sha256"]
 
     report = document["report"]
     assert [c["id"] for c in report["controls"]] == [s.id for s in compliance.CATALOGUE]
@@ -80,8 +81,8 @@ def test_report_is_signed_every_control_measured_and_its_hash_audited(
     changed = copy.deepcopy(document)
     changed["report"]["controls"][0]["status"] = "pass" if changed["report"]["controls"][0]["status"] != "pass" \
         else "warn"
-    with pytest.raises(compliance.ReportSignatureError):
-        compliance.verify_report(changed, key)
+    with pytest.raises(compliance_report.ReportSignatureError):
+        compliance_report.verify_report(changed, key)
 
 
 def test_only_auditors_and_admins(client: FlaskClient, audit_env: AuditEnv, reporter: ComplianceReporter) -> None:
@@ -183,7 +184,7 @@ def test_daily_report_is_kept_once_per_period(
     latest = response.get_json()
     assert latest["report"]["trigger"] == "schedule"
     key = client.get("/v1/compliance/report/key", headers=audit_env.bearer("auditor")).get_data(as_text=True)
-    compliance.verify_report(latest, key.strip())
+    compliance_report.verify_report(latest, key.strip())
     assert len(entries(client, audit_env, "compliance.report.signed")) == 3
     assert entries(client, audit_env, "audit.read.compliance")
 

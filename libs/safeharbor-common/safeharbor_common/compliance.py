@@ -15,13 +15,6 @@ from typing import Any, Literal
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-# The signed report's format is the protocol package's; these names stay importable from here.
-from safeharbor_protocol.compliance_report import REPORT_FORMAT as REPORT_FORMAT
-from safeharbor_protocol.compliance_report import ReportSignatureError as ReportSignatureError
-from safeharbor_protocol.compliance_report import report_note_text as report_note_text
-from safeharbor_protocol.compliance_report import report_sha256 as report_sha256
-from safeharbor_protocol.compliance_report import verify_report as verify_report
-
 from . import web
 from .service_identity import require_service
 

@@ -26,3 +26,11 @@ def test_no_module_in_both_packages() -> None:
     protocol = names(safeharbor_protocol)
     assert set(MOVED) <= protocol
     assert names(safeharbor_common) & protocol == set()
+
+
+def test_the_compliance_report_format_is_not_re_exported() -> None:
+    """The signed report's format is named where it lives (safeharbor_protocol.compliance_report)."""
+    from safeharbor_common import compliance
+
+    for name in ("REPORT_FORMAT", "ReportSignatureError", "report_note_text", "report_sha256", "verify_report"):
+        assert not hasattr(compliance, name), name
