@@ -2,7 +2,8 @@
 
 `emit()` commits the event to a local SQLite file (WAL) before it returns, so an event whose request was
 acknowledged survives a crash or kill -9 of this process and any outage of audit-service. Shipper threads
-(two per process by default, each with one batch in flight) claim batches (a lease, so threads and several
+(two per process by default, each with one batch in flight; the second only while full batches go out)
+claim batches (a lease, so threads and several
 server workers sharing one outbox file never send the same rows), post them to audit-service's internal
 ingestion endpoint with this service's identity, delete them only after a 2xx, and back off exponentially
 with jitter on failure. audit-service dedupes by `event_id`, so a batch resent after a lost answer is
@@ -97,6 +98,7 @@ class ShipperSettings:
     request_timeout: float = 10.0
     # Shipper threads per process, each with its own batch in flight: while audit-service commits one
     # batch, the next is already being parsed by its other worker. Leases keep their batches disjoint.
+    # Beyond the first, they ship only while there is a backlog (the last batch sent was full).
     in_flight: int = 2
 
 
@@ -147,6 +149,9 @@ class AuditEmitter:
         self._threads: list[threading.Thread] = []
         self._shipped_lock = threading.Lock()
         self._wake = threading.Event()
+        # Set while full batches go out: the extra shippers (in_flight > 1) join in only then, so light traffic
+        # is one lingering shipper's larger batches, not several shippers' small ones.
+        self._backlog = threading.Event()
         self._stop = threading.Event()
         self._batch_size = self.settings.batch_size
         self.shipped = 0  # events this process delivered (2xx), for tests and metrics
@@ -277,7 +282,8 @@ class AuditEmitter:
                 return
             self._stop = threading.Event()
             self._wake = threading.Event()
-            self._threads = [threading.Thread(target=self._run, name=f"audit-shipper-{n}", daemon=True)
+            self._backlog = threading.Event()
+            self._threads = [threading.Thread(target=self._run, args=(n,), name=f"audit-shipper-{n}", daemon=True)
                              for n in range(max(1, self.settings.in_flight))]
             for thread in self._threads:
                 thread.start()
@@ -376,14 +382,17 @@ class AuditEmitter:
             return {}
         return answer if isinstance(answer, dict) else {}
 
-    def _run(self) -> None:
+    def _run(self, index: int = 0) -> None:
         conn = self._connect()
         session = self._session_factory()
         backoff = self.settings.backoff_initial
-        stop, wake = self._stop, self._wake
+        stop, wake, backlog = self._stop, self._wake, self._backlog
         with contextlib.suppress(Exception):  # obtained off the request path when possible
             self.phi_key()
         while not stop.is_set():
+            if index > 0 and not backlog.is_set():
+                backlog.wait(self.settings.idle_poll_seconds)
+                continue
             try:
                 sent = self.ship_once(conn, session)
             except Exception as exc:  # noqa: BLE001 - any failure: keep the rows, back off, retry
@@ -397,7 +406,11 @@ class AuditEmitter:
                 continue
             backoff = self.settings.backoff_initial
             if sent >= self._batch_size:
+                backlog.set()
                 continue  # more waiting: no pause
+            if index > 0:
+                backlog.clear()  # the backlog is gone: back to waiting for the next one
+                continue
             if sent == 0:
                 wake.wait(self.settings.idle_poll_seconds)
                 wake.clear()

@@ -114,6 +114,41 @@ def test_two_batches_in_flight_each_event_once(tmp_path: Path, fake: FakeAuditSe
     assert shippers and not [t for t in shippers if t.is_alive()]  # close() stops every shipper thread
 
 
+def test_light_traffic_is_one_shippers_batches(tmp_path: Path, fake: FakeAuditService) -> None:
+    """Below a full batch the second shipper waits: light traffic goes out as one lingering shipper's
+    batches (fewer, larger: each batch costs audit-service a request and a commit), never two at once."""
+    in_flight, most, batches = [0], [0], [0]
+    original = fake.server.app.view_functions["ingest"]
+
+    def slow_ingest() -> Any:
+        with fake.lock:
+            in_flight[0] += 1
+            batches[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.05)
+        try:
+            return original()
+        finally:
+            with fake.lock:
+                in_flight[0] -= 1
+
+    fake.server.app.view_functions["ingest"] = slow_ingest
+    emitter = AuditEmitter(outbox_path=tmp_path / "outbox.db", source="test", service_url=fake.url,
+                           settings=ShipperSettings(batch_size=50, linger_seconds=0.1, idle_poll_seconds=0.05))
+    ids = []
+    started = time.monotonic()
+    for _ in range(60):
+        ids.append(emitter.emit(action="a", actor="u", outcome="success"))
+        time.sleep(0.01)
+    elapsed = time.monotonic() - started
+    assert emitter.flush(30)
+    assert set(fake.events) == set(ids)
+    # One shipper sends at most once per linger (0.1 s) plus its 0.05 s request: 5-6 batches in ~0.65 s;
+    # two shippers sent 10-11, overlapping.
+    assert most[0] == 1 and batches[0] <= elapsed / 0.1 + 2
+    emitter.close()
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeAuditService]:
     service = FakeAuditService()
@@ -314,6 +349,7 @@ def test_a_stalled_shipper_never_deletes_rows_it_no_longer_holds(tmp_path: Path,
     stalled = make_emitter(path, "http://127.0.0.1:9")
     stalled._pid = os.getpid()  # no background shipper: this test drives it by hand
     other = make_emitter(path, fake.url)
+    other._pid = os.getpid()  # driven by hand too: a background shipper could ship the new event before the check
     first = stalled.emit(action="a", actor="u", outcome="success")
     newer: list[str] = []
 
@@ -328,7 +364,7 @@ def test_a_stalled_shipper_never_deletes_rows_it_no_longer_holds(tmp_path: Path,
     assert stalled.ship_once(session=_StallingSession(meanwhile)) == 1  # type: ignore[arg-type]
     assert first in fake.events
     assert stalled.pending() == 1  # the new event survived the stalled shipper's delete
-    assert other.flush(10) and newer[0] in fake.events
+    assert other.ship_once() == 1 and newer[0] in fake.events
     stalled.close()
     other.close()
 
