@@ -86,16 +86,17 @@ class FakeAuditService:
         self.server.shutdown()
 
 
-def test_two_batches_in_flight_each_event_once(tmp_path: Path, fake: FakeAuditService) -> None:
-    # A slow audit-service: one process's shippers keep two batches in flight, never the same events.
-    in_flight, most = [0], [0]
+def _slow_ingest(fake: FakeAuditService, seconds: float) -> tuple[list[int], list[int]]:
+    """audit-service taking `seconds` per batch; returns (most batches in flight at once, batches received)."""
+    in_flight, most, batches = [0], [0], [0]
     original = fake.server.app.view_functions["ingest"]
 
     def slow_ingest() -> Any:
         with fake.lock:
             in_flight[0] += 1
+            batches[0] += 1
             most[0] = max(most[0], in_flight[0])
-        time.sleep(0.1)
+        time.sleep(seconds)
         try:
             return original()
         finally:
@@ -103,6 +104,12 @@ def test_two_batches_in_flight_each_event_once(tmp_path: Path, fake: FakeAuditSe
                 in_flight[0] -= 1
 
     fake.server.app.view_functions["ingest"] = slow_ingest
+    return most, batches
+
+
+def test_two_batches_in_flight_each_event_once(tmp_path: Path, fake: FakeAuditService) -> None:
+    # A slow audit-service: one process's shippers keep two batches in flight, never the same events.
+    most, _ = _slow_ingest(fake, 0.1)
     emitter = AuditEmitter(outbox_path=tmp_path / "outbox.db", source="test", service_url=fake.url,
                            settings=ShipperSettings(batch_size=50, linger_seconds=0.0, idle_poll_seconds=0.05))
     ids = [emitter.emit(action="a", actor="u", outcome="success") for _ in range(600)]
@@ -117,22 +124,7 @@ def test_two_batches_in_flight_each_event_once(tmp_path: Path, fake: FakeAuditSe
 def test_light_traffic_is_one_shippers_batches(tmp_path: Path, fake: FakeAuditService) -> None:
     """Below a full batch the second shipper waits: light traffic goes out as one lingering shipper's
     batches (fewer, larger: each batch costs audit-service a request and a commit), never two at once."""
-    in_flight, most, batches = [0], [0], [0]
-    original = fake.server.app.view_functions["ingest"]
-
-    def slow_ingest() -> Any:
-        with fake.lock:
-            in_flight[0] += 1
-            batches[0] += 1
-            most[0] = max(most[0], in_flight[0])
-        time.sleep(0.05)
-        try:
-            return original()
-        finally:
-            with fake.lock:
-                in_flight[0] -= 1
-
-    fake.server.app.view_functions["ingest"] = slow_ingest
+    most, batches = _slow_ingest(fake, 0.05)
     emitter = AuditEmitter(outbox_path=tmp_path / "outbox.db", source="test", service_url=fake.url,
                            settings=ShipperSettings(batch_size=50, linger_seconds=0.1, idle_poll_seconds=0.05))
     ids = []
