@@ -239,10 +239,9 @@ class TransparencyLog:
         """Hex audit paths of many leaves in the tree of `size`, with one batched node read (on `conn` when
         given)."""
         try:
-            proofs = self.store.inclusion_proofs(indexes, size, conn=conn)
+            return self.store.hex_inclusion_proofs(indexes, size, conn=conn)
         except LogStoreError as exc:
             raise LogStateError(str(exc)) from exc
-        return {index: [h.hex() for h in path] for index, path in proofs.items()}
 
     def consistency_proof(self, size1: int, size2: int) -> list[str]:
         try:

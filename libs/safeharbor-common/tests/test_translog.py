@@ -7,8 +7,8 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from safeharbor_common.translog import GroupCommitter
-from safeharbor_common.translog.store import _proofs
+from safeharbor_common.translog import GroupCommitter, LogStoreError
+from safeharbor_common.translog.store import _hex_proofs, _proofs
 from safeharbor_protocol import merkle
 
 
@@ -19,21 +19,29 @@ def _tree(size: int) -> merkle.MemoryNodeStore:
     return store
 
 
+def _by_key(store: merkle.MemoryNodeStore, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The store's nodes as the proof code reads them: by (level, index)."""
+    found = store.read_nodes([merkle.NodeID(*key) for key in keys])
+    return {(node.level, node.index): value for node, value in found.items()}
+
+
 @pytest.mark.parametrize("size", [*range(1, 70), 127, 128, 129, 1000])
 def test_batched_proofs_equal_the_reference_and_verify(size: int) -> None:
     store = _tree(size)
     reads: list[int] = []
 
-    def reader(ids: Sequence[merkle.NodeID]) -> dict[merkle.NodeID, bytes]:
-        reads.append(len(ids))
-        return dict(store.read_nodes(ids))
+    def reader(keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        reads.append(len(keys))
+        return _by_key(store, keys)
 
     indexes = list(range(size)) if size < 200 else list(range(0, size, 7))
     proofs = _proofs(indexes, size, reader)
+    hex_proofs = _hex_proofs(indexes, size, reader)
     root = merkle.root(size, store.read_nodes)
-    assert len(reads) == 1  # one node read for all the proofs
+    assert len(reads) == 2  # one node read for all the proofs (each)
     for index in indexes:
         assert proofs[index] == merkle.inclusion_proof(index, size, store.read_nodes)
+        assert hex_proofs[index] == [h.hex() for h in proofs[index]]
         leaf = merkle.leaf_hash(index.to_bytes(4, "big"))
         merkle.verify_inclusion(leaf, index, size, proofs[index], root)
 
@@ -41,7 +49,13 @@ def test_batched_proofs_equal_the_reference_and_verify(size: int) -> None:
 def test_a_leaf_outside_the_tree_is_refused() -> None:
     store = _tree(5)
     with pytest.raises(merkle.MerkleError):
-        _proofs([5], 5, store.read_nodes)
+        _proofs([5], 5, lambda keys: _by_key(store, keys))
+
+
+def test_a_missing_node_is_a_store_error() -> None:
+    store = _tree(5)
+    with pytest.raises(LogStoreError):
+        _proofs([0], 5, lambda keys: _by_key(store, [key for key in keys if key != (0, 1)]))
 
 
 class _RecordingLock:

@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -61,6 +61,8 @@ ResultT = TypeVar("ResultT")
 _NODE_COLUMNS = ("level", "idx", "hash")
 _LEVELS_PER_QUERY = 64  # `level = ? AND idx IN (...)` clauses OR-ed into one node read
 _BIGINT_ARRAY = ARRAY(BigInteger)
+NodeKey = tuple[int, int]  # a perfect node as (level, index): plain tuples, a lookup reads ~700 nodes
+NodeKeyReader = Callable[[Sequence[NodeKey]], Mapping[NodeKey, bytes]]
 
 
 class LogStoreError(Exception):
@@ -135,18 +137,19 @@ class Sequenced:
         """Audit paths in the tree of `size` (default: as it stands), from the nodes this transaction made
         and the head's frontier; any other node is read on this transaction's connection."""
         tree_size = self.compact.size if size is None else size
-        return _proofs(indexes, tree_size, self._read)
+        return _proofs(indexes, tree_size, self._read_keys)
 
-    def _read(self, ids: Sequence[merkle.NodeID]) -> dict[merkle.NodeID, bytes]:
-        known = self._known()
-        found = {n: known[n] for n in ids if n in known}
-        missing = [n for n in ids if n not in found]
+    def _read_keys(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        known = {(node.level, node.index): value for node, value in self._known().items()}
+        found = {key: known[key] for key in keys if key in known}
+        missing = [key for key in keys if key not in found]
         if missing:
-            found.update(read_nodes(self.conn, self.nodes_table, missing))
+            found.update(read_node_keys(self.conn, self.nodes_table, missing))
         return found
 
     def _node(self, node: merkle.NodeID) -> bytes:
-        return self._read([node])[node]
+        key = (node.level, node.index)
+        return self._read_keys([key])[key]
 
     def _known(self) -> dict[merkle.NodeID, bytes]:
         start_size, start_frontier = int(self.head.size), [bytes.fromhex(h) for h in json.loads(self.head.frontier)]
@@ -189,46 +192,72 @@ def _path(index: int, size: int) -> list[tuple[int, int]]:
     return path
 
 
-def _proofs(indexes: Iterable[int], size: int, reader: merkle.NodeReader) -> dict[int, list[bytes]]:
-    """Audit paths of many leaves with one batched node read: every node any path needs is read once, and a
-    right-edge range shared by many paths (a tree whose size is not a power of two) is hashed once."""
+def _path_hashes(
+    indexes: Iterable[int], size: int, read: NodeKeyReader
+) -> tuple[dict[int, list[tuple[int, int]]], dict[tuple[int, int], bytes]]:
+    """The audit paths of many leaves (as steps) and the hash of every step, with one batched node read:
+    every node any path needs is read once, and a right-edge range shared by many paths (a tree whose size
+    is not a power of two) is hashed once."""
     paths = {index: _path(index, size) for index in set(indexes)}
     if not paths:
-        return {}
+        return {}, {}
     steps = {step for path in paths.values() for step in path}
-    ranges = {step: merkle.perfect_subtrees(step[1], size) for step in steps if step[0] == _RANGE}
-    wanted = {merkle.NodeID(*step) for step in steps if step[0] != _RANGE}
-    wanted.update(node for ids in ranges.values() for node in ids)
+    ranges = {step: [(n.level, n.index) for n in merkle.perfect_subtrees(step[1], size)]
+              for step in steps if step[0] == _RANGE}
+    wanted = [step for step in steps if step[0] != _RANGE]
+    wanted.extend({key for keys in ranges.values() for key in keys}.difference(wanted))
+    hashes = dict(read(wanted))
     try:
-        hashes = {(node.level, node.index): value for node, value in reader(list(wanted)).items()}
-        for step, ids in ranges.items():
-            value = hashes[(ids[-1].level, ids[-1].index)]
-            for node in reversed(ids[:-1]):
-                value = merkle.node_hash(hashes[(node.level, node.index)], value)
+        for step, keys in ranges.items():
+            value = hashes[keys[-1]]
+            for key in reversed(keys[:-1]):
+                value = merkle.node_hash(hashes[key], value)
             hashes[step] = value
-        return {index: [hashes[step] for step in path] for index, path in paths.items()}
+        if not steps.issubset(hashes.keys()):
+            raise KeyError
     except KeyError as exc:
         raise LogStoreError("the log's Merkle nodes are incomplete") from exc
+    return paths, hashes
+
+
+def _proofs(indexes: Iterable[int], size: int, read: NodeKeyReader) -> dict[int, list[bytes]]:
+    """Audit paths of many leaves, with one batched node read (`_path_hashes`)."""
+    paths, hashes = _path_hashes(indexes, size, read)
+    return {index: [hashes[step] for step in path] for index, path in paths.items()}
+
+
+def _hex_proofs(indexes: Iterable[int], size: int, read: NodeKeyReader) -> dict[int, list[str]]:
+    """`_proofs` as hex strings, each node's made once however many paths share it (in a 100-user lookup
+    the upper levels are in nearly every path)."""
+    paths, hashes = _path_hashes(indexes, size, read)
+    text = {step: value.hex() for step, value in hashes.items()}
+    return {index: [text[step] for step in path] for index, path in paths.items()}
 
 
 def read_nodes(conn: Connection, nodes: Table, ids: Sequence[merkle.NodeID]) -> dict[merkle.NodeID, bytes]:
-    """Node hashes by id. Grouped by level as `level = ? AND idx IN (...)`: both databases then use the
-    primary key index (a row-value `(level, idx) IN` list makes SQLite scan the table: 35 ms -> 2 ms at
-    100k entries). On PostgreSQL each level's indexes are one array (`idx = ANY(?)`), so the statement has
-    two parameters per level instead of one per node (a 100-user lookup reads ~700 nodes)."""
+    """Node hashes by id (`read_node_keys`)."""
+    found = read_node_keys(conn, nodes, [(node.level, node.index) for node in ids])
+    return {merkle.NodeID(level, index): value for (level, index), value in found.items()}
+
+
+def read_node_keys(conn: Connection, nodes: Table, keys: Iterable[NodeKey]) -> dict[NodeKey, bytes]:
+    """Node hashes by `(level, index)`. Grouped by level as `level = ? AND idx IN (...)`: both databases
+    then use the primary key index (a row-value `(level, idx) IN` list makes SQLite scan the table: 35 ms ->
+    2 ms at 100k entries). On PostgreSQL each level's indexes are one array (`idx = ANY(?)`), so the
+    statement has two parameters per level instead of one per node (a 100-user lookup reads ~700 nodes)."""
     by_level: dict[int, list[int]] = {}
-    for node in ids:
-        by_level.setdefault(node.level, []).append(node.index)
+    for level, index in keys:
+        by_level.setdefault(level, []).append(index)
     levels = list(by_level.items())
     arrays = conn.dialect.name == "postgresql"
-    found: dict[merkle.NodeID, bytes] = {}
+    found: dict[NodeKey, bytes] = {}
     for start in range(0, len(levels), _LEVELS_PER_QUERY):
         chunk = levels[start : start + _LEVELS_PER_QUERY]
         params: dict[str, Any] = {}
         for i, (level, indexes) in enumerate(chunk):
             params[f"l{i}"], params[f"i{i}"] = level, indexes
         for level, idx, value in conn.execute(_node_query(nodes, len(chunk), arrays), params).all():
-            found[merkle.NodeID(level, idx)] = bytes(value)
+            found[(level, idx)] = bytes(value)
     return found
 
 
@@ -448,6 +477,10 @@ class TransparencyLogStore:
         # Statements every append transaction runs, built once.
         self._lock_head = select(tables.head).where(tables.head.c.id == 1).with_for_update()
         self._add_checkpoint = insert(tables.checkpoints)
+        checkpoints = tables.checkpoints  # and every lookup runs this one
+        self._latest_checkpoint = select(
+            checkpoints.c.size, checkpoints.c.root, checkpoints.c.note, checkpoints.c.created_at
+        ).order_by(checkpoints.c.size.desc(), checkpoints.c.created_at.desc()).limit(1)
 
     # -- sequencer ----------------------------------------------------------------------------------
 
@@ -619,10 +652,7 @@ class TransparencyLogStore:
 
     def latest_checkpoint(self, *, conn: Connection | None = None) -> SignedCheckpoint:
         """The newest signed checkpoint (the empty log's is signed on first use)."""
-        table = self.tables.checkpoints
-        query = select(table.c.size, table.c.root, table.c.note, table.c.created_at).order_by(
-            table.c.size.desc(), table.c.created_at.desc()
-        ).limit(1)
+        query = self._latest_checkpoint
         with self._reading(conn) as reader:
             row = reader.execute(query).one_or_none()
         if row is None:
@@ -652,11 +682,24 @@ class TransparencyLogStore:
         with self._reading(conn) as reader:
             return read_nodes(reader, self.tables.nodes, ids)
 
+    def _key_reader(self, conn: Connection | None) -> NodeKeyReader:
+        def read(keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+            with self._reading(conn) as reader:
+                return read_node_keys(reader, self.tables.nodes, keys)
+
+        return read
+
     def inclusion_proofs(
         self, indexes: Iterable[int], size: int, *, conn: Connection | None = None
     ) -> dict[int, list[bytes]]:
         """Audit paths of many leaves in the tree of `size`, with one batched node read."""
-        return _proofs(indexes, size, lambda ids: self.read_nodes(ids, conn=conn))
+        return _proofs(indexes, size, self._key_reader(conn))
+
+    def hex_inclusion_proofs(
+        self, indexes: Iterable[int], size: int, *, conn: Connection | None = None
+    ) -> dict[int, list[str]]:
+        """`inclusion_proofs` as hex strings, each node's made once (what JSON answers carry)."""
+        return _hex_proofs(indexes, size, self._key_reader(conn))
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         return self.inclusion_proofs([index], size)[index]
