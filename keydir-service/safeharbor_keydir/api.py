@@ -202,7 +202,7 @@ def user_audit(user_id: str) -> Response:
              query={"start": "first leaf index", "end": "one past the last (default: tree size)"})
 def log_leaves() -> Response:
     start = _int_arg("start", default=0) or 0
-    return jsonify(service.log_leaves(log=_log(), start=start, end=_int_arg("end")))
+    return _answer(service.log_leaves(log=_log(), start=start, end=_int_arg("end")))
 
 
 # -- transparency (public: anyone may audit the log) ------------------------------------------------

@@ -167,8 +167,23 @@ class ConsistencyProofResponse(BaseModel):
     proof: list[str]
 
 
+class LogLeafEntry(BaseModel):
+    """A raw leaf for monitors that replay the whole log: no proof, they recompute the tree themselves."""
+
+    leaf_index: int
+    kind: Literal["key", "revocation"]
+    record: dict[str, Any]
+    appended_at: str
+
+
 class LeavesResponse(BaseModel):
-    leaves: list[AuditLeaf]
+    """Leaves `[start, end)` of a log of `tree_size` leaves. `end` is where the next page starts: below the
+    `end` asked for when the log is shorter or the page is full (1000 leaves)."""
+
+    leaves: list[LogLeafEntry]
+    start: int
+    end: int
+    tree_size: int
 
 
 # -- backups ----------------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ from .schemas import (
     ConsistencyProofResponse,
     HistoryResponse,
     KeyRecordCreate,
+    LeavesResponse,
+    LogLeafEntry,
     UserAuditResponse,
 )
 
@@ -570,20 +572,21 @@ def user_audit(*, log: TransparencyLog, user_id: str, after: int, limit: int = M
     })
 
 
-def log_leaves(*, log: TransparencyLog, start: int, end: int | None) -> dict[str, Any]:
-    """Raw leaves `[start, end)` for monitors that replay the whole log."""
+def log_leaves(*, log: TransparencyLog, start: int, end: int | None) -> LeavesResponse:
+    """Raw leaves `[start, end)` for monitors that replay the whole log. Built without validation (a page
+    is 1,000 leaves, each from the log's own columns): the answer is `LeavesResponse` as published."""
     size = log.head_size()
     stop = min(size, end if end is not None else size, start + MAX_LEAVES_PAGE)
     leaves = [
-        {
-            "leaf_index": leaf.leaf_index,
-            "kind": leaf.kind,
-            "record": json.loads(bytes(leaf.data)),
-            "appended_at": records.format_time(_aware(leaf.appended_at)),
-        }
-        for leaf in (log.leaves(start, stop) if start < stop else [])
+        LogLeafEntry.model_construct(
+            leaf_index=leaf_index,
+            kind=kind,
+            record=json.loads(bytes(data)),
+            appended_at=records.format_time(_aware(appended_at)),
+        )
+        for leaf_index, kind, data, appended_at in (log.leaves(start, stop) if start < stop else [])
     ]
-    return {"leaves": leaves, "start": start, "end": max(start, stop), "tree_size": size}
+    return LeavesResponse.model_construct(leaves=leaves, start=start, end=max(start, stop), tree_size=size)
 
 
 def consistency_proof(*, log: TransparencyLog, from_size: int, to_size: int | None) -> ConsistencyProofResponse:
