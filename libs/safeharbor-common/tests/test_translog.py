@@ -125,3 +125,46 @@ def test_group_commit_answers_a_batch_without_the_commit_lock() -> None:
     assert results == {"first": "FIRST", "second": "SECOND", "third": "THIRD"}
     assert batches == [["first", "second"], ["third"]]
     assert [name for name in commit_lock.takers if name != "MainThread"] == ["first", "third"]
+
+
+def test_group_commit_batches_stay_large_under_concurrent_callers() -> None:
+    """Writers that come straight back after their answer keep making batches of about all of them. (Started at
+    once, the batch after a full one held only who arrived while it committed: its callers came back during
+    that small batch, and batches alternated between a few and nearly all, twice the batches per round.)"""
+    writers, rounds = 8, 12
+    sizes: list[int] = []
+
+    def run_batch(items: list[int]) -> list[int | BaseException]:
+        sizes.append(len(items))
+        time.sleep(0.005)  # the transaction's round trips and commit: the writers' threads run meanwhile
+        return list(items)
+
+    committer: GroupCommitter[int, int] = GroupCommitter(run_batch, lock=threading.Lock(), max_weight=64)
+    answers: list[int] = []
+
+    def write(writer: int) -> None:
+        for i in range(rounds):
+            answers.append(committer.submit(writer * rounds + i))
+            time.sleep(0.0005)  # answering the caller and preparing the next item
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(answers) == list(range(writers * rounds))
+    # The first batches form while the writers start; after them, batches of (nearly) every writer.
+    steady = sizes[2:-2]
+    assert sum(steady) / len(steady) >= writers * 0.75, sizes
+    assert len(sizes) <= rounds * 1.5, sizes
+
+
+def test_a_lone_caller_does_not_wait_for_others() -> None:
+    """Gathering waits only for callers that were about the last batch: one caller alone is not delayed."""
+    committer: GroupCommitter[int, int] = GroupCommitter(
+        lambda items: [time.sleep(0.05) or item for item in items], lock=threading.Lock(), max_weight=64
+    )
+    committer.submit(0)  # its batch ran 50 ms: a wait of one batch's time would show
+    started = time.monotonic()
+    assert committer.submit(1) == 1
+    assert time.monotonic() - started < 0.09
