@@ -207,9 +207,10 @@ class Forwarder:
         if verdict.wait is not None:
             attempt.refusals = verdict.refusals
             if self._audits(429, attempt):
-                attempt.claims = self._identify(token)  # only for the entries written: keep refusals cheap
+                # only for the entries written: keep refusals cheap
+                attempt.claims = seen if seen is not None else self._identify(token)
             raise RateLimited(retry_after=verdict.wait)
-        verified = self._verify(token)
+        verified = seen if seen is not None else self._verify(token)  # a known token is not looked up twice
         if isinstance(verified, SessionClaims):
             attempt.claims = verified
         if attempt.method == "OPTIONS":
