@@ -4,6 +4,7 @@ watch rely on, over a real socket (simple-websocket's client against the threade
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -14,6 +15,16 @@ from simple_websocket import Client, ConnectionClosed
 from simple_websocket import ConnectionError as HandshakeRefused
 
 
+class _Client(Client):  # type: ignore[misc]
+    """simple-websocket 1.1.0's client takes only the upgrade's answer out of its first read; a frame that came
+    in the same read stays inside wsproto until more bytes arrive. The emulator sends `health.check` right
+    after the upgrade, so on a busy machine (CI) both came in one read and the test waited 5 s for nothing."""
+
+    def handshake(self) -> None:
+        super().handshake()
+        self._handle_events()
+
+
 def _connect(emu: Emulator, user_id: str, token: str | None = None) -> Client:
     query = urlencode({
         "json": json.dumps({"user_id": user_id, "user_details": {"id": user_id}}),
@@ -21,7 +32,7 @@ def _connect(emu: Emulator, user_id: str, token: str | None = None) -> Client:
         "authorization": token or emu.client.create_token(user_id),
         "stream-auth-type": "jwt",
     })
-    return Client.connect(emu.url.replace("http", "ws") + "/connect?" + query)
+    return _Client.connect(emu.url.replace("http", "ws") + "/connect?" + query)
 
 
 def _next(ws: Client, event_type: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -49,6 +60,21 @@ def test_connect_answers_health_check_with_connection_id_and_me(room: Emulator) 
     assert first["connection_id"] and first["me"]["id"] == "ana" and first["me"]["name"] == "Ana"
     ws.send(json.dumps([{"type": "health.check", "client_id": "ana--x"}]))
     assert _next(ws, "health.check")["connection_id"] == first["connection_id"]
+    ws.close()
+
+
+def test_first_frame_in_the_same_read_as_the_upgrade_is_not_lost(room: Emulator,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's first read waits until the server has sent both the upgrade and `health.check`."""
+    real_recv = socket.socket.recv
+
+    def late_recv(sock: socket.socket, size: int, *flags: int) -> bytes:
+        time.sleep(0.3)
+        return real_recv(sock, size, *flags)
+
+    monkeypatch.setattr(socket.socket, "recv", late_recv)
+    ws = _connect(room, "ana")
+    assert _next(ws, "health.check", timeout=3.0)["me"]["id"] == "ana"
     ws.close()
 
 
