@@ -3,7 +3,7 @@ nginx -> service, and through nginx -> gateway -> service (the edge), under wrk 
 Requests/s, p50/p99, and CPU per request by part. What the gateway costs is edge minus nginx.
 
     .venv/bin/python bench/speed/gateway_overhead.py [--backend sqlite|postgres] [--runs 3] [--seconds 8]
-        [--concurrency 1,8,32] [--path /v1/auth/me] [--servers gevent,gthread]
+        [--concurrency 1,8,32] [--path /v1/auth/me] [--servers gevent,gthread] [--baseline DIR]
 
 Both nginx instances are plain reverse proxies (bench/nginx.conf.template: the edge's proxying without its TLS
 and per-IP limits, which cost the same on both sides and would throttle wrk). `--servers gevent,gthread`
@@ -11,6 +11,11 @@ starts one stack per worker class of the gateway (services always gthread) and i
 
 Runs are interleaved (direct, nginx, edge, direct, ...) so drifting background load hits all three;
 after every edge run the audit outboxes drain before the next run starts. Medians of `--runs`.
+
+`--baseline DIR` (a checkout of an earlier tree: `git worktree add /tmp/gw-base <commit>`) adds a fourth path,
+`baseline edge`: a second gateway started from that tree's gateway and shared libraries (first on its
+PYTHONPATH), with the same settings, in front of the same services, behind its own nginx, in the same
+interleaved runs: the gateway change's effect side by side, as a ratio, on the same machine and load.
 """
 from __future__ import annotations
 
@@ -92,10 +97,13 @@ def main() -> int:
     parser.add_argument("--user", default="pat")
     parser.add_argument("--servers", type=server_list, default=["gevent"],
                         help="the gateway's worker class, one stack each, runs interleaved (gevent,gthread compares)")
+    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier tree: its gateway runs beside")
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "gateway" / "safeharbor_gateway").is_dir():
+        parser.error(f"{args.baseline} is not a checkout of this repository")
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     service = "keydir" if args.path.startswith("/v1/keys") else "auth"
-    paths = ("direct", "nginx", "edge")
+    paths: tuple[str, ...] = ("direct", "nginx", "edge") + (("baseline edge",) if args.baseline else ())
 
     with contextlib.ExitStack() as cleanup:
         targets: dict[tuple[str, str], str] = {}
@@ -113,6 +121,15 @@ def main() -> int:
             cleanup.callback(_stop_nginx, edge, edge_tmp)
             urls = {"direct": bench.url(service) + args.path, "nginx": f"http://127.0.0.1:{nginx_port}" + args.path,
                     "edge": f"http://127.0.0.1:{edge_port}" + args.path}
+            roots = {"gateway": bench.stack.processes["gateway"].pid, service: bench.stack.processes[service].pid,
+                     "audit": bench.stack.processes["audit"].pid, "nginx": nginx.pid, "edge nginx": edge.pid}
+            if args.baseline is not None:
+                base = start_baseline_gateway(bench, args.baseline.resolve())
+                cleanup.callback(_stop_process, base)
+                base_edge, base_edge_port, base_edge_tmp = start_nginx(int(base.args[base.args.index("--port") + 1]))
+                cleanup.callback(_stop_nginx, base_edge, base_edge_tmp)
+                urls["baseline edge"] = f"http://127.0.0.1:{base_edge_port}" + args.path
+                roots.update({"baseline gateway": base.pid, "baseline edge nginx": base_edge.pid})
             for name, url in urls.items():  # sanity and warm-up (JWKS fetch, token cache, pools)
                 status = requests.get(url, headers=headers[server], timeout=10).status_code
                 if status != 200:
@@ -122,10 +139,7 @@ def main() -> int:
             bench.wait_outboxes_empty()
             # CPU per request of each part, the audit pipeline included: a gateway run is charged until
             # its events are committed by audit-service (the outboxes drained).
-            cpu[server] = ComponentCpu({"gateway": bench.stack.processes["gateway"].pid,
-                                        service: bench.stack.processes[service].pid,
-                                        "audit": bench.stack.processes["audit"].pid,
-                                        "nginx": nginx.pid, "edge nginx": edge.pid})
+            cpu[server] = ComponentCpu(roots)
         runs: dict[tuple[str, str], dict[int, list[dict[str, float]]]] = {
             t: {c: [] for c in concurrencies} for t in targets}
         for run in range(args.runs):
@@ -136,7 +150,7 @@ def main() -> int:
                     before = {**cpu[server].snapshot(), "wrk": _children_cpu()}
                     result = wrk(url, connections=c, seconds=args.seconds, headers=headers[server])
                     foreign = others.stop()
-                    if name == "edge":
+                    if name.endswith("edge"):
                         benches[server].wait_outboxes_empty()
                     used = ComponentCpu.per_request_us(before, {**cpu[server].snapshot(), "wrk": _children_cpu()},
                                                        result.requests)
@@ -158,10 +172,17 @@ def main() -> int:
             row = {"server": server, "concurrency": c, "median": med, "errors": errors,
                    "gateway_added_p50_ms": med["edge"]["p50_ms"] - med["nginx"]["p50_ms"],
                    "gateway_over_nginx_rps": med["edge"]["rps"] / med["nginx"]["rps"]}
+            if args.baseline is not None:
+                row["baseline_added_p50_ms"] = med["baseline edge"]["p50_ms"] - med["nginx"]["p50_ms"]
+                row["baseline_over_nginx_rps"] = med["baseline edge"]["rps"] / med["nginx"]["rps"]
+                # Per run, so that a run's own load cancels out: this tree's edge p50 / the baseline's.
+                pairs = zip(runs[(server, "edge")][c], runs[(server, "baseline edge")][c], strict=True)
+                row["edge_p50_over_baseline_per_run"] = [a["p50_ms"] / b["p50_ms"] for a, b in pairs]
             summary.append(row)
             for t in paths:
-                extra = (f"{row['gateway_added_p50_ms']:+.2f} ms", f"{row['gateway_over_nginx_rps']:.2f}") \
-                    if t == "edge" else ("", "")
+                added = {"edge": "gateway", "baseline edge": "baseline"}.get(t)
+                extra = (f"{row[f'{added}_added_p50_ms']:+.2f} ms", f"{row[f'{added}_over_nginx_rps']:.2f}") \
+                    if added else ("", "")
                 print(f"| {server} | {c} | {t} | {fmt(med[t]['rps'], 0)} | {med[t]['p50_ms']:.2f} | "
                       f"{med[t]['p99_ms']:.2f} | {extra[0]} | {extra[1]} |")
     parts = sorted({k for t in runs for c in concurrencies for r in runs[t][c] for k in r if k.startswith("cpu_us:")})
@@ -174,6 +195,13 @@ def main() -> int:
                 values = [median([r[p] for r in runs[(server, t)][c]]) for p in parts]
                 print(f"| {server} | {c} | {t} | " + " | ".join(f"{v:,.0f}" for v in values)
                       + f" | {sum(values):,.0f} |")
+    if args.baseline is not None:
+        print(f"\nThis tree beside the baseline ({args.baseline}), same runs:")
+        for row in summary:
+            ratios = ", ".join(f"{r:.2f}" for r in row["edge_p50_over_baseline_per_run"])
+            print(f"  {row['server']} c={row['concurrency']}: added p50 {row['gateway_added_p50_ms']:+.2f} ms "
+                  f"(baseline {row['baseline_added_p50_ms']:+.2f}); edge p50 / baseline edge p50 per run: {ratios}; "
+                  f"edge req/s / baseline {row['median']['edge']['rps'] / row['median']['baseline edge']['rps']:.2f}x")
     if len(args.servers) > 1:
         first, *others = args.servers
         print(f"\nSide by side (ratio {first} / other, same run):")
@@ -185,7 +213,8 @@ def main() -> int:
                 direct_ratio = a["median"]["direct"]["rps"] / o["median"]["direct"]["rps"]
                 print(f"  vs {other}, c={c}: edge req/s {gateway_ratio:.2f}x, direct req/s {direct_ratio:.2f}x, "
                       f"gateway added p50 {a['gateway_added_p50_ms']:+.2f} vs {o['gateway_added_p50_ms']:+.2f} ms")
-    suffix = "" if args.servers == ["gevent"] else "-" + "-".join(args.servers)
+    suffix = ("" if args.servers == ["gevent"] else "-" + "-".join(args.servers)) + (
+        "-baseline" if args.baseline else "")
     name = f"gateway_overhead-{args.backend}{suffix}"
     write_result(name, {
         "path": args.path, "service": service, "seconds": args.seconds, "runs": args.runs, "servers": args.servers,
@@ -193,6 +222,45 @@ def main() -> int:
         "raw": {f"{server}:{t}": per_c for (server, t), per_c in runs.items()},
     })
     return 0
+
+
+def start_baseline_gateway(bench: BenchStack, baseline: Path) -> subprocess.Popen[bytes]:
+    """The baseline tree's gateway: the stack's gateway settings, its own port and outbox (drained with the
+    others), that tree's gateway and shared libraries first on the import path."""
+    from safeharbor_devstack import free_port
+    from safeharbor_devstack.stack import serving_flags
+
+    port = free_port()
+    env = bench.stack.env_for("gateway")
+    env["AUDIT_OUTBOX_PATH"] = str(bench.tmp / "outbox-gateway-baseline.db")
+    env["PYTHONPATH"] = os.pathsep.join(str(baseline / p) for p in (
+        "gateway", "libs/safeharbor-common", "libs/safeharbor-protocol"))
+    command = [sys.executable, "-m", "safeharbor_common.serving", "safeharbor_gateway.app:create_app",
+               "--port", str(port), "--workers", str(bench.workers), "--graceful-seconds", "5",
+               *serving_flags("gateway", internal_port=None)]
+    log_file = open(bench.tmp / "gateway-baseline.log", "ab")  # noqa: SIM115 - the process's life
+    process = subprocess.Popen(command, cwd=baseline, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    _stop_process(process)
+    raise RuntimeError("the baseline gateway did not start: " + (bench.tmp / "gateway-baseline.log").read_text()[-800:])
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def _stop_nginx(nginx: subprocess.Popen[bytes], nginx_tmp: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from safeharbor_common import web
-from safeharbor_common.audit_emitter import AuditEmitter
+from safeharbor_common.audit_emitter import AuditEmitter, PreparedEvent
 from safeharbor_common.compliance import CONTROLS_PATH
 from safeharbor_common.errors import (
     Forbidden,
@@ -95,6 +95,7 @@ class _Attempt:
     claims: SessionClaims | None = None
     refusals: int = 0  # rate-limit refusals this window, this one included
     error: str | None = None  # the error code of a refusal or failure (for the access log)
+    audit_ready: PreparedEvent | None = None  # the audit event's id, time and sealed PHI, made while forwarding
 
 
 class Forwarder:
@@ -277,7 +278,8 @@ class Forwarder:
         if query:
             target += "?" + query
         answer = self.upstreams.send_to_any(method=attempt.method, instances=self._instances[route.service],
-                                            target=target, headers=headers, body=body)
+                                            target=target, headers=headers, body=body,
+                                            while_waiting=lambda: self._prepare_audit(environ, attempt))
         out = downstream_response_headers(answer.headers, self._internal_hosts)
         if isinstance(answer.body, bytes):
             out.append(("Content-Length", str(len(answer.body))))
@@ -353,11 +355,21 @@ class Forwarder:
             return True
         return attempt.refusals & (attempt.refusals - 1) == 0
 
+    def _prepare_audit(self, environ: dict[str, Any], attempt: _Attempt) -> None:
+        """While the service works: the event's id, time and sealed PHI (the sealing is most of an event's
+        cost), so that after the answer only its outcome is added and committed."""
+        if self.audit is None:
+            return
+        try:
+            attempt.audit_ready = self.audit.prepare(ip=attempt.client_ip, user_agent=_user_agent(environ))
+        except Exception:  # noqa: BLE001 - emit() seals it itself then; the request goes on
+            _log.exception("audit prepare failed", extra={"fields": {"request_id": attempt.request_id}})
+
     def _audit(self, environ: dict[str, Any], attempt: _Attempt, label: str, status: int,
                stream: str | None = None) -> None:
         assert self.audit is not None
         claims = attempt.claims
-        user_agent = environ.get("HTTP_USER_AGENT")
+        ready = attempt.audit_ready
         meta: dict[str, Any] = {"method": web.method_label(attempt.method),
                                 "latency_ms": round((time.perf_counter() - attempt.started) * 1000, 2)}
         if claims is not None:
@@ -378,9 +390,10 @@ class Forwarder:
                 resource=attempt.path,
                 outcome=str(status),
                 request_id=attempt.request_id or None,
-                ip=attempt.client_ip,
-                user_agent=user_agent[:512] if user_agent else None,
+                ip=attempt.client_ip if ready is None else None,
+                user_agent=_user_agent(environ) if ready is None else None,
                 meta=meta,
+                prepared=ready,
             )
         except Exception:  # noqa: BLE001 - an audit failure is logged loudly, the answer still goes out
             _log.exception("audit emit failed", extra={"fields": {"request_id": attempt.request_id}})
@@ -434,3 +447,8 @@ def _upstream_path(path: str) -> str:
     except UnicodeEncodeError as exc:
         raise InvalidRequest("The path is not a valid request path.") from exc
     return quote(raw, safe="/:@!$&'()*+,;=~")
+
+
+def _user_agent(environ: dict[str, Any]) -> str | None:
+    user_agent = environ.get("HTTP_USER_AGENT")
+    return user_agent[:512] if user_agent else None

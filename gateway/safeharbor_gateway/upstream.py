@@ -172,12 +172,14 @@ class UpstreamClient:
         return self._send(self._origin(f"{scheme}://{netloc}"), method, slash + path, headers, body)
 
     def send_to_any(self, *, method: str, instances: Instances, target: str, headers: dict[str, str],
-                    body: bytes | None) -> UpstreamAnswer:
-        """`send` to the instance whose turn it is; to the next only when no connection could be made."""
+                    body: bytes | None, while_waiting: Callable[[], None] | None = None) -> UpstreamAnswer:
+        """`send` to the instance whose turn it is; to the next only when no connection could be made.
+        `while_waiting` runs once, after the request was sent and before its answer is read: work the caller
+        would otherwise do after the answer, done while the service works on the request (it must not raise)."""
         unreachable: UpstreamUnreachable | None = None
         for base in instances.in_turn():
             try:
-                return self._send(self._origin(base), method, target, headers, body)
+                return self._send(self._origin(base), method, target, headers, body, while_waiting)
             except UpstreamUnreachable as exc:
                 unreachable = exc
         assert unreachable is not None  # Instances is never empty
@@ -188,13 +190,14 @@ class UpstreamClient:
             origin.clear()
 
     def _send(self, origin: _Origin, method: str, target: str, headers: dict[str, str],
-              body: bytes | None) -> UpstreamAnswer:
+              body: bytes | None, while_waiting: Callable[[], None] | None = None) -> UpstreamAnswer:
         deadline = time.monotonic() + self._deadline
         resendable = method in _RESENDABLE
         conn = origin.take()
         if conn is not None:
             try:
-                return self._exchange(origin, conn, method, target, headers, body, deadline, reused=True)
+                return self._exchange(origin, conn, method, target, headers, body, deadline, reused=True,
+                                      while_waiting=while_waiting)
             except _SendFailed as exc:
                 if not resendable:
                     raise ServiceUnavailable(UNAVAILABLE) from exc
@@ -205,12 +208,14 @@ class UpstreamClient:
                 raise
             conn = origin.new()  # once more: the service never saw it
         try:
-            return self._exchange(origin, conn, method, target, headers, body, deadline, reused=False)
+            return self._exchange(origin, conn, method, target, headers, body, deadline, reused=False,
+                                  while_waiting=while_waiting)
         except _SendFailed as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
     def _exchange(self, origin: _Origin, conn: http.client.HTTPConnection, method: str, target: str,
-                  headers: dict[str, str], body: bytes | None, deadline: float, *, reused: bool) -> UpstreamAnswer:
+                  headers: dict[str, str], body: bytes | None, deadline: float, *, reused: bool,
+                  while_waiting: Callable[[], None] | None = None) -> UpstreamAnswer:
         sock = conn.sock
         assert sock is not None
         try:
@@ -224,6 +229,8 @@ class UpstreamClient:
             if reused and not isinstance(exc, TimeoutError):
                 raise _SendFailed() from exc
             raise _failure(exc, reached=True) from exc
+        if while_waiting is not None:  # only after a send that went out: a resend never runs it twice
+            while_waiting()
         try:
             sock.settimeout(_left(deadline))
             response = conn.getresponse()

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
+from safeharbor_common.audit_emitter import PreparedEvent
 from safeharbor_common.service_identity import generate_keypair
 from safeharbor_gateway.app import create_app
 from werkzeug.serving import make_server
@@ -137,6 +138,12 @@ class FakeAudit:
     """Stands in for the audit emitter: keeps what the gateway emits."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
+    prepared: list[dict[str, Any]] = field(default_factory=list)
+
+    def prepare(self, **fields: Any) -> PreparedEvent:
+        self.prepared.append(fields)
+        return PreparedEvent(event_id=str(uuid.uuid4()), ts="2026-01-01T00:00:00.000000Z", phi=None,
+                             phi_withheld=False)
 
     def emit(self, **event: Any) -> str:
         self.events.append(event)

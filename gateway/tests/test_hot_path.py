@@ -4,10 +4,11 @@ sent it (PEP 3333's close()), so they are not part of the client's wait."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
-from conftest import FakeAudit, Signer
+from conftest import FakeAudit, FakeUpstream, Signer
 from prometheus_client import generate_latest
 from werkzeug.test import EnvironBuilder
 
@@ -65,3 +66,36 @@ def test_a_token_verified_before_costs_one_counter_round_trip(
     calls.clear()
     assert client.get("/v1/auth/me", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
     assert calls == [["ip"]]
+
+
+def test_the_audit_event_is_sealed_while_the_service_works(
+    gateway: Any, audit: FakeAudit, signer: Signer, upstream: FakeUpstream,
+) -> None:
+    """The event's id, time and sealed PHI (most of its cost) are made after the request went to the service
+    and before its answer is read; after the answer only the outcome is added and the event committed."""
+    seen_by_service: list[int] = []
+    prepare = audit.prepare
+
+    def recording(**fields: Any) -> Any:
+        deadline = time.monotonic() + 2  # had it run before the send, the service would never have it
+        while not upstream.seen and time.monotonic() < deadline:
+            time.sleep(0.005)
+        seen_by_service.append(len(upstream.seen))
+        return prepare(**fields)
+
+    audit.prepare = recording  # type: ignore[method-assign]
+    answer = gateway.test_client().get("/v1/auth/me", headers={"Authorization": f"Bearer {signer.token()}",
+                                                               "User-Agent": "UA-under-test"})
+    assert answer.status_code == 200
+    assert seen_by_service == [1]
+    assert audit.prepared == [{"ip": "127.0.0.1", "user_agent": "UA-under-test"}]
+    event = audit.events[0]
+    assert event["prepared"] is not None and event["ip"] is None and event["user_agent"] is None
+    assert event["outcome"] == "200" and event["action"] == "gateway.auth.me"
+
+
+def test_a_request_refused_before_forwarding_is_sealed_at_once(gateway: Any, audit: FakeAudit) -> None:
+    answer = gateway.test_client().get("/v1/auth/me", headers={"User-Agent": "UA-refused"})
+    assert answer.status_code == 401
+    assert audit.prepared == [] and audit.events[0]["prepared"] is None
+    assert audit.events[0]["user_agent"] == "UA-refused"

@@ -362,3 +362,32 @@ def test_a_request_that_reached_an_instance_is_not_sent_to_another(
                            headers={}, body=b"{}")
     assert not isinstance(failure.value, UpstreamUnreachable)
     assert healthy.requests == []
+
+
+def test_work_while_waiting_runs_once_after_the_request_reached_the_service(
+        server_factory: Callable[[Handler], RawServer]) -> None:
+    """The gateway prepares its audit event while the service works: the callback runs after the request
+    went out (the service has it) and before the answer is read, once, also when the first instance was
+    passed over because it refused the connection."""
+    arrived, go = threading.Event(), threading.Event()
+
+    def answer_when_told(conn: socket.socket, request: bytes) -> bool:
+        arrived.set()
+        go.wait(5)
+        return ok()(conn, request)
+
+    refused, server = server_factory(ok()), server_factory(answer_when_told)
+    _stop_listening(refused)
+    calls: list[bool] = []
+
+    def meanwhile() -> None:
+        calls.append(arrived.wait(5))  # False had it run before the request was sent
+        go.set()  # the service answers only now
+
+    answer = pool().send_to_any(method="POST", instances=Instances([refused.url, server.url]), target="/v1/x",
+                                headers={}, body=b"{}", while_waiting=meanwhile)
+    assert answer.status == 200 and calls == [True]
+    with pytest.raises(UpstreamUnreachable):  # never sent: never run
+        pool().send_to_any(method="GET", instances=Instances([refused.url]), target="/v1/x", headers={},
+                           body=None, while_waiting=lambda: calls.append(False))
+    assert calls == [True]

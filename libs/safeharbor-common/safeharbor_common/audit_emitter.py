@@ -119,6 +119,16 @@ def _clip(value: str | None, name: str) -> str | None:
     return value[:MAX_FIELD_LENGTH]
 
 
+@dataclass(frozen=True)
+class PreparedEvent:
+    """What `AuditEmitter.prepare` made of an event before its outcome is known."""
+
+    event_id: str
+    ts: str
+    phi: dict[str, Any] | None  # the sealed envelope of the event's PHI, if it has any
+    phi_withheld: bool  # PHI was given but no key to seal it to: left out, and said so in meta
+
+
 class AuditEmitter:
     def __init__(
         self,
@@ -201,8 +211,15 @@ class AuditEmitter:
         meta: Mapping[str, Any] | None = None,
         event_id: str | None = None,
         ts: str | None = None,
+        prepared: PreparedEvent | None = None,
     ) -> str:
-        """Durably records one event (committed before returning) and returns its event id."""
+        """Durably records one event (committed before returning) and returns its event id. `prepared`: the
+        id, time and sealed PHI made earlier by `prepare` (then `ip`, `user_agent`, `event_id`, `ts` are not
+        given again)."""
+        if prepared is not None:
+            if ip is not None or user_agent is not None or event_id is not None or ts is not None:
+                raise AuditEmitError("a prepared event already has its id, time and PHI")
+            event_id, ts = prepared.event_id, prepared.ts
         if not isinstance(action, str) or not action or len(action) > 128:
             raise AuditEmitError("audit action must be a non-empty string of at most 128 characters")
         if not isinstance(actor, str) or not actor:
@@ -224,14 +241,12 @@ class AuditEmitter:
             "severity": severity,
         }
         event["meta"] = event_meta = dict(meta or {})
-        ip, user_agent = _clip(ip, "ip"), _clip(user_agent, "user_agent")
-        if ip is not None or user_agent is not None:
-            key = self.phi_key()
-            if key is not None:
-                event["phi"] = key.seal({"ip": ip[:64] if ip else None, "user_agent": user_agent},
-                                        event_id=str(event["event_id"]))
-            else:
-                event_meta["phi_withheld"] = True
+        phi, withheld = ((prepared.phi, prepared.phi_withheld) if prepared is not None
+                         else self._seal_phi(str(event["event_id"]), ip, user_agent))
+        if phi is not None:
+            event["phi"] = phi
+        if withheld:
+            event_meta["phi_withheld"] = True
         try:
             body = _encode_json(event)
         except (TypeError, ValueError) as exc:
@@ -241,6 +256,24 @@ class AuditEmitter:
         if not self._wake.is_set():  # set() takes a lock and notifies: once per wake-up is enough
             self._wake.set()
         return str(event["event_id"])
+
+    def prepare(self, *, ip: str | None = None, user_agent: str | None = None) -> PreparedEvent:
+        """An event's id and time, and its PHI sealed, ahead of `emit`: a caller that waits on something else
+        anyway (the gateway, on the service's answer) does this work then, not after."""
+        event_id = str(uuid.uuid4())
+        phi, withheld = self._seal_phi(event_id, ip, user_agent)
+        return PreparedEvent(event_id=event_id, ts=_utc_now_rfc3339(), phi=phi, phi_withheld=withheld)
+
+    def _seal_phi(self, event_id: str, ip: str | None,
+                  user_agent: str | None) -> tuple[dict[str, Any] | None, bool]:
+        """The sealed PHI envelope (None when there is none) and whether PHI had to be withheld (no key)."""
+        ip, user_agent = _clip(ip, "ip"), _clip(user_agent, "user_agent")
+        if ip is None and user_agent is None:
+            return None, False
+        key = self.phi_key()
+        if key is None:
+            return None, True
+        return key.seal({"ip": ip[:64] if ip else None, "user_agent": user_agent}, event_id=event_id), False
 
     # -- the PHI key --------------------------------------------------------------------------------
 

@@ -207,6 +207,25 @@ def test_rejected_events_go_to_dead_letter(tmp_path: Path, fake: FakeAuditServic
     emitter.close()
 
 
+def test_a_prepared_event_is_the_event_emit_would_have_made(tmp_path: Path, fake: FakeAuditService) -> None:
+    """prepare() makes the id, time and sealed PHI ahead (the gateway does it while the service works);
+    emit(prepared=...) adds the outcome: the same event, its PHI opened with its own id."""
+    emitter = make_emitter(tmp_path / "outbox.db", fake.url, phi_key=fake.phi_key)
+    ready = emitter.prepare(ip="198.51.100.7", user_agent="UA-prepared")
+    event_id = emitter.emit(action="a", actor="u", outcome="200", meta={"n": 1}, prepared=ready)
+    assert event_id == ready.event_id
+    assert emitter.flush(10)
+    event = fake.events[event_id]
+    assert event["ts"] == ready.ts and event["meta"] == {"n": 1} and event["outcome"] == "200"
+    assert open_sealed(event["phi"], fake.phi_private, event_id=event_id) == {"ip": "198.51.100.7",
+                                                                             "user_agent": "UA-prepared"}
+    with pytest.raises(AuditEmitError, match="prepared"):  # PHI given twice would be sealed twice, or lost
+        emitter.emit(action="a", actor="u", outcome="200", ip="198.51.100.7", prepared=emitter.prepare())
+    withheld = make_emitter(tmp_path / "other.db", None).prepare(ip="198.51.100.8")  # no key to seal to
+    assert withheld.phi is None and withheld.phi_withheld
+    emitter.close()
+
+
 def test_bad_calls_raise() -> None:
     emitter = AuditEmitter(outbox_path=":memory:", source="t", service_url=None)
     with pytest.raises(AuditEmitError):
