@@ -25,6 +25,7 @@ run() {  # label, command...
 
 if [ $QUICK = 1 ]; then
   run gateway     $PY bench/speed/gateway_overhead.py --runs 1 --seconds 4 --concurrency 1,16
+  run gateway-pairs $PY bench/speed/gateway_added_latency.py --rounds 300 --warmup 50
   run audit-append $PY bench/speed/audit_append.py --runs 1 --events 5000
   run audit-verify $PY bench/speed/audit_verify.py --runs 1 --entries 100000 --proofs 50
   run keydir      $PY bench/speed/keydir.py --runs 1 --users 100 --lookups 50
@@ -36,6 +37,7 @@ if [ $QUICK = 1 ]; then
 else
   for backend in sqlite postgres; do
     run "gateway ($backend)" $PY bench/speed/gateway_overhead.py --backend $backend
+    run "gateway pairs ($backend)" $PY bench/speed/gateway_added_latency.py --backend $backend
   done
   run audit-append $PY bench/speed/audit_append.py --profile
   run audit-verify $PY bench/speed/audit_verify.py
