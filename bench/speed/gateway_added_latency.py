@@ -29,7 +29,6 @@ import http.client
 import math
 import os
 import random
-import subprocess
 import sys
 import textwrap
 import time
@@ -38,9 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import requests
-from common import BenchStack, ForeignCpu, fmt, log, median, percentile, wait_quiet, write_result
-from gateway_overhead import _stop_nginx, _stop_process, start_baseline_gateway, start_nginx
+from common import BenchStack, ForeignCpu, log, median, percentile, wait_quiet, write_result
+from gateway_overhead import nginx_in_front, port_of, serve_like_the_gateway, start_baseline_gateway
 
 # Forwards every request to BARE_UPSTREAM on one keep-alive http.client connection per worker: the least a
 # Python forwarder on these parts does (gevent serves one request at a time per connection here: c = 1).
@@ -66,24 +64,11 @@ BARE_FORWARDER = textwrap.dedent('''
 ''')
 
 
-def start_bare_forwarder(bench: BenchStack, upstream: str) -> tuple[subprocess.Popen[bytes], int]:
-    from safeharbor_devstack import free_port
-    from safeharbor_devstack.stack import serving_flags
-
+def start_bare_forwarder(cleanup: contextlib.ExitStack, bench: BenchStack, upstream: str) -> int:
+    """The bare forwarder in front of `upstream`: its port."""
     (bench.tmp / "bench_bare_forwarder.py").write_text(BARE_FORWARDER)
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(bench.tmp), "BARE_UPSTREAM": upstream.removeprefix("http://")}
-    command = [sys.executable, "-m", "safeharbor_common.serving", "bench_bare_forwarder:create", "--port", str(port),
-               "--workers", str(bench.workers), *serving_flags("gateway", internal_port=None)]
-    log_file = open(bench.tmp / "bare-forwarder.log", "ab")  # noqa: SIM115 - the process's life
-    process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        with contextlib.suppress(requests.RequestException):
-            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return process, port
-        time.sleep(0.2)
-    raise RuntimeError("the bare forwarder did not start: " + (bench.tmp / "bare-forwarder.log").read_text()[-800:])
+    return serve_like_the_gateway(cleanup, bench, "bench_bare_forwarder:create", name="bare forwarder", env=env)[1]
 
 
 def _median_ci(values: list[float]) -> tuple[float, float]:
@@ -131,24 +116,14 @@ def main() -> int:
     with contextlib.ExitStack() as cleanup:
         bench = cleanup.enter_context(BenchStack(backend=args.backend))
         headers = {"Authorization": f"Bearer {bench.api().token(args.user)}"}
-        nginx, nginx_port, nginx_tmp = start_nginx(int(bench.url(service).rsplit(":", 1)[1]))
-        cleanup.callback(_stop_nginx, nginx, nginx_tmp)
-        edge, edge_port, edge_tmp = start_nginx(int(bench.gateway_url.rsplit(":", 1)[1]))
-        cleanup.callback(_stop_nginx, edge, edge_tmp)
-        ports = {"direct": int(bench.url(service).rsplit(":", 1)[1]), "nginx": nginx_port, "edge": edge_port}
-        hop, hop_port, hop_tmp = start_nginx(nginx_port)
-        cleanup.callback(_stop_nginx, hop, hop_tmp)
-        bare, bare_port = start_bare_forwarder(bench, bench.url(service))
-        cleanup.callback(_stop_process, bare)
-        bare_edge, bare_edge_port, bare_edge_tmp = start_nginx(bare_port)
-        cleanup.callback(_stop_nginx, bare_edge, bare_edge_tmp)
-        ports.update({"nginx hop": hop_port, "bare forwarder": bare_edge_port})
+        nginx_port = nginx_in_front(cleanup, port_of(bench.url(service)))[1]
+        ports = {"direct": port_of(bench.url(service)), "nginx": nginx_port,
+                 "edge": nginx_in_front(cleanup, port_of(bench.gateway_url))[1],
+                 "nginx hop": nginx_in_front(cleanup, nginx_port)[1],
+                 "bare forwarder": nginx_in_front(cleanup, start_bare_forwarder(cleanup, bench, bench.url(service)))[1]}
         if args.baseline is not None:
-            base = start_baseline_gateway(bench, args.baseline.resolve())
-            cleanup.callback(_stop_process, base)
-            base_edge, base_edge_port, base_edge_tmp = start_nginx(int(base.args[base.args.index("--port") + 1]))
-            cleanup.callback(_stop_nginx, base_edge, base_edge_tmp)
-            ports["baseline edge"] = base_edge_port
+            base_port = start_baseline_gateway(cleanup, bench, args.baseline.resolve())[1]
+            ports["baseline edge"] = nginx_in_front(cleanup, base_port)[1]
         targets = [Target(name, port, args.path, headers) for name, port in ports.items()]
         for _ in range(args.warmup):  # token caches, pools, the revocation list, JIT-free but warm
             for target in targets:
@@ -194,7 +169,7 @@ def main() -> int:
               f"{low:+.3f} … {high:+.3f}); p50 ratio {rows['edge']['p50_ms'] / rows['baseline edge']['p50_ms']:.2f}x")
     write_result(f"gateway_added_latency-{args.backend}" + ("-baseline" if args.baseline else ""), {
         "path": args.path, "rounds": args.rounds, "seconds": seconds, "foreign_cores": foreign,
-        "paths": rows, "added": added, "requests_per_s_overall": fmt(args.rounds * len(targets) / seconds, 0),
+        "paths": rows, "added": added, "requests_per_s_overall": round(args.rounds * len(targets) / seconds),
     })
     return 1 if any(t.failures for t in targets) else 0
 

@@ -115,21 +115,17 @@ def main() -> int:
             bench = benches[server] = cleanup.enter_context(
                 BenchStack(backend=args.backend, server=server, redis_url=redis_url))
             headers[server] = {"Authorization": f"Bearer {bench.api().token(args.user)}"}
-            nginx, nginx_port, nginx_tmp = start_nginx(int(bench.url(service).rsplit(":", 1)[1]))
-            cleanup.callback(_stop_nginx, nginx, nginx_tmp)
-            edge, edge_port, edge_tmp = start_nginx(int(bench.gateway_url.rsplit(":", 1)[1]))
-            cleanup.callback(_stop_nginx, edge, edge_tmp)
+            nginx_pid, nginx_port = nginx_in_front(cleanup, port_of(bench.url(service)))
+            edge_pid, edge_port = nginx_in_front(cleanup, port_of(bench.gateway_url))
             urls = {"direct": bench.url(service) + args.path, "nginx": f"http://127.0.0.1:{nginx_port}" + args.path,
                     "edge": f"http://127.0.0.1:{edge_port}" + args.path}
             roots = {"gateway": bench.stack.processes["gateway"].pid, service: bench.stack.processes[service].pid,
-                     "audit": bench.stack.processes["audit"].pid, "nginx": nginx.pid, "edge nginx": edge.pid}
+                     "audit": bench.stack.processes["audit"].pid, "nginx": nginx_pid, "edge nginx": edge_pid}
             if args.baseline is not None:
-                base = start_baseline_gateway(bench, args.baseline.resolve())
-                cleanup.callback(_stop_process, base)
-                base_edge, base_edge_port, base_edge_tmp = start_nginx(int(base.args[base.args.index("--port") + 1]))
-                cleanup.callback(_stop_nginx, base_edge, base_edge_tmp)
+                base_pid, base_port = start_baseline_gateway(cleanup, bench, args.baseline.resolve())
+                base_edge_pid, base_edge_port = nginx_in_front(cleanup, base_port)
                 urls["baseline edge"] = f"http://127.0.0.1:{base_edge_port}" + args.path
-                roots.update({"baseline gateway": base.pid, "baseline edge nginx": base_edge.pid})
+                roots.update({"baseline gateway": base_pid, "baseline edge nginx": base_edge_pid})
             for name, url in urls.items():  # sanity and warm-up (JWKS fetch, token cache, pools)
                 status = requests.get(url, headers=headers[server], timeout=10).status_code
                 if status != 200:
@@ -224,36 +220,54 @@ def main() -> int:
     return 0
 
 
-def start_baseline_gateway(bench: BenchStack, baseline: Path) -> subprocess.Popen[bytes]:
-    """The baseline tree's gateway: the stack's gateway settings, its own port and outbox (drained with the
-    others), that tree's gateway and shared libraries first on the import path."""
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def nginx_in_front(cleanup: contextlib.ExitStack, upstream_port: int) -> tuple[int, int]:
+    """A plain nginx in front of `upstream_port`, stopped with `cleanup`: (its pid, its port)."""
+    process, port, tmp = start_nginx(upstream_port)
+    cleanup.callback(stop_nginx, process, tmp)
+    return process.pid, port
+
+
+def serve_like_the_gateway(cleanup: contextlib.ExitStack, bench: BenchStack, app: str, *, name: str,
+                           env: dict[str, str], cwd: Path | None = None) -> tuple[int, int]:
+    """`app` under the gateway's gunicorn settings (`bench.workers` gevent workers) on a free port, ready
+    (`/readyz` answers 200) and stopped with `cleanup`: (its pid, its port)."""
     from safeharbor_devstack import free_port
     from safeharbor_devstack.stack import serving_flags
 
     port = free_port()
+    command = [sys.executable, "-m", "safeharbor_common.serving", app, "--port", str(port),
+               "--workers", str(bench.workers), "--graceful-seconds", "5",
+               *serving_flags("gateway", internal_port=None)]
+    log_path = bench.tmp / f"{name.replace(' ', '-')}.log"
+    log_file = open(log_path, "ab")  # noqa: SIM115 - the process's life
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    cleanup.callback(stop_process, process)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process.pid, port
+        time.sleep(0.2)
+    raise RuntimeError(f"the {name} did not start: " + log_path.read_text()[-800:])
+
+
+def start_baseline_gateway(cleanup: contextlib.ExitStack, bench: BenchStack, baseline: Path) -> tuple[int, int]:
+    """The baseline tree's gateway: the stack's gateway settings, its own port and outbox (drained with the
+    others), that tree's gateway and shared libraries first on the import path: (its pid, its port)."""
     env = bench.stack.env_for("gateway")
     env["AUDIT_OUTBOX_PATH"] = str(bench.tmp / "outbox-gateway-baseline.db")
     env["PYTHONPATH"] = os.pathsep.join(str(baseline / p) for p in (
         "gateway", "libs/safeharbor-common", "libs/safeharbor-protocol"))
-    command = [sys.executable, "-m", "safeharbor_common.serving", "safeharbor_gateway.app:create_app",
-               "--port", str(port), "--workers", str(bench.workers), "--graceful-seconds", "5",
-               *serving_flags("gateway", internal_port=None)]
-    log_file = open(bench.tmp / "gateway-baseline.log", "ab")  # noqa: SIM115 - the process's life
-    process = subprocess.Popen(command, cwd=baseline, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    _stop_process(process)
-    raise RuntimeError("the baseline gateway did not start: " + (bench.tmp / "gateway-baseline.log").read_text()[-800:])
+    return serve_like_the_gateway(cleanup, bench, "safeharbor_gateway.app:create_app", name="baseline gateway",
+                                  env=env, cwd=baseline)
 
 
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
@@ -263,7 +277,7 @@ def _stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
 
 
-def _stop_nginx(nginx: subprocess.Popen[bytes], nginx_tmp: Path) -> None:
+def stop_nginx(nginx: subprocess.Popen[bytes], nginx_tmp: Path) -> None:
     os.killpg(nginx.pid, signal.SIGTERM)
     nginx.wait(timeout=10)
     shutil.rmtree(nginx_tmp, ignore_errors=True)
