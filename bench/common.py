@@ -345,9 +345,13 @@ class Api:
         import pyotp
 
         with self._lock:
-            step = int(time.time()) // 30
+            now = time.time()
+            step = int(now) // 30
             used = self._used_steps.get(username, -1)
-            for candidate in (step - 1, step, step + 1):
+            # The previous step only while the request cannot reach auth-service in the next window (it would
+            # then be two steps old; the same rule as the integration harness, tests/conftest.py).
+            earliest = step - 1 if 30 - now % 30 > 10.0 else step
+            for candidate in range(earliest, step + 2):
                 if candidate > used:
                     self._used_steps[username] = candidate
                     return str(pyotp.TOTP(secret).at(candidate * 30))

@@ -141,9 +141,13 @@ class Api:
         import pyotp
 
         totp = pyotp.TOTP(secret)
-        step = int(time.time()) // 30
+        now = time.time()
+        step = int(now) // 30
         used = _USED_STEPS.setdefault(username, -1)
-        for candidate in (step - 1, step, step + 1):
+        # The server accepts one step either way of its own: the previous step only while the request cannot
+        # reach it in the next window (a busy machine took seconds: the code was then two steps old).
+        earliest = step - 1 if 30 - now % 30 > STEP_MARGIN_S else step
+        for candidate in range(earliest, step + 2):
             if candidate > used:
                 _USED_STEPS[username] = candidate
                 return str(totp.at(candidate * 30))
@@ -167,6 +171,7 @@ class Api:
 
 _MFA: dict[str, dict[str, Any]] = {}
 _USED_STEPS: dict[str, int] = {}
+STEP_MARGIN_S = 10.0  # seconds before a TOTP window ends from which its previous step is no longer used
 
 
 class _Databases:
